@@ -1,0 +1,84 @@
+import json
+import shutil
+
+import pytest
+import torch
+
+from opforce_tutorial import pretrained
+
+
+def test_shipped_models_verify_and_load():
+    registry = pretrained.read_registry()
+    assert "toy1d-flow" in registry
+    for name, entry in registry.items():
+        model, loaded_entry = pretrained.load(name)
+        assert loaded_entry["sha256"] == entry["sha256"]
+        assert entry["command"].startswith("opforce pretrain ")
+        assert isinstance(model, torch.nn.Module)
+
+
+def _copy_models(tmp_path):
+    dst = tmp_path / "models"
+    shutil.copytree(pretrained.MODELS_DIR, dst)
+    return dst
+
+
+def test_wrong_checksum_names_file_and_command(tmp_path):
+    models = _copy_models(tmp_path)
+    path = models / "toy1d_flow.pt"
+    path.write_bytes(path.read_bytes() + b"corrupted")
+    with pytest.raises(pretrained.PretrainedError) as err:
+        pretrained.load("toy1d-flow", models_dir=models)
+    msg = str(err.value)
+    assert "toy1d_flow.pt" in msg and "corrupt" in msg and "opforce pretrain toy1d-flow" in msg
+
+
+def test_missing_file_and_entry(tmp_path):
+    models = _copy_models(tmp_path)
+    (models / "toy1d_flow.pt").unlink()
+    with pytest.raises(pretrained.PretrainedError, match="missing.*opforce pretrain toy1d-flow"):
+        pretrained.load("toy1d-flow", models_dir=models)
+    (models / "registry.json").write_text(json.dumps({}))
+    with pytest.raises(pretrained.PretrainedError, match="no entry"):
+        pretrained.load("toy1d-flow", models_dir=models)
+    with pytest.raises(pretrained.PretrainedError, match="unknown"):
+        pretrained.load("no-such-model", models_dir=models)
+
+
+def test_train_policy(monkeypatch):
+    monkeypatch.delenv(pretrained.ENV_VAR, raising=False)
+    assert pretrained.should_train() == torch.cuda.is_available()
+    assert pretrained.should_train(True) and not pretrained.should_train(False)
+    monkeypatch.setenv(pretrained.ENV_VAR, "always")
+    assert pretrained.should_train()
+    assert not pretrained.should_train(False)  # the argument wins over the environment
+    monkeypatch.setenv(pretrained.ENV_VAR, "never")
+    assert not pretrained.should_train()
+    monkeypatch.setenv(pretrained.ENV_VAR, "sometimes")
+    with pytest.raises(ValueError, match=pretrained.ENV_VAR):
+        pretrained.should_train()
+
+
+def test_load_or_train_trains_when_forced(monkeypatch):
+    calls = []
+    tiny = torch.nn.Linear(1, 1)
+
+    def train(device):
+        calls.append(device)
+        return tiny, {}, {}, {}
+
+    spec = pretrained.ModelSpec(train=train, build=lambda cfg: torch.nn.Linear(1, 1), file="unused.pt")
+    monkeypatch.setattr(pretrained, "_specs", lambda: {"toy1d-flow": spec})
+    assert pretrained.load_or_train("toy1d-flow", train=True, device="cpu") is tiny
+    assert calls == ["cpu"]
+
+
+def test_pretrain_writes_file_and_registry(monkeypatch, tmp_path):
+    spec = pretrained.ModelSpec(train=lambda d: (torch.nn.Linear(2, 1), {"n": 2}, {"steps": 0}, {"loss": 1.0}),
+                                build=lambda cfg: torch.nn.Linear(cfg["n"], 1), file="tiny.pt")
+    monkeypatch.setattr(pretrained, "_specs", lambda: {"tiny": spec})
+    entry = pretrained.pretrain("tiny", models_dir=tmp_path)
+    assert entry["sha256"] == pretrained.sha256(tmp_path / "tiny.pt")
+    assert entry["command"] == "opforce pretrain tiny" and entry["metrics"] == {"loss": 1.0}
+    model, _ = pretrained.load("tiny", models_dir=tmp_path)
+    assert model.in_features == 2
