@@ -31,6 +31,8 @@ from .simulation import simulate_langevin
 from .systems.toy1d import DoubleWellBond, ExactDenoisingPosterior
 from .units import noise_std_from_var
 
+#: The noise variances (Å²) of the book's static slider: σ from 0.01 to 0.1 Å, the seed's σ = 0.05 Å included.
+NOISE_VARS = (1e-4, 2.5e-4, 5e-4, 1e-3, 1.5e-3, 2.5e-3, 4e-3, 6.25e-3, 1e-2)
 STRATEGIES = ("reference", "noise", "reverse (exact posterior)", "reverse (learned flow)")
 KERNEL_STRATEGIES = STRATEGIES[1:]
 
@@ -40,8 +42,8 @@ class BondToySettings:
     """Sizes of one study (lengths Å, time ps, mass amu). Defaults build chapter 1 in about a minute."""
 
     n_data: int = 20_000
-    n_rbf: int = 48
-    rbf_range: tuple[float, float] = (1.0, 2.0)
+    n_basis: int = 32
+    hist_range: tuple[float, float] = (1.0, 2.0)
     n_replicas: int = 256
     n_steps: int = 5_000
     burn_in: int = 1_000
@@ -78,18 +80,23 @@ class BondToyStudy:
     settings: BondToySettings
     x: torch.Tensor
     results: list[StrategyResult]
-    simulated: np.ndarray  # (n_samples, n_results): simulated bond lengths, one column per result
+    simulated: np.ndarray  # (n_saved, n_replicas, n_results): simulated bond lengths, one column per result
     edges: np.ndarray
     table: pd.DataFrame = field(repr=False)
 
     def result(self, strategy: str, noise_var: float | None = None) -> StrategyResult:
-        for i, r in enumerate(self.results):
+        for r in self.results:
             if r.strategy == strategy and (noise_var is None or np.isclose(r.noise_var, noise_var)):
                 return r
         raise KeyError(f"no result for {strategy!r} at noise_var={noise_var}")
 
     def simulated_samples(self, strategy: str, noise_var: float | None = None) -> np.ndarray:
-        return self.simulated[:, self.results.index(self.result(strategy, noise_var))]
+        """All saved frames of all replicas of one result, flattened (Å)."""
+        return self.simulated[..., self.results.index(self.result(strategy, noise_var))].ravel()
+
+    @property
+    def noise_vars(self) -> list[float]:
+        return sorted({r.noise_var for r in self.results if r.noise_var is not None})
 
 
 def make_kernel(strategy: str, system: DoubleWellBond, noise_std: float, flow=None):
@@ -118,33 +125,32 @@ def label(system: DoubleWellBond, strategy: str, x: torch.Tensor, noise_var: flo
 def fit_strategy(system, strategy, x, noise_var=None, flow=None, settings=BondToySettings(), generator=None):
     """Label with one strategy and fit a :class:`BondEnergy1D` by force matching."""
     y, f, n_dropped = label(system, strategy, x, noise_var, flow, generator)
-    model = BondEnergy1D(torch.linspace(*settings.rbf_range, settings.n_rbf, dtype=torch.float64),
-                         width=(settings.rbf_range[1] - settings.rbf_range[0]) / (settings.n_rbf - 1))
+    model = BondEnergy1D(settings.n_basis)
     report = fit_force_matching(model, y, f, kbt=system.kbt, seed=settings.seed)
     return StrategyResult(strategy, noise_var, y, f, model, report, n_dropped)
 
 
 def simulate_results(system, results: list[StrategyResult], settings: BondToySettings, x_start: torch.Tensor,
                      generator=None, progress=False) -> np.ndarray:
-    """Simulate every fitted model at once (one column each); returns ``(n_samples, n_results)``."""
+    """Simulate every fitted model at once (one column each); returns ``(n_saved, n_replicas, n_results)``."""
     stacked = BondEnergy1D.stack([r.model for r in results])
     idx = torch.randint(len(x_start), (settings.n_replicas, len(results)), generator=generator)
     traj = simulate_langevin(stacked.forces, x_start[idx], masses=settings.mass, kbt=system.kbt, dt=settings.dt,
                              friction=settings.friction, n_steps=settings.n_steps, burn_in=settings.burn_in,
                              save_every=settings.save_every, generator=generator, progress=progress)
-    return traj.reshape(-1, len(results)).numpy()
+    return traj.numpy()
 
 
 def score(system, results, simulated, edges, x_eval) -> pd.DataFrame:
     """One row per result: JS of the simulation against the exact density and force errors."""
     exact = system.bin_probabilities(edges)
+    simulated = simulated.reshape(-1, len(results))
     floor = js_floor(exact, len(simulated))
     f_exact = system.mean_force(x_eval)
     rows = []
     for i, r in enumerate(results):
         with torch.no_grad():
             err = float(((r.model.forces(x_eval) - f_exact) ** 2).mean())
-        target = f_exact if r.noise_var is None or r.strategy != "noise" else None
         rows.append({
             "strategy": r.strategy,
             "noise_var (Å²)": r.noise_var,
@@ -155,11 +161,10 @@ def score(system, results, simulated, edges, x_eval) -> pd.DataFrame:
             "validation FM loss": r.fit.val_mse,
             "dropped labels": r.n_dropped,
         })
-        del target
     return pd.DataFrame(rows)
 
 
-def run_study(system: DoubleWellBond, noise_vars, flow=None, settings: BondToySettings = BondToySettings(),
+def run_study(system: DoubleWellBond, noise_vars=NOISE_VARS, flow=None, settings: BondToySettings = BondToySettings(),
               strategies=STRATEGIES, progress: bool = True) -> BondToyStudy:
     """Run the whole chapter-1 pipeline for every strategy and noise variance (Å²)."""
     gen = torch.Generator().manual_seed(settings.seed)
@@ -169,6 +174,6 @@ def run_study(system: DoubleWellBond, noise_vars, flow=None, settings: BondToySe
         for var in [None] if strategy == "reference" else noise_vars:
             results.append(fit_strategy(system, strategy, x, var, flow, settings, gen))
     simulated = simulate_results(system, results, settings, x, gen, progress)
-    edges = np.linspace(*settings.rbf_range, settings.n_bins + 1)
+    edges = np.linspace(*settings.hist_range, settings.n_bins + 1)
     table = score(system, results, simulated, edges, system.sample(20_000, generator=gen))
     return BondToyStudy(system, settings, x, results, simulated, edges, table)

@@ -43,20 +43,23 @@ class BondEnergy1D(EnergyModel):
     .. math::
 
         E(x) = \\sum_{m=1}^{M} \\Big[ \\tfrac12 k_m (x_m - x_{0,m})^2
-               + \\sum_{j} θ_{mj} \\exp\\big(-(x_m - μ_j)^2 / 2w^2\\big) \\Big]
+               + \\sum_{j=1}^{J} θ_{mj} \\exp\\big(-(x_m - μ_{mj})^2 / 2w_m^2\\big) \\Big]
 
-    Frames are ``(n_frames, M)`` (or ``(n_frames,)`` when M = 1). The prior is Boltzmann inversion of
-    a Gaussian fitted to the training positions (k = k_BT/Var, x₀ = mean); it confines the
-    simulation where the RBFs, which vanish far from their centres, have no data. Stacking M fitted
+    Frames are ``(n_frames, M)`` (or ``(n_frames,)`` when M = 1). :func:`fit_force_matching` sets the
+    prior by Boltzmann inversion of a Gaussian fitted to the training positions (k = k_BT/Var,
+    x₀ = mean) and spreads the J centres μ evenly over the range of those positions (w = spacing).
+    Outside that range the RBFs vanish and the prior confines the simulation. Stacking M fitted
     models (:meth:`stack`) lets one batched Langevin run simulate all of them at once, since the
     coordinates do not interact.
     """
 
-    def __init__(self, centers: torch.Tensor, width: float, n_models: int = 1):
+    def __init__(self, n_basis: int = 48, n_models: int = 1):
         super().__init__()
-        self.register_buffer("centers", torch.as_tensor(centers, dtype=torch.float64))
-        self.width = float(width)
-        self.theta = nn.Parameter(torch.zeros(n_models, len(self.centers), dtype=torch.float64))
+        if n_basis < 2:
+            raise ValueError("need at least 2 basis functions")
+        self.theta = nn.Parameter(torch.zeros(n_models, n_basis, dtype=torch.float64))
+        self.register_buffer("centers", torch.linspace(0.0, 1.0, n_basis, dtype=torch.float64).repeat(n_models, 1))
+        self.register_buffer("width", torch.full((n_models,), 1.0 / (n_basis - 1), dtype=torch.float64))
         self.register_buffer("x0", torch.zeros(n_models, dtype=torch.float64))
         self.register_buffer("k", torch.zeros(n_models, dtype=torch.float64))
 
@@ -72,9 +75,10 @@ class BondEnergy1D(EnergyModel):
         return x
 
     def _basis(self, x: torch.Tensor):
+        w = self.width[:, None]
         d = x[..., None] - self.centers
-        phi = torch.exp(-0.5 * (d / self.width) ** 2)
-        return phi, -d / self.width**2 * phi  # φ_j(x) and dφ_j/dx
+        phi = torch.exp(-0.5 * (d / w) ** 2)
+        return phi, -d / w**2 * phi  # φ_j(x) and dφ_j/dx
 
     def energy(self, x):
         xc = self._columns(x)
@@ -95,20 +99,17 @@ class BondEnergy1D(EnergyModel):
 
     def basis_forces(self, x):
         """−dφ_j/dx for M = 1: the design matrix of the linear force-matching problem, (n, J)."""
-        return -self._basis(x.reshape(-1))[1]
+        return -self._basis(x.reshape(-1, 1))[1][:, 0]
 
     @classmethod
     def stack(cls, models: list["BondEnergy1D"]) -> "BondEnergy1D":
-        """One M-column model holding the given single-column models (same RBF basis)."""
-        first = models[0]
-        out = cls(first.centers, first.width, n_models=len(models))
-        for m in models:
-            if m.n_models != 1 or not torch.equal(m.centers, first.centers) or m.width != first.width:
-                raise ValueError("stack() needs single-column models that share one RBF basis")
+        """One M-column model holding the given single-column models (same number of basis functions)."""
+        if any(m.n_models != 1 or m.theta.shape != models[0].theta.shape for m in models):
+            raise ValueError("stack() needs single-column models with the same number of basis functions")
+        out = cls(models[0].theta.shape[1], n_models=len(models))
         with torch.no_grad():
-            out.theta.copy_(torch.cat([m.theta for m in models]))
-            out.x0.copy_(torch.cat([m.x0 for m in models]))
-            out.k.copy_(torch.cat([m.k for m in models]))
+            for name, tensor in out.state_dict().items():
+                tensor.copy_(torch.cat([m.state_dict()[name] for m in models]))
         return out
 
 
@@ -126,9 +127,10 @@ def fit_force_matching(model: BondEnergy1D, positions: torch.Tensor, forces: tor
                        ridge: float = 1e-6, val_fraction: float = 0.1, seed: int = 0) -> FitReport:
     """Fit ``model`` (M = 1) to labelled positions by force matching; returns train/validation MSE.
 
-    The harmonic prior is fitted first by Boltzmann inversion of the training positions; the RBF
-    weights then solve the ridge-regularised least-squares problem
-    min_θ |f − F_prior − Φθ|² + λ N |θ|², with Φ = −dφ/dx, exactly (normal equations).
+    The harmonic prior is fitted first by Boltzmann inversion of the training positions and the RBF
+    centres are spread over their range; the RBF weights then solve the ridge-regularised
+    least-squares problem min_θ |f − F_prior − Φθ|² + λ N |θ|², with Φ = −dφ/dx, exactly (normal
+    equations); λ = ``ridge`` only keeps the problem well conditioned.
     A random ``val_fraction`` of the frames is held out for the reported validation loss.
     """
     if model.n_models != 1:
@@ -147,6 +149,9 @@ def fit_force_matching(model: BondEnergy1D, positions: torch.Tensor, forces: tor
         xt = positions[train]
         model.x0.fill_(float(xt.mean()))
         model.k.fill_(kbt / float(xt.var()))
+        n_basis = model.theta.shape[1]
+        model.centers.copy_(torch.linspace(float(xt.min()), float(xt.max()), n_basis, dtype=torch.float64)[None])
+        model.width.fill_(float(xt.max() - xt.min()) / (n_basis - 1))
         design = model.basis_forces(xt)
         target = forces[train] - model.prior_forces(xt)
         gram = design.T @ design + ridge * len(train) * torch.eye(design.shape[1], dtype=design.dtype)

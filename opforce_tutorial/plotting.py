@@ -3,6 +3,11 @@
 from __future__ import annotations
 
 import matplotlib as mpl
+import matplotlib.pyplot as plt
+import numpy as np
+import torch
+
+from .analysis import histogram, pmf
 
 #: One colour per label source, used by every figure of the book.
 COLORS = {
@@ -15,7 +20,14 @@ COLORS = {
 
 
 def set_style() -> None:
-    """Apply the book's matplotlib style (call once at the top of a chapter)."""
+    """Apply the book's plot style (call once at the top of a chapter).
+
+    Sets the matplotlib defaults, and makes plotly figures carry plotly.js inline so that they work
+    in the static HTML book without a kernel or internet access.
+    """
+    import plotly.io as pio
+
+    pio.renderers.default = "plotly_mimetype+notebook"
     mpl.rcParams.update({
         "figure.dpi": 100,
         "savefig.dpi": 120,
@@ -32,3 +44,120 @@ def set_style() -> None:
         "lines.linewidth": 1.6,
         "figure.constrained_layout.use": True,
     })
+
+
+# ----------------------------------------------------------------------------- chapter 1 figures
+def _centres(edges):
+    edges = np.asarray(edges)
+    return 0.5 * (edges[1:] + edges[:-1])
+
+
+def plot_toy_system(system, samples, edges):
+    """The toy: its potential (= PMF) and its exact density against a histogram of the samples."""
+    g = system.grid(1001)
+    fig, (a, b) = plt.subplots(1, 2, figsize=(8, 3))
+    a.plot(g, system.pmf(g), color=COLORS["exact"])
+    a.set(xlabel="bond length r (Å)", ylabel="U(r) − U_min (kcal/mol)", ylim=(-0.3, 6), title="potential = exact PMF")
+    a.axhline(system.kbt, ls=":", color="grey")
+    a.text(g[20], system.kbt + 0.1, "k_BT", color="grey")
+    b.hist(np.asarray(samples), bins=edges, density=True, color=COLORS["reference"], alpha=0.4, label="exact samples")
+    b.plot(g, system.density(g), color=COLORS["exact"], label="p(r)")
+    b.set(xlabel="bond length r (Å)", ylabel="density (1/Å)", xlim=(1.2, 1.8), title=f"Boltzmann density at {system.temperature:g} K")
+    b.legend()
+    return fig
+
+
+def plot_posteriors(system, flow, noise_std, conditioning=(1.30, 1.45, 1.50, 1.62)):
+    """Learned reverse kernel q(y|c) against the exact denoising posterior p(y|c) for a few c."""
+    from .systems.toy1d import ExactDenoisingPosterior
+
+    g = torch.linspace(1.15, 1.85, 701, dtype=torch.float64)
+    exact = ExactDenoisingPosterior(system, noise_std)
+    fig, axes = plt.subplots(1, len(conditioning), figsize=(2.4 * len(conditioning), 2.6), sharey=True)
+    for ax, c in zip(axes, conditioning):
+        cc = torch.full_like(g, c)
+        with torch.no_grad():
+            ax.plot(g, torch.exp(exact.log_prob(g, cc)), color=COLORS["reverse (exact posterior)"], label="exact p(y|c)")
+            ax.plot(g, torch.exp(flow.log_prob(g, cc, noise_std)), "--", color=COLORS["reverse (learned flow)"], label="flow q(y|c)")
+        ax.axvline(c, color="grey", lw=0.8)
+        ax.set(xlabel="y (Å)", title=f"c = {c:.2f} Å")
+    axes[0].set_ylabel("density (1/Å)")
+    axes[0].legend()
+    fig.suptitle(f"reverse kernels at σ = {noise_std:.3f} Å")
+    return fig
+
+
+def plot_strategy_grid(study, noise_var, n_scatter=3000):
+    """One row per strategy: labelled positions, labels vs mean force, fitted force, simulated PMF."""
+    from .units import noise_std_from_var
+
+    system, edges = study.system, study.edges
+    sigma = noise_std_from_var(noise_var)
+    g = torch.linspace(edges[0], edges[-1], 501, dtype=torch.float64)
+    exact_force = system.mean_force(g)
+    smoothed_force = system.smoothed_mean_force(g, sigma)
+    strategies = ["reference", "noise", "reverse (exact posterior)", "reverse (learned flow)"]
+    fig, axes = plt.subplots(len(strategies), 4, figsize=(12, 2.4 * len(strategies)), sharex=True)
+    for row, strategy in zip(axes, strategies):
+        r = study.result(strategy, None if strategy == "reference" else noise_var)
+        color = COLORS[strategy]
+        row[0].hist(r.y.numpy(), bins=edges, density=True, color=color, alpha=0.5)
+        row[0].plot(g, system.density(g), color=COLORS["exact"], lw=1)
+        if strategy == "noise":
+            row[0].plot(g, system.smoothed_density(g, sigma), ":", color=COLORS["exact"], lw=1.2, label="p * N(0, σ²)")
+            row[0].legend(loc="upper left")
+        row[0].set_ylabel(strategy, color=color, fontsize=10, fontweight="bold")
+        idx = torch.randperm(len(r.y), generator=torch.Generator().manual_seed(0))[:n_scatter]
+        row[1].scatter(r.y[idx], r.labels[idx], s=2, alpha=0.25, color=color, rasterized=True)
+        row[1].plot(g, exact_force, color=COLORS["exact"], lw=1)
+        with torch.no_grad():
+            row[2].plot(g, r.model.forces(g), color=color, label="fitted")
+        row[2].plot(g, exact_force, color=COLORS["exact"], lw=1, label="exact mean force")
+        if strategy == "noise":
+            for ax in row[1:3]:
+                ax.plot(g, smoothed_force, ":", color=COLORS["exact"], lw=1.2, label="smoothed mean force")
+        row[2].legend(loc="upper right")
+        spread = float(exact_force[(g > 1.25) & (g < 1.75)].abs().max()) * 1.3
+        row[1].set_ylim(-4 * spread, 4 * spread)
+        row[2].set_ylim(-spread, spread)
+        sim = study.simulated_samples(strategy, None if strategy == "reference" else noise_var)
+        row[3].plot(_centres(edges), pmf(histogram(sim, edges), edges, system.kbt), color=color, label="simulated")
+        row[3].plot(g, system.pmf(g), color=COLORS["exact"], lw=1, label="exact")
+        row[3].set_ylim(-0.2, 5)
+        row[3].legend(loc="upper center")
+    titles = ["labelled positions y", "labels (kcal/mol/Å)", "fitted force field (kcal/mol/Å)", "PMF of Langevin run (kcal/mol)"]
+    for ax, t in zip(axes[0], titles):
+        ax.set_title(t)
+    for ax in axes[-1]:
+        ax.set_xlabel("bond length (Å)")
+    fig.suptitle(f"σ² = {noise_var:g} Å²  (σ = {sigma:.3f} Å), T = {system.temperature:g} K")
+    return fig
+
+
+def plot_scores(table):
+    """JS divergence of the simulations and force error against noise variance, per strategy."""
+    fig, (a, b) = plt.subplots(1, 2, figsize=(9, 3.2))
+    ref = table[table.strategy == "reference"].iloc[0]
+    for strategy, rows in table[table.strategy != "reference"].groupby("strategy", sort=False):
+        a.plot(rows["noise_var (Å²)"], rows["JS(sim ‖ exact)"], "o-", color=COLORS[strategy], label=strategy)
+        b.plot(rows["noise_var (Å²)"], rows["force MSE vs exact mean force"], "o-", color=COLORS[strategy], label=strategy)
+    a.axhline(ref["JS(sim ‖ exact)"], color=COLORS["reference"], ls="--", label="reference forces")
+    a.axhline(ref["JS floor"], color="grey", ls=":", label="iid sampling floor")
+    b.axhline(ref["force MSE vs exact mean force"], color=COLORS["reference"], ls="--", label="reference forces")
+    a.set(xscale="log", yscale="log", xlabel="noise variance σ² (Å²)", ylabel="JS(simulated ‖ exact) (nats)")
+    b.set(xscale="log", yscale="log", xlabel="noise variance σ² (Å²)", ylabel="force MSE ((kcal/mol/Å)²)")
+    a.legend(fontsize=7)
+    return fig
+
+
+def plot_trajectories(study, noise_var, n_frames=300):
+    """The first replica's bond length over time for every strategy (saved frames)."""
+    dt_save = study.settings.dt * study.settings.save_every
+    fig, ax = plt.subplots(figsize=(9, 2.6))
+    for i, r in enumerate(study.results):
+        if r.noise_var is None or np.isclose(r.noise_var, noise_var):
+            t = np.arange(n_frames) * dt_save
+            ax.plot(t, study.simulated[:n_frames, 0, i], color=COLORS[r.strategy], lw=0.8, label=r.strategy)
+    ax.set(xlabel="time (ps)", ylabel="bond length (Å)", title="one Langevin replica per force field")
+    ax.legend(ncol=4, loc="lower center", bbox_to_anchor=(0.5, 1.08))
+    return fig
