@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 import json
 import sys
+from pathlib import Path
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -14,6 +15,18 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("name", nargs="+", help="registered model name(s), e.g. toy1d-flow")
     p.add_argument("--device", default="cpu", help="torch device to train on (cpu, cuda)")
     sub.add_parser("models", help="list registered pretrained models and verify their checksums")
+    d = sub.add_parser("data", help="generate reference MD data")
+    dsub = d.add_subparsers(dest="data_command", required=True)
+    r = dsub.add_parser("remd", help="run or extend (resume) a temperature replica-exchange run")
+    r.add_argument("system", choices=["ala2"])
+    r.add_argument("--ns", type=float, required=True, help="target length of the target-temperature replica (ns)")
+    r.add_argument("--out", required=True, help="run directory (created, or resumed if it exists)")
+    r.add_argument("--platform", default="CPU", help="OpenMM platform for a new run: CPU, OpenCL, CUDA")
+    r.add_argument("--threads", type=int, default=1, help="CPU threads for a new run")
+    r.add_argument("--seed", type=int, default=0, help="seed for a new run")
+    b = dsub.add_parser("build", help="assemble data/<system>.npz from run directories and register its sha256")
+    b.add_argument("system", choices=["ala2"])
+    b.add_argument("runs", nargs="+", help="replica-exchange run directories")
     args = parser.parse_args(argv)
 
     from . import pretrained
@@ -23,6 +36,21 @@ def main(argv: list[str] | None = None) -> int:
             entry = pretrained.pretrain(name, device=args.device)
             print(f"{name}: wrote models/{entry['file']} in {entry['wall_time_s']} s")
             print(json.dumps(entry["metrics"], indent=2))
+        return 0
+    if args.command == "data" and args.data_command == "build":
+        from .data.dataset import build_dataset
+        from .data.molecules import SYSTEMS
+
+        entry = build_dataset(args.system, args.runs, SYSTEMS[args.system]().bead_names)
+        print(json.dumps(entry, indent=2))
+        return 0
+    if args.command == "data":
+        from .data.remd import REMDConfig, ReplicaExchange
+
+        config = None
+        if not (Path(args.out) / "run.json").exists():
+            config = REMDConfig(system=args.system, platform=args.platform, threads=args.threads, seed=args.seed)
+        ReplicaExchange(args.out, config).run(args.ns)
         return 0
     status = 0
     for name, entry in sorted(pretrained.read_registry().items()):

@@ -1,0 +1,123 @@
+"""One dataclass for every CG reference dataset, and its verified loader.
+
+A shipped dataset is ``data/<name>.npz`` with an entry in ``data/registry.json`` (sha256, the command
+that made it, provenance). :func:`build_dataset` assembles it from replica-exchange run directories;
+:func:`load_dataset` verifies and loads it.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+
+DATA_DIR = Path(__file__).resolve().parent.parent.parent / "data"
+
+
+class DatasetError(RuntimeError):
+    """A dataset file is missing, corrupt or unknown; the message says how to regenerate it."""
+
+
+@dataclass
+class CGDataset:
+    """CG reference data: positions (frames, beads, 3) in Å and mapped forces in kcal/mol/Å."""
+
+    name: str
+    positions: np.ndarray
+    forces: np.ndarray
+    temperature: float
+    traj_ids: np.ndarray
+    save_interval_ps: float
+    bead_names: list[str]
+    weights: np.ndarray | None = None
+    length_unit: str = "Å"
+    energy_unit: str = "kcal/mol"
+
+    def __post_init__(self):
+        if self.positions.shape != self.forces.shape or self.positions.ndim != 3 or self.positions.shape[2] != 3:
+            raise ValueError(f"positions {self.positions.shape} and forces {self.forces.shape} must both be (frames, beads, 3)")
+        if len(self.traj_ids) != len(self.positions):
+            raise ValueError("traj_ids needs one entry per frame")
+        if self.weights is not None and len(self.weights) != len(self.positions):
+            raise ValueError("weights needs one entry per frame")
+
+    @property
+    def n_frames(self) -> int:
+        return len(self.positions)
+
+    def topology(self):
+        """An mdtraj topology of the beads (one residue per bead, CA-named atoms joined by bonds i, i+1)."""
+        import mdtraj as md
+
+        top = md.Topology()
+        chain = top.add_chain()
+        atoms = []
+        for name in self.bead_names:
+            res = top.add_residue("CG", chain)
+            atoms.append(top.add_atom(name, md.element.carbon, res))
+        for a, b in zip(atoms[:-1], atoms[1:]):
+            top.add_bond(a, b)
+        return top
+
+
+def _sha256(path: Path) -> str:
+    h = hashlib.sha256()
+    with open(path, "rb") as f:
+        for block in iter(lambda: f.read(1 << 20), b""):
+            h.update(block)
+    return h.hexdigest()
+
+
+BUILD_COMMANDS = {"ala2": "opforce data build ala2 data/runs/ala2_remd_*"}
+
+
+def build_dataset(name: str, run_dirs: list[str | Path], bead_names: list[str], data_dir: Path = DATA_DIR) -> dict:
+    """Concatenate the target-replica chunks of ``run_dirs`` into ``data/<name>.npz`` and register it."""
+    pos, frc, ids = [], [], []
+    temperature = interval = None
+    for tid, run in enumerate(sorted(Path(r) for r in run_dirs)):
+        cfg = json.loads((run / "run.json").read_text())
+        if temperature not in (None, cfg["temperatures"][0]) or interval not in (None, cfg["exchange_every_ps"]):
+            raise ValueError(f"{run}: temperature or saving interval differs from the other runs")
+        temperature, interval = cfg["temperatures"][0], cfg["exchange_every_ps"]
+        chunks = sorted(run.glob("chunk_*.npz"))
+        if not chunks:
+            raise DatasetError(f"{run} has no frames yet")
+        for c in chunks:
+            d = np.load(c)
+            pos.append(d["cg_positions"])
+            frc.append(d["cg_forces"])
+            ids.append(np.full(len(d["iteration"]), tid, dtype=np.int16))
+    data_dir.mkdir(parents=True, exist_ok=True)
+    path = data_dir / f"{name}.npz"
+    np.savez_compressed(path, positions=np.concatenate(pos), forces=np.concatenate(frc), traj_ids=np.concatenate(ids),
+                        temperature=temperature, save_interval_ps=interval, bead_names=np.array(bead_names))
+    registry_path = data_dir / "registry.json"
+    registry = json.loads(registry_path.read_text()) if registry_path.exists() else {}
+    registry[name] = {"file": path.name, "sha256": _sha256(path), "command": BUILD_COMMANDS.get(name, ""),
+                      "runs": [str(Path(r)) for r in sorted(run_dirs)], "n_frames": int(sum(len(p) for p in pos)),
+                      "temperature_K": temperature, "save_interval_ps": interval, "created": time.strftime("%Y-%m-%d")}
+    registry_path.write_text(json.dumps(registry, indent=2, sort_keys=True) + "\n")
+    return registry[name]
+
+
+def load_dataset(name: str, data_dir: Path = DATA_DIR) -> CGDataset:
+    """Load ``data/<name>.npz`` after verifying its sha256 against ``data/registry.json``."""
+    registry_path = data_dir / "registry.json"
+    registry = json.loads(registry_path.read_text()) if registry_path.exists() else {}
+    fix = f"regenerate it with `{BUILD_COMMANDS.get(name, 'opforce data build ' + name)}` (see data/README.md)"
+    if name not in registry:
+        raise DatasetError(f"dataset {name!r} has no entry in {registry_path}; {fix}")
+    path = data_dir / registry[name]["file"]
+    if not path.exists():
+        raise DatasetError(f"dataset file {path} is missing; {fix}")
+    if _sha256(path) != registry[name]["sha256"]:
+        raise DatasetError(f"dataset file {path} is corrupt (sha256 mismatch with {registry_path}); {fix}")
+    d = np.load(path)
+    return CGDataset(name=name, positions=d["positions"], forces=d["forces"], temperature=float(d["temperature"]),
+                     traj_ids=d["traj_ids"], save_interval_ps=float(d["save_interval_ps"]),
+                     bead_names=[str(b) for b in d["bead_names"]], weights=d["weights"] if "weights" in d else None)

@@ -1,0 +1,72 @@
+"""Force maps worked out by hand, the replica-exchange run's resume, and the dataset loader."""
+
+import json
+
+import numpy as np
+import pytest
+
+from opforce_tutorial.data.dataset import CGDataset, DatasetError, build_dataset, load_dataset
+from opforce_tutorial.data.forcemap import ForceMap
+
+
+def test_force_map_sums_constraint_groups_by_hand():
+    # atoms 0-1 constrained (heavy atom + H), 2 alone, 3-4 constrained; beads on 0, 2, 4
+    fm = ForceMap.from_constraints(5, [0, 2, 4], [(0, 1), (4, 3)])
+    assert fm.groups == [[0, 1], [2], [3, 4]]
+    f = np.arange(15, dtype=float).reshape(5, 3)
+    expected = np.array([f[0] + f[1], f[2], f[3] + f[4]])
+    assert np.allclose(fm.map_forces(f), expected)
+    assert np.allclose(fm.map_forces(np.stack([f, 2 * f])), np.stack([expected, 2 * expected]))
+    assert np.allclose(fm.map_positions(f), f[[0, 2, 4]])
+    with pytest.raises(ValueError, match="overlaps"):
+        ForceMap.from_constraints(3, [0, 1], [(0, 1)])
+
+
+def test_alanine_dipeptide_map_matches_the_atom_table():
+    from opforce_tutorial.data.molecules import alanine_dipeptide
+
+    mol = alanine_dipeptide()
+    # openmmtools' PDB: 4 C(ACE), 6 N, 7 H, 8 CA, 9 HA, 14 C, 16 N(NME), 17 H(NME)
+    assert mol.bead_atoms == [4, 6, 8, 14, 16]
+    assert mol.force_map.groups == [[4], [6, 7], [8, 9], [14], [16, 17]]
+
+
+def test_remd_resumes_without_gaps_and_refuses_a_changed_config(tmp_path):
+    from opforce_tutorial.data.remd import REMDConfig, ReplicaExchange
+
+    cfg = REMDConfig(temperatures=[300.0, 400.0], exchange_every_ps=0.2, chunk_frames=3, save_all_atom_every=2)
+    ReplicaExchange(tmp_path, cfg).run(0.001, progress=False)  # 5 exchanges
+    run = ReplicaExchange(tmp_path)
+    assert run.iteration == 5
+    run.run(0.0016, progress=False)  # 8 exchanges
+    chunks = sorted(tmp_path.glob("chunk_*.npz"))
+    its = np.concatenate([np.load(c)["iteration"] for c in chunks])
+    assert its.tolist() == list(range(1, 9))
+    d = np.load(chunks[0])
+    assert d["cg_positions"].shape == (3, 5, 3) and d["cg_forces"].dtype == np.float32
+    # Å: the C–N peptide bond (beads 0 and 1) is ≈ 1.33 Å
+    assert np.linalg.norm(d["cg_positions"][:, 1] - d["cg_positions"][:, 0], axis=-1) == pytest.approx(1.34, abs=0.08)
+    assert (run.attempted >= 1).all()
+    log = (tmp_path / "log.txt").read_text().splitlines()
+    assert len(log) == 2 and "extend from iteration 5 to 8" in log[1]
+    with pytest.raises(ValueError, match="different configuration"):
+        ReplicaExchange(tmp_path, REMDConfig(temperatures=[300.0, 350.0]))
+    # assemble a dataset from the run and load it back, verified
+    data_dir = tmp_path / "data"
+    entry = build_dataset("tiny", [tmp_path], ["C", "N", "CA", "C", "N"], data_dir=data_dir)
+    ds = load_dataset("tiny", data_dir=data_dir)
+    assert ds.n_frames == entry["n_frames"] == 8 and ds.temperature == 300.0 and ds.save_interval_ps == 0.2
+    assert ds.topology().n_atoms == 5 and ds.topology().n_bonds == 4
+    (data_dir / "tiny.npz").write_bytes(b"garbage")
+    with pytest.raises(DatasetError, match="corrupt.*tiny.npz|tiny.npz.*corrupt"):
+        load_dataset("tiny", data_dir=data_dir)
+
+
+def test_dataset_loader_errors(tmp_path):
+    with pytest.raises(DatasetError, match="no entry"):
+        load_dataset("ala2", data_dir=tmp_path)
+    (tmp_path / "registry.json").write_text(json.dumps({"ala2": {"file": "ala2.npz", "sha256": "0"}}))
+    with pytest.raises(DatasetError, match="missing.*opforce data build ala2"):
+        load_dataset("ala2", data_dir=tmp_path)
+    with pytest.raises(ValueError, match="frames, beads, 3"):
+        CGDataset("x", np.zeros((2, 5, 3)), np.zeros((2, 5)), 300.0, np.zeros(2), 1.0, ["A"] * 5)
