@@ -17,15 +17,19 @@ def main(argv: list[str] | None = None) -> int:
     sub.add_parser("models", help="list registered pretrained models and verify their checksums")
     d = sub.add_parser("data", help="generate reference MD data")
     dsub = d.add_subparsers(dest="data_command", required=True)
-    r = dsub.add_parser("remd", help="run or extend (resume) a temperature replica-exchange run")
-    r.add_argument("system", choices=["ala2"])
-    r.add_argument("--ns", type=float, required=True, help="target length of the target-temperature replica (ns)")
+    r = dsub.add_parser("md", help="run or extend (resume) MD: replica exchange over several temperatures, "
+                                   "plain Langevin MD with one")
+    r.add_argument("system", choices=["ala2", "cln025"])
+    r.add_argument("--ns", type=float, required=True, help="target length of the lowest-temperature replica (ns)")
     r.add_argument("--out", required=True, help="run directory (created, or resumed if it exists)")
+    r.add_argument("--temperatures", type=float, nargs="+", help="kelvin, lowest first (new run; default: ladder of REMDConfig)")
+    r.add_argument("--interval-ps", type=float, default=1.0, help="exchange and saving interval of a new run (ps)")
+    r.add_argument("--chunk-frames", type=int, default=500, help="frames per chunk = checkpoint interval of a new run")
     r.add_argument("--platform", default="CPU", help="OpenMM platform for a new run: CPU, OpenCL, CUDA")
     r.add_argument("--threads", type=int, default=1, help="CPU threads for a new run")
     r.add_argument("--seed", type=int, default=0, help="seed for a new run")
     b = dsub.add_parser("build", help="assemble data/<system>.npz from run directories and register its sha256")
-    b.add_argument("system", choices=["ala2"])
+    b.add_argument("system", choices=["ala2", "cln025"])
     b.add_argument("runs", nargs="+", help="replica-exchange run directories")
     args = parser.parse_args(argv)
 
@@ -49,7 +53,10 @@ def main(argv: list[str] | None = None) -> int:
 
         config = None
         if not (Path(args.out) / "run.json").exists():
-            config = REMDConfig(system=args.system, platform=args.platform, threads=args.threads, seed=args.seed)
+            config = REMDConfig(system=args.system, platform=args.platform, threads=args.threads, seed=args.seed,
+                                exchange_every_ps=args.interval_ps, chunk_frames=args.chunk_frames)
+            if args.temperatures:
+                config.temperatures = sorted(args.temperatures)
         ReplicaExchange(args.out, config).run(args.ns)
         return 0
     status = 0

@@ -70,3 +70,30 @@ def test_dataset_loader_errors(tmp_path):
         load_dataset("ala2", data_dir=tmp_path)
     with pytest.raises(ValueError, match="frames, beads, 3"):
         CGDataset("x", np.zeros((2, 5, 3)), np.zeros((2, 5)), 300.0, np.zeros(2), 1.0, ["A"] * 5)
+
+
+def test_chignolin_build_charge_map_and_native_obc2_energy():
+    import openmm as mm
+    import openmm.app as app
+    import openmm.unit as u
+
+    from opforce_tutorial.data.molecules import chignolin
+
+    mol = chignolin()
+    assert mol.system.getNumParticles() == 166
+    nb = next(f for f in mol.system.getForces() if isinstance(f, mm.NonbondedForce))
+    charge = sum(nb.getParticleParameters(i)[0].value_in_unit(u.elementary_charge) for i in range(nb.getNumParticles()))
+    assert charge == pytest.approx(-2.0, abs=1e-6)
+    assert mol.bead_names == ["TYR", "TYR", "ASP", "PRO", "GLU", "THR", "GLY", "THR", "TRP", "TYR"]
+    groups = mol.force_map.groups
+    assert [len(g) for g in groups] == [2, 2, 2, 2, 2, 2, 3, 2, 2, 2]  # Cα + HA (Gly: HA2 + HA3)
+    assert not any(isinstance(f, mm.CustomGBForce) for f in mol.system.getForces())
+    custom = app.ForceField("amber14-all.xml", "implicit/obc2.xml").createSystem(
+        mol.topology, nonbondedMethod=app.NoCutoff, constraints=app.HBonds, hydrogenMass=3 * u.amu)
+
+    def energy(system):
+        ctx = mm.Context(system, mm.VerletIntegrator(0.001), mm.Platform.getPlatformByName("Reference"))
+        ctx.setPositions(mol.positions)
+        return ctx.getState(getEnergy=True).getPotentialEnergy().value_in_unit(u.kilojoule_per_mole)
+
+    assert energy(mol.system) == pytest.approx(energy(custom), abs=1e-2)

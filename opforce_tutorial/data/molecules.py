@@ -58,3 +58,68 @@ def alanine_dipeptide() -> MolecularSystem:
 
 
 SYSTEMS = {"ala2": alanine_dipeptide}
+
+
+CLN025_SEQUENCE = "YYDPETGTWY"
+
+
+def _extended_cln025_pdb() -> app.PDBFile:
+    """CLN025 as an extended chain (φ −120°, ψ 130°; Pro φ −60°) built by PeptideBuilder, no hydrogens."""
+    from Bio.PDB import PDBIO
+    from PeptideBuilder import Geometry, add_terminal_OXT, make_structure_from_geos
+
+    geos = []
+    for aa in CLN025_SEQUENCE:
+        g = Geometry.geometry(aa)
+        g.phi, g.psi_im1 = (-60.0 if aa == "P" else -120.0), 130.0
+        geos.append(g)
+    structure = add_terminal_OXT(make_structure_from_geos(geos))
+    out = io.StringIO()
+    writer = PDBIO()
+    writer.set_structure(structure)
+    writer.save(out)
+    return app.PDBFile(io.StringIO(out.getvalue()))
+
+
+def native_obc2(system: mm.System) -> mm.System:
+    """Replace the app's OBC2 ``CustomGBForce`` by OpenMM's native ``GBSAOBCForce`` (same model, ~4× faster).
+
+    The custom force's per-particle parameters are (charge, offset radius ``or``, scaled offset radius
+    ``sr``) with offset 0.009 nm, so the native radius is ``or + 0.009`` and the scale ``sr/or``; the
+    dielectrics (78.5, 1) and the ACE surface term (2.25936 kJ/mol/nm², probe 0.14 nm) are the native
+    force's defaults. Tests check that both give the same energy.
+    """
+    (index, custom), = [(i, f) for i, f in enumerate(system.getForces()) if isinstance(f, mm.CustomGBForce)]
+    native = mm.GBSAOBCForce()
+    native.setNonbondedMethod(mm.GBSAOBCForce.NoCutoff)
+    native.setSolventDielectric(78.5)
+    native.setSoluteDielectric(1.0)
+    for i in range(custom.getNumParticles()):
+        charge, offset_radius, scaled = custom.getParticleParameters(i)
+        native.addParticle(charge, offset_radius + 0.009, scaled / offset_radius)
+    native.setForceGroup(custom.getForceGroup())
+    system.removeForce(index)
+    system.addForce(native)
+    return system
+
+
+def chignolin() -> MolecularSystem:
+    """CLN025 (YYDPETGTWY), 166 atoms with hydrogens at pH 7 (net charge −2), extended start.
+
+    Amber ff14SB + OBC2 (Amber igb=5) as OpenMM's native GBSAOBCForce, no cutoff, HBonds constraints,
+    HMR 3 amu. CG map: the 10 Cα.
+    """
+    ff = app.ForceField("amber14-all.xml", "implicit/obc2.xml")
+    pdb = _extended_cln025_pdb()
+    modeller = app.Modeller(pdb.topology, pdb.positions)
+    modeller.addHydrogens(ff, pH=7.0)
+    system = ff.createSystem(modeller.topology, nonbondedMethod=app.NoCutoff, constraints=app.HBonds,
+                             hydrogenMass=3 * u.amu)
+    native_obc2(system)
+    beads = [a.index for a in modeller.topology.atoms() if a.name == "CA"]
+    names = [a.residue.name for a in modeller.topology.atoms() if a.name == "CA"]
+    return MolecularSystem("cln025", modeller.topology, modeller.positions, system, beads, names,
+                           "CLN025, amber14 (ff14SB) + OBC2 (native GBSAOBCForce), HBonds constraints, HMR 3 amu")
+
+
+SYSTEMS["cln025"] = chignolin

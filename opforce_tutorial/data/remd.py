@@ -1,5 +1,7 @@
 """Resumable temperature replica exchange (T-REMD) with OpenMM, saving the target replica's CG data.
 
+With a single temperature this is plain, resumable Langevin MD saved every ``exchange_every_ps``.
+
 R replicas at temperatures T_0 < … < T_{R−1} run Langevin dynamics (LangevinMiddle, low friction)
 for ``exchange_every_ps``; then neighbouring pairs (even pairs, then odd pairs, alternating) try to
 swap configurations with the Metropolis probability
@@ -169,8 +171,8 @@ class ReplicaExchange:
         buf: dict[str, list] = {k: [] for k in ("iteration", "cg_positions", "cg_forces", "energy", "walker")}
         aa: dict[str, list] = {"iteration": [], "positions": []}
         t0, it0 = time.perf_counter(), self.iteration
-        bar = tqdm(total=n_total, initial=self.iteration, desc=f"T-REMD {cfg.system}", unit="ps", disable=not progress,
-                   mininterval=5.0)
+        bar = tqdm(total=n_total, initial=self.iteration, desc=f"MD {cfg.system} ({len(cfg.temperatures)} replica(s))",
+                   unit="frame", disable=not progress, mininterval=5.0)
         while self.iteration < n_total:
             energies = np.empty(len(self.contexts))
             for k, (integ, ctx) in enumerate(zip(self.integrators, self.contexts)):
