@@ -28,6 +28,8 @@ def main(argv: list[str] | None = None) -> int:
     r.add_argument("--platform", default="CPU", help="OpenMM platform for a new run: CPU, OpenCL, CUDA")
     r.add_argument("--threads", type=int, default=1, help="CPU threads for a new run")
     r.add_argument("--seed", type=int, default=0, help="seed for a new run")
+    rp = dsub.add_parser("report", help="sampling report of alanine dipeptide runs (basins, αL visits)")
+    rp.add_argument("runs", nargs="+", help="run directories")
     b = dsub.add_parser("build", help="assemble data/<system>.npz from run directories and register its sha256")
     b.add_argument("system", choices=["ala2", "cln025"])
     b.add_argument("runs", nargs="+", help="replica-exchange run directories")
@@ -40,6 +42,11 @@ def main(argv: list[str] | None = None) -> int:
             entry = pretrained.pretrain(name, device=args.device)
             print(f"{name}: wrote models/{entry['file']} in {entry['wall_time_s']} s")
             print(json.dumps(entry["metrics"], indent=2))
+        return 0
+    if args.command == "data" and args.data_command == "report":
+        from .data.report import ala2_report
+
+        print(json.dumps(ala2_report(args.runs), indent=2, ensure_ascii=False))
         return 0
     if args.command == "data" and args.data_command == "build":
         from .data.dataset import build_dataset

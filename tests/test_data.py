@@ -97,3 +97,23 @@ def test_chignolin_build_charge_map_and_native_obc2_energy():
         return ctx.getState(getEnergy=True).getPotentialEnergy().value_in_unit(u.kilojoule_per_mole)
 
     assert energy(mol.system) == pytest.approx(energy(custom), abs=1e-2)
+
+
+def test_dihedral_sign_and_value_by_hand():
+    from opforce_tutorial.geometry import dihedral
+
+    # trans (180°), cis (0°), and +90° by the IUPAC convention
+    b = np.array([[1.0, 0, 0], [0, 0, 0], [0, 1.0, 0]])
+    assert dihedral(np.vstack([b, [-1.0, 1.0, 0]]), 0, 1, 2, 3) == pytest.approx(180.0)
+    assert dihedral(np.vstack([b, [1.0, 1.0, 0]]), 0, 1, 2, 3) == pytest.approx(0.0)
+    assert dihedral(np.vstack([b, [0.0, 1.0, -1.0]]), 0, 1, 2, 3) == pytest.approx(90.0)
+
+
+def test_visit_counting_uses_hysteresis_and_block_errors():
+    from opforce_tutorial.data.report import block_mean, count_visits
+
+    phi = np.array([-60, 30, -10, 25, -60, -70, 40, 50, -30, 60])
+    # enters at 30, recrosses to -10 (not a core) and back: same visit; leaves at -60; enters at 40; at 60
+    assert count_visits(phi > 20, phi < -20) == 3
+    mean, err = block_mean(np.r_[np.zeros(50), np.ones(50)], n_blocks=2)
+    assert mean == 0.5 and err == pytest.approx(0.5)
