@@ -3,6 +3,7 @@ import math
 import pytest
 import torch
 
+from opforce_tutorial.kernels import remove_mean
 from opforce_tutorial.kernels.coupling import CouplingFlow, CouplingFlowConfig, CouplingFlowKernel, random_rotations
 
 
@@ -20,7 +21,8 @@ def _small_flow(seed=0, n_beads=3):
 def test_inverse_of_forward_is_identity(gen):
     flow = _small_flow()
     c = 3.8 * torch.randn(4, 3, 3, dtype=torch.float64, generator=gen)
-    d0, v0 = torch.randn(2, 4, 3, 3, dtype=torch.float64, generator=gen)
+    d0 = torch.randn(4, 2, 3, dtype=torch.float64, generator=gen)
+    v0 = torch.randn(4, 3, 3, dtype=torch.float64, generator=gen)
     d, v, logdet_f = flow.forward_map(c, d0, v0)
     d0b, v0b, logdet_i = flow.inverse_map(c, d, v)
     assert torch.allclose(d0b, d0, atol=1e-10) and torch.allclose(v0b, v0, atol=1e-10)
@@ -28,19 +30,19 @@ def test_inverse_of_forward_is_identity(gen):
 
 
 def test_log_density_matches_brute_force_jacobian(gen):
-    """log q(δ, v|c) = log N(z) − log|det ∂f/∂z|, with the 18×18 Jacobian computed by autograd."""
+    """log q(δ̃, v|c) = log N(z) − log|det ∂f/∂z|, with the 15×15 Jacobian computed by autograd."""
     flow = _small_flow(1)
     c = 3.8 * torch.randn(1, 3, 3, dtype=torch.float64, generator=gen)
-    z = torch.randn(18, dtype=torch.float64, generator=gen)
+    z = torch.randn(15, dtype=torch.float64, generator=gen)
 
     def f(zz):
-        d, v, _ = flow.forward_map(c, zz[:9].view(1, 3, 3), zz[9:].view(1, 3, 3))
+        d, v, _ = flow.forward_map(c, zz[:6].view(1, 2, 3), zz[6:].view(1, 3, 3))
         return torch.cat([d.flatten(), v.flatten()])
 
     jac = torch.autograd.functional.jacobian(f, z)
     out = f(z)
-    y, v = c + out[:9].view(1, 3, 3), out[9:].view(1, 3, 3)
-    base = flow._base_log_prob(z[:9].view(1, 3, 3), z[9:].view(1, 3, 3))
+    y, v = c + flow.from_internal(out[:6].view(1, 2, 3)), out[6:].view(1, 3, 3)
+    base = flow._base_log_prob(z[:6].view(1, 2, 3), z[6:].view(1, 3, 3))
     expected = base - torch.linalg.slogdet(jac)[1]
     assert torch.allclose(flow.log_prob(y, v, c), expected, atol=1e-9)
 
@@ -51,15 +53,27 @@ def test_label_is_kbt_times_finite_difference_of_log_q(gen):
     x = 3.8 * torch.randn(5, 3, 3, dtype=torch.float64, generator=gen)
     y, f = kern.sample_with_forces(x, generator=torch.Generator().manual_seed(5))
     g = torch.Generator().manual_seed(5)
-    c = x + 0.05 * torch.randn(x.shape, dtype=x.dtype, generator=g)
+    c = x + 0.05 * remove_mean(torch.randn(x.shape, dtype=x.dtype, generator=g))
     _, v = flow.sample(c, generator=g)
+    assert torch.allclose((y - c).mean(dim=1), torch.zeros(5, 3, dtype=torch.float64), atol=1e-12)
+    assert torch.allclose(f.sum(dim=1), torch.zeros(5, 3, dtype=torch.float64), atol=1e-9)  # zero net force
     h = 1e-6
     for bead, dim in [(0, 0), (1, 2), (2, 1)]:
-        e = torch.zeros_like(y)
-        e[:, bead, dim] = h
+        # q lives on the mean-free subspace: differentiate along a mean-free direction (bead up, others down)
+        e = torch.full_like(y, 0.0)
+        e[:, :, dim] = -h / 3
+        e[:, bead, dim] += h
         with torch.no_grad():
             fd = (flow.log_prob(y + e, v, c) - flow.log_prob(y - e, v, c)) / (2 * h)
-        assert torch.allclose(f[:, bead, dim], 0.6 * fd, rtol=1e-5, atol=1e-6)
+        assert torch.allclose((f * e / h).sum(dim=(1, 2)), 0.6 * fd, rtol=1e-5, atol=1e-6)
+
+
+def test_helmert_basis_is_orthonormal_and_mean_free():
+    from opforce_tutorial.kernels.coupling import helmert_basis
+
+    q = helmert_basis(5)
+    assert torch.allclose(q.T @ q, torch.eye(4, dtype=torch.float64), atol=1e-12)
+    assert torch.allclose(q.sum(0), torch.zeros(4, dtype=torch.float64), atol=1e-12)
 
 
 def test_random_rotations_are_proper_and_uniform(gen):
@@ -79,7 +93,37 @@ def test_seed_sized_flow_builds_and_checks_lengthscales():
     c = torch.randn(2, 10, 3)
     y, v = flow.sample(c)
     assert y.shape == v.shape == (2, 10, 3)
+    assert torch.allclose((y - c).mean(dim=1), torch.zeros(2, 3), atol=1e-6)
     assert torch.isfinite(flow.log_prob(y, v, c)).all()
     with pytest.raises(ValueError, match="lengthscale"):
         CouplingFlowConfig(bead_types=[0], lengthscales=[])
     assert math.isclose(cfg.lengthscales[-1], 5.0)
+
+
+def test_trained_on_a_gaussian_toy_labels_approach_the_posterior_score(tmp_path):
+    """x ~ N(μ, s²I), c = x + σε: the posterior is Gaussian with score −(y − m(c))/τ² in closed form."""
+    from opforce_tutorial.kernels.coupling import CouplingTraining, train_coupling_flow
+
+    s, sigma = 0.1, 0.1
+    mu = torch.tensor([[0.0, 0.0, 0.0], [3.8, 0.0, 0.0]])
+    gen = torch.Generator().manual_seed(0)
+    x = mu + s * torch.randn(4000, 2, 3, generator=gen) + torch.randn(4000, 1, 3, generator=gen)
+    cfg = CouplingFlowConfig(bead_types=[0, 1], n_coupling_layers=2, n_transformer_layers=1, d_model=16,
+                             lengthscales=[1.0, 4.0], d_ff=32)
+    settings = CouplingTraining(noise_std=sigma, n_steps=600, batch_size=256, lr=3e-3, eval_every=200,
+                                checkpoint_every=300, random_rotation=False)
+    ckpt = str(tmp_path / "ckpt.pt")
+    flow, hist = train_coupling_flow(x, cfg, settings, checkpoint=ckpt, progress=False)
+    assert hist["step"] == [200, 400, 600] and hist["val_nll"][-1] < hist["val_nll"][0]
+    # resuming a finished run changes nothing
+    flow2, hist2 = train_coupling_flow(x, cfg, settings, checkpoint=ckpt, progress=False)
+    assert hist2 == hist
+    x_test = mu + s * torch.randn(6000, 2, 3, generator=gen) + torch.randn(6000, 1, 3, generator=gen)
+    y, f = CouplingFlowKernel(flow, sigma, kbt=1.0).sample_with_forces(x_test, generator=gen)
+    # E[label | y] is the internal score of the marginal of y; for the exact posterior that marginal is
+    # the data, so E[label | y] = −P(y − μ)/s²: regress the labels on it (slope 1, no offset).
+    exact = remove_mean(-(y - mu) / s**2)
+    slope = float((f * exact).sum() / (exact**2).sum())
+    assert 0.85 < slope < 1.15, slope
+    offset = (f - exact).mean(0) / exact.std(0)  # a small, finite-training bias (e.g. of the bond length)
+    assert offset.abs().max() < 0.1, offset
