@@ -1,0 +1,91 @@
+import pytest
+import torch
+
+from opforce_tutorial.kernels.cnf import EGNNConfig, EGNNVectorField, exact_divergence, loop_divergence
+from opforce_tutorial.kernels.coupling import random_rotations
+
+
+@pytest.fixture
+def field():
+    torch.manual_seed(0)
+    return EGNNVectorField(EGNNConfig(bead_types=[0, 1, 2, 1, 0], hidden=16, n_layers=3)).double()
+
+
+def _frames(gen, b=4, n=5):
+    x = 3.8 * torch.randn(b, n, 3, dtype=torch.float64, generator=gen)
+    return x - x.mean(dim=1, keepdim=True)
+
+
+def test_vector_field_is_rotation_equivariant_translation_invariant_and_mean_free(field, gen):
+    x = _frames(gen)
+    r = random_rotations(len(x), torch.float64, generator=gen)
+    v = field(0.3, x)
+    assert torch.allclose(field(0.3, x @ r.transpose(1, 2)), v @ r.transpose(1, 2), atol=1e-10)
+    assert torch.allclose(field(0.3, x + torch.tensor([1.0, -2.0, 0.5], dtype=torch.float64)), v, atol=1e-10)
+    assert torch.allclose(v.sum(dim=1), torch.zeros(4, 3, dtype=torch.float64), atol=1e-10)
+
+
+def test_exact_divergence_equals_trace_of_full_jacobian(field, gen):
+    x = _frames(gen, b=3)
+    v, div = exact_divergence(field, 0.7, x)
+    for i in range(len(x)):
+        jac = torch.autograd.functional.jacobian(lambda xi: field(0.7, xi[None])[0].flatten(), x[i])
+        assert torch.allclose(div[i], jac.reshape(15, 15).trace(), atol=1e-10)
+    v2, div2 = loop_divergence(field, 0.7, x)
+    assert torch.allclose(div, div2, atol=1e-10) and torch.allclose(v, v2)
+
+
+def test_exact_divergence_is_differentiable(field, gen):
+    x = _frames(gen, b=2).requires_grad_(True)
+    _, div = exact_divergence(field, 0.2, x)
+    (g,) = torch.autograd.grad(div.sum(), x)
+    assert torch.isfinite(g).all() and g.abs().sum() > 0
+
+
+def test_log_density_matches_change_of_variables_and_inverse(field, gen):
+    """log q(y|c) from the backward pass equals log N(z; c, σ_p²) − log|det ∂Φ/∂z| from the forward map."""
+    from opforce_tutorial.kernels.cnf import CNFKernel, integrate
+    from opforce_tutorial.kernels.coupling import helmert_basis
+
+    kern = CNFKernel(field, noise_std=0.05, prior_std=0.3, kbt=0.6, n_steps=16)
+    c = _frames(gen, b=1)
+    z = c + 0.3 * (lambda e: e - e.mean(1, keepdim=True))(torch.randn(1, 5, 3, dtype=torch.float64, generator=gen))
+    y, _ = integrate(field, z, 0.0, 1.0, 16)
+    z_back, _ = integrate(field, y, 1.0, 0.0, 16)
+    assert torch.allclose(z_back, z, atol=1e-7)
+    basis = torch.kron(helmert_basis(5), torch.eye(3, dtype=torch.float64))  # (15, 12): mean-free subspace
+
+    def forward(u):
+        zz = z.flatten() + basis @ u
+        return basis.T @ integrate(field, zz.view(1, 5, 3), 0.0, 1.0, 16)[0].flatten()
+
+    jac = torch.autograd.functional.jacobian(forward, torch.zeros(12, dtype=torch.float64))
+    d = z - c
+    log_base = -0.5 * (d**2).sum() / 0.3**2 - 12 * (0.5 * torch.log(torch.tensor(2 * torch.pi)) + torch.log(torch.tensor(0.3)))
+    expected = log_base - torch.linalg.slogdet(jac)[1]
+    assert torch.allclose(kern.log_prob(y, c), expected.to(torch.float64), atol=1e-5)
+
+
+def test_cnf_labels_are_finite_difference_scores_with_zero_net_force(field, gen):
+    from opforce_tutorial.kernels.cnf import CNFKernel
+
+    kern = CNFKernel(field, noise_std=0.05, prior_std=0.3, kbt=0.6, n_steps=4)
+    x = _frames(gen, b=3)
+    y, f = kern.sample_with_forces(x, generator=torch.Generator().manual_seed(3))
+    g = torch.Generator().manual_seed(3)
+    e = torch.randn(x.shape, dtype=x.dtype, generator=g)
+    c = x + 0.05 * (e - e.mean(1, keepdim=True))
+    assert torch.allclose(f.sum(dim=1), torch.zeros(3, 3, dtype=torch.float64), atol=1e-8)
+    h = 1e-5
+    direction = torch.randn(x.shape, dtype=x.dtype, generator=g)
+    direction = direction - direction.mean(1, keepdim=True)
+    fd = (kern.log_prob(y + h * direction, c) - kern.log_prob(y - h * direction, c)) / (2 * h)
+    assert torch.allclose((f * direction).sum(dim=(1, 2)), 0.6 * fd.detach(), rtol=1e-4, atol=1e-5)
+    # rotating c and y rotates the label (equivariance of the whole kernel)
+    r = random_rotations(1, torch.float64, generator=g)[0]
+    y_r, c_r = y @ r.T, c @ r.T
+    y_r.requires_grad_(True)
+    (score_r,) = torch.autograd.grad(kern.log_prob(y_r, c_r).sum(), y_r)
+    yy = y.clone().requires_grad_(True)
+    (score,) = torch.autograd.grad(kern.log_prob(yy, c).sum(), yy)
+    assert torch.allclose(score_r, score @ r.T, atol=1e-7)
