@@ -37,11 +37,12 @@ is discarded.
 from __future__ import annotations
 
 import math
-import os
 from dataclasses import dataclass, field
 
 import torch
 from torch import nn
+
+from .training import load_checkpoint, save_checkpoint
 
 _LOG_2PI = math.log(2.0 * math.pi)
 
@@ -279,13 +280,8 @@ def train_coupling_flow(positions: torch.Tensor, config: CouplingFlowConfig, set
     val_batch = _training_batch(val[:2048], settings, val_gen, device)
     flow = CouplingFlow(config).to(device)
     opt = torch.optim.Adam(flow.parameters(), lr=settings.lr)
-    step, history = 0, {"step": [], "train_nll": [], "val_nll": []}
-    if checkpoint is not None and os.path.exists(checkpoint):
-        state = torch.load(checkpoint, map_location=device, weights_only=True)
-        flow.load_state_dict(state["model"])
-        opt.load_state_dict(state["optimizer"])
-        gen.set_state(state["generator"])
-        step, history = state["step"], state["history"]
+    step, history = load_checkpoint(checkpoint, flow, opt, gen, device)
+    history = history or {"step": [], "train_nll": [], "val_nll": []}
     bar = tqdm(range(step, settings.n_steps), initial=step, total=settings.n_steps, desc="train coupling flow",
                disable=not progress, mininterval=2.0)
     for step in bar:
@@ -303,8 +299,5 @@ def train_coupling_flow(positions: torch.Tensor, config: CouplingFlowConfig, set
             history["val_nll"].append(val_nll)
             bar.set_postfix(train=f"{loss.item():.2f}", val=f"{val_nll:.2f}", refresh=False)
         if checkpoint is not None and (done % settings.checkpoint_every == 0 or done == settings.n_steps):
-            tmp = checkpoint + ".tmp"
-            torch.save({"model": flow.state_dict(), "optimizer": opt.state_dict(), "generator": gen.get_state(),
-                        "step": done, "history": history}, tmp)
-            os.replace(tmp, checkpoint)
+            save_checkpoint(checkpoint, flow, opt, gen, done, history)
     return flow.eval(), history
