@@ -28,6 +28,8 @@ import torch
 from torch import nn
 from torch.func import jacrev, vmap
 
+from .training import optimise, split_frames
+
 
 @dataclass
 class EGNNConfig:
@@ -211,41 +213,20 @@ def train_cnf(positions: torch.Tensor, config: EGNNConfig, settings: CNFTraining
     frames gives the validation loss (fixed draws) every ``eval_every`` steps; checkpoint/resume as in
     :func:`opforce_tutorial.kernels.coupling.train_coupling_flow`.
     """
-    from tqdm.auto import tqdm
-
-    from .training import load_checkpoint, save_checkpoint
-
-    positions = torch.as_tensor(positions, dtype=torch.float32)
     gen = torch.Generator().manual_seed(settings.seed)
-    perm = torch.randperm(len(positions), generator=gen)
-    n_val = max(1, int(settings.val_fraction * len(positions)))
-    val, train = positions[perm[:n_val]], positions[perm[n_val:]]
+    train, val = split_frames(positions, settings.val_fraction, gen)
     val_batch = _flow_matching_batch(val[:2048], settings, torch.Generator().manual_seed(settings.seed + 1), device)
+    torch.manual_seed(settings.seed)  # deterministic initialisation
     field = EGNNVectorField(config).to(device)
-    opt = torch.optim.Adam(field.parameters(), lr=settings.lr)
-    step, history = load_checkpoint(checkpoint, field, opt, gen, device)
-    history = history or {"step": [], "train_loss": [], "val_loss": []}
 
-    def loss_of(batch):
+    def fm_loss(model, batch):
         t, xt, target = batch
-        return ((field(t, xt) - target) ** 2).mean()
+        return ((model(t, xt) - target) ** 2).mean()
 
-    bar = tqdm(range(step, settings.n_steps), initial=step, total=settings.n_steps, desc="train CNF (flow matching)",
-               disable=not progress, mininterval=2.0)
-    for step in bar:
-        loss = loss_of(_flow_matching_batch(train[torch.randint(len(train), (settings.batch_size,), generator=gen)],
-                                            settings, gen, device))
-        opt.zero_grad()
-        loss.backward()
-        opt.step()
-        done = step + 1
-        if done % settings.eval_every == 0 or done == settings.n_steps:
-            with torch.no_grad():
-                val_loss = loss_of(val_batch).item()
-            history["step"].append(done)
-            history["train_loss"].append(loss.item())
-            history["val_loss"].append(val_loss)
-            bar.set_postfix(train=f"{loss.item():.4f}", val=f"{val_loss:.4f}", refresh=False)
-        if checkpoint is not None and (done % settings.checkpoint_every == 0 or done == settings.n_steps):
-            save_checkpoint(checkpoint, field, opt, gen, done, history)
+    def make_batch():
+        return _flow_matching_batch(train[torch.randint(len(train), (settings.batch_size,), generator=gen)],
+                                    settings, gen, device)
+
+    history = optimise(field, fm_loss, make_batch, val_batch, settings, gen, device, checkpoint,
+                       "train CNF (flow matching)", progress)
     return field.eval(), history

@@ -42,7 +42,7 @@ from dataclasses import dataclass, field
 import torch
 from torch import nn
 
-from .training import load_checkpoint, save_checkpoint
+from .training import optimise, split_frames
 
 _LOG_2PI = math.log(2.0 * math.pi)
 
@@ -265,39 +265,23 @@ def train_coupling_flow(positions: torch.Tensor, config: CouplingFlowConfig, set
 
     ``positions`` (frames, beads, 3) in Å; R is a uniformly random rotation per sample (about the
     frame's centroid) when ``settings.random_rotation``. A random ``val_fraction`` of frames is held out;
-    the validation NLL (nats per frame, fixed noise draws) is recorded every ``eval_every`` steps.
+    the validation NLL (nats per frame, fixed noise draws; ``history["val_loss"]``) is recorded every
+    ``eval_every`` steps.
     With ``checkpoint`` set, the model, optimiser, step, RNG and history are saved there every
     ``checkpoint_every`` steps and an existing file is resumed. Returns ``(flow, history)``.
     """
-    from tqdm.auto import tqdm
-
-    positions = torch.as_tensor(positions, dtype=torch.float32)
     gen = torch.Generator().manual_seed(settings.seed)
-    perm = torch.randperm(len(positions), generator=gen)
-    n_val = max(1, int(settings.val_fraction * len(positions)))
-    val, train = positions[perm[:n_val]], positions[perm[n_val:]]
-    val_gen = torch.Generator().manual_seed(settings.seed + 1)
-    val_batch = _training_batch(val[:2048], settings, val_gen, device)
+    train, val = split_frames(positions, settings.val_fraction, gen)
+    val_batch = _training_batch(val[:2048], settings, torch.Generator().manual_seed(settings.seed + 1), device)
+    torch.manual_seed(settings.seed)  # deterministic initialisation
     flow = CouplingFlow(config).to(device)
-    opt = torch.optim.Adam(flow.parameters(), lr=settings.lr)
-    step, history = load_checkpoint(checkpoint, flow, opt, gen, device)
-    history = history or {"step": [], "train_nll": [], "val_nll": []}
-    bar = tqdm(range(step, settings.n_steps), initial=step, total=settings.n_steps, desc="train coupling flow",
-               disable=not progress, mininterval=2.0)
-    for step in bar:
-        x, v, c = _training_batch(train[torch.randint(len(train), (settings.batch_size,), generator=gen)], settings, gen, device)
-        loss = -flow.log_prob(x, v, c).mean()
-        opt.zero_grad()
-        loss.backward()
-        opt.step()
-        done = step + 1
-        if done % settings.eval_every == 0 or done == settings.n_steps:
-            with torch.no_grad():
-                val_nll = -flow.log_prob(*val_batch[:2], val_batch[2]).mean().item()
-            history["step"].append(done)
-            history["train_nll"].append(loss.item())
-            history["val_nll"].append(val_nll)
-            bar.set_postfix(train=f"{loss.item():.2f}", val=f"{val_nll:.2f}", refresh=False)
-        if checkpoint is not None and (done % settings.checkpoint_every == 0 or done == settings.n_steps):
-            save_checkpoint(checkpoint, flow, opt, gen, done, history)
+
+    def nll(model, batch):
+        x, v, c = batch
+        return -model.log_prob(x, v, c).mean()
+
+    def make_batch():
+        return _training_batch(train[torch.randint(len(train), (settings.batch_size,), generator=gen)], settings, gen, device)
+
+    history = optimise(flow, nll, make_batch, val_batch, settings, gen, device, checkpoint, "train coupling flow", progress)
     return flow.eval(), history

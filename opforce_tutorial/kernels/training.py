@@ -24,3 +24,44 @@ def load_checkpoint(path: str | None, model, optimizer, generator: torch.Generat
     optimizer.load_state_dict(state["optimizer"])
     generator.set_state(state["generator"])
     return state["step"], state["history"]
+
+
+def split_frames(positions, val_fraction: float, generator: torch.Generator):
+    """Random (train, validation) split of frames; at least one validation frame."""
+    positions = torch.as_tensor(positions, dtype=torch.float32)
+    perm = torch.randperm(len(positions), generator=generator)
+    n_val = max(1, int(val_fraction * len(positions)))
+    return positions[perm[n_val:]], positions[perm[:n_val]]
+
+
+def optimise(model, loss_fn, make_batch, val_batch, settings, generator: torch.Generator, device,
+             checkpoint: str | None, desc: str, progress: bool) -> dict:
+    """Adam on ``loss_fn(model, batch)`` with periodic validation, checkpoints and a progress bar.
+
+    ``make_batch()`` draws a training batch; ``settings`` needs ``lr``, ``n_steps``, ``eval_every`` and
+    ``checkpoint_every``. Resumes from ``checkpoint`` when it exists. Returns the history
+    ``{"step", "train_loss", "val_loss"}``.
+    """
+    from tqdm.auto import tqdm
+
+    opt = torch.optim.Adam(model.parameters(), lr=settings.lr)
+    step, history = load_checkpoint(checkpoint, model, opt, generator, device)
+    history = history or {"step": [], "train_loss": [], "val_loss": []}
+    bar = tqdm(range(step, settings.n_steps), initial=step, total=settings.n_steps, desc=desc, disable=not progress,
+               mininterval=2.0)
+    for step in bar:
+        loss = loss_fn(model, make_batch())
+        opt.zero_grad()
+        loss.backward()
+        opt.step()
+        done = step + 1
+        if done % settings.eval_every == 0 or done == settings.n_steps:
+            with torch.no_grad():
+                val_loss = loss_fn(model, val_batch).item()
+            history["step"].append(done)
+            history["train_loss"].append(loss.item())
+            history["val_loss"].append(val_loss)
+            bar.set_postfix(train=f"{loss.item():.4g}", val=f"{val_loss:.4g}", refresh=False)
+        if checkpoint is not None and (done % settings.checkpoint_every == 0 or done == settings.n_steps):
+            save_checkpoint(checkpoint, model, opt, generator, done, history)
+    return history
