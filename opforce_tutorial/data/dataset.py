@@ -7,13 +7,14 @@ that made it, provenance). :func:`build_dataset` assembles it from replica-excha
 
 from __future__ import annotations
 
-import hashlib
 import json
 import time
 from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
+
+from ..pretrained import sha256
 
 DATA_DIR = Path(__file__).resolve().parent.parent.parent / "data"
 
@@ -64,14 +65,6 @@ class CGDataset:
         return top
 
 
-def _sha256(path: Path) -> str:
-    h = hashlib.sha256()
-    with open(path, "rb") as f:
-        for block in iter(lambda: f.read(1 << 20), b""):
-            h.update(block)
-    return h.hexdigest()
-
-
 BUILD_COMMANDS = {"ala2": "opforce data build ala2 data/runs/ala2_remd_*"}
 
 
@@ -98,7 +91,7 @@ def build_dataset(name: str, run_dirs: list[str | Path], bead_names: list[str], 
                         temperature=temperature, save_interval_ps=interval, bead_names=np.array(bead_names))
     registry_path = data_dir / "registry.json"
     registry = json.loads(registry_path.read_text()) if registry_path.exists() else {}
-    registry[name] = {"file": path.name, "sha256": _sha256(path), "command": BUILD_COMMANDS.get(name, ""),
+    registry[name] = {"file": path.name, "sha256": sha256(path), "command": BUILD_COMMANDS.get(name, ""),
                       "runs": [str(Path(r)) for r in sorted(run_dirs)], "n_frames": int(sum(len(p) for p in pos)),
                       "temperature_K": temperature, "save_interval_ps": interval, "created": time.strftime("%Y-%m-%d")}
     registry_path.write_text(json.dumps(registry, indent=2, sort_keys=True) + "\n")
@@ -115,7 +108,7 @@ def load_dataset(name: str, data_dir: Path = DATA_DIR) -> CGDataset:
     path = data_dir / registry[name]["file"]
     if not path.exists():
         raise DatasetError(f"dataset file {path} is missing; {fix}")
-    if _sha256(path) != registry[name]["sha256"]:
+    if sha256(path) != registry[name]["sha256"]:
         raise DatasetError(f"dataset file {path} is corrupt (sha256 mismatch with {registry_path}); {fix}")
     d = np.load(path)
     return CGDataset(name=name, positions=d["positions"], forces=d["forces"], temperature=float(d["temperature"]),
