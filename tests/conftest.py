@@ -10,11 +10,6 @@ def device(request):
     return torch.device(request.param)
 
 
-@pytest.fixture(params=[torch.float32, torch.float64], ids=["float32", "float64"])
-def dtype(request):
-    return request.param
-
-
 @pytest.fixture(scope="session")
 def system():
     from opforce_tutorial.systems import DoubleWellBond

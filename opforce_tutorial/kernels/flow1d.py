@@ -30,7 +30,7 @@ range (the book's variance slider); :meth:`NoiseConditionalFlow1D.at` fixes σ a
 from __future__ import annotations
 
 import math
-from dataclasses import asdict, dataclass
+from dataclasses import dataclass
 
 import numpy as np
 import torch
@@ -179,6 +179,3 @@ def train_flow1d(system, training: Flow1DTraining = Flow1DTraining(), config: Fl
         metrics["kl_to_exact_posterior_nats"][f"{sigma:.4g}"] = float((exact - learned).mean())
     return flow.cpu(), metrics
 
-
-def flow1d_config_dict(flow: NoiseConditionalFlow1D) -> dict:
-    return asdict(flow.config)
