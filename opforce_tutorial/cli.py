@@ -33,6 +33,31 @@ def main(argv: list[str] | None = None) -> int:
     b = dsub.add_parser("build", help="assemble data/<system>.npz from run directories and register its sha256")
     b.add_argument("system", choices=["ala2", "cln025"])
     b.add_argument("runs", nargs="+", help="replica-exchange run directories")
+    t = sub.add_parser("train-kernel", help="train a molecular reverse-noise flow (coupling or CNF) and save it")
+    t.add_argument("kind", choices=["coupling", "cnf"])
+    t.add_argument("--dataset", required=True, help="registered dataset name, or an npz with positions (Å) and temperature (K)")
+    t.add_argument("--noise-std", type=float, required=True, help="σ_n, standard deviation of the mean-free noise (Å)")
+    t.add_argument("--prior-std", type=float, help="σ_p of the CNF's base around c (Å; default: --noise-std)")
+    t.add_argument("--steps", type=int, default=20_000)
+    t.add_argument("--batch-size", type=int, default=512)
+    t.add_argument("--lr", type=float, default=5e-4)
+    t.add_argument("--size", choices=["seed", "small"], default="seed",
+                   help="seed: the paper's sizes (coupling 8×3, d_model 128; EGNN 64×5); small: CPU-sized (4×1, 64; 32×3)")
+    t.add_argument("--out", required=True, help="flow file to write (.pt)")
+    t.add_argument("--checkpoint", help="checkpoint file (resumed if present)")
+    t.add_argument("--device", default="cpu")
+    t.add_argument("--seed", type=int, default=0)
+    lab = sub.add_parser("label", help="label frames with a kernel (resumable; shard with torchrun)")
+    lab.add_argument("--dataset", required=True, help="registered dataset name, or an npz with positions (Å) and temperature (K)")
+    lab.add_argument("--kernel", required=True, help="'noise' or the path of a flow file from `opforce train-kernel`")
+    lab.add_argument("--noise-std", type=float, help="σ of the noise kernel (Å); flow kernels use their training σ")
+    lab.add_argument("--data-fraction", type=float, default=0.1)
+    lab.add_argument("--repeats", type=int, default=10)
+    lab.add_argument("--batch-size", type=int, default=256)
+    lab.add_argument("--seed", type=int, default=0)
+    lab.add_argument("--solver", choices=["dopri5", "rk4"], default="dopri5", help="CNF only")
+    lab.add_argument("--out", required=True, help="labelled set (.npz)")
+    lab.add_argument("--device", default="cpu", help="cpu or cuda (under torchrun: each rank's LOCAL_RANK GPU)")
     args = parser.parse_args(argv)
 
     from . import pretrained
@@ -43,6 +68,10 @@ def main(argv: list[str] | None = None) -> int:
             print(f"{name}: wrote models/{entry['file']} in {entry['wall_time_s']} s")
             print(json.dumps(entry["metrics"], indent=2))
         return 0
+    if args.command == "train-kernel":
+        return _train_kernel(args)
+    if args.command == "label":
+        return _label(args)
     if args.command == "data" and args.data_command == "report":
         from .data.report import ala2_report
 
@@ -75,6 +104,69 @@ def main(argv: list[str] | None = None) -> int:
             print(f"BROKEN   {name:20s} {err}")
             status = 1
     return status
+
+
+def _train_kernel(args) -> int:
+    import time
+
+    from .data.dataset import load_frames
+    from .kernels.cnf import CNFTraining, EGNNConfig, train_cnf
+    from .kernels.coupling import CouplingFlowConfig, CouplingTraining, train_coupling_flow
+    from .kernels.files import save_flow
+
+    positions, temperature, name = load_frames(args.dataset)
+    types = list(range(positions.shape[1]))  # one type per bead along the chain
+    common = dict(n_steps=args.steps, batch_size=args.batch_size, lr=args.lr, seed=args.seed)
+    t0 = time.perf_counter()
+    if args.kind == "coupling":
+        cfg = CouplingFlowConfig(bead_types=types)
+        if args.size == "small":
+            cfg = CouplingFlowConfig(bead_types=types, n_coupling_layers=4, n_transformer_layers=1, d_model=64, d_ff=256)
+        settings = CouplingTraining(noise_std=args.noise_std, **common)
+        model, history = train_coupling_flow(positions, cfg, settings, args.device, args.checkpoint)
+    else:
+        cfg = EGNNConfig(bead_types=types) if args.size == "seed" else EGNNConfig(bead_types=types, hidden=32, n_layers=3)
+        settings = CNFTraining(noise_std=args.noise_std, prior_std=args.prior_std or args.noise_std, **common)
+        model, history = train_cnf(positions, cfg, settings, args.device, args.checkpoint)
+    meta = {"dataset": name, "temperature_K": temperature, "val_loss": history["val_loss"][-1],
+            "wall_time_s": round(time.perf_counter() - t0, 1), "device": str(args.device)}
+    digest = save_flow(args.out, model, settings, meta)
+    print(json.dumps({"file": args.out, "sha256": digest, **meta}, indent=2, ensure_ascii=False))
+    return 0
+
+
+def _label(args) -> int:
+    import os
+
+    import torch
+
+    from .data.dataset import load_frames
+    from .kernels import NoiseKernel
+    from .kernels.files import kernel_from_file
+    from .labels import LabelSettings, label_frames
+    from .units import kbt
+
+    device = args.device
+    if device == "cuda" and "LOCAL_RANK" in os.environ:
+        device = f"cuda:{os.environ['LOCAL_RANK']}"
+        torch.cuda.set_device(device)
+    positions, temperature, name = load_frames(args.dataset)
+    if args.kernel == "noise":
+        if args.noise_std is None:
+            raise SystemExit("the noise kernel needs --noise-std (Å)")
+        kernel, digest = NoiseKernel(args.noise_std, kbt(temperature), mean_free=True), None
+    else:
+        options = {"solver": args.solver} if args.solver != "dopri5" else {}
+        kernel, info = kernel_from_file(args.kernel, kbt(temperature), device, **options)
+        if info["metadata"].get("temperature_K", temperature) != temperature:
+            raise SystemExit(f"{args.kernel} was trained on data at {info['metadata']['temperature_K']} K, "
+                             f"the frames are at {temperature} K")
+        digest = info["sha256"]
+    settings = LabelSettings(args.data_fraction, args.repeats, args.batch_size, args.seed)
+    result = label_frames(positions, kernel, temperature, args.out, settings, device, digest, name)
+    if result is not None:
+        print(json.dumps({k: result.metadata[k] for k in ("kernel", "n_labels", "n_dropped", "world_size")}))
+    return 0
 
 
 if __name__ == "__main__":

@@ -47,7 +47,7 @@ def test_log_density_matches_change_of_variables_and_inverse(field, gen):
     from opforce_tutorial.kernels.cnf import CNFKernel, integrate
     from opforce_tutorial.kernels.coupling import helmert_basis
 
-    kern = CNFKernel(field, noise_std=0.05, prior_std=0.3, kbt=0.6, n_steps=16)
+    kern = CNFKernel(field, noise_std=0.05, prior_std=0.3, kbt=0.6, solver="rk4", n_steps=16)
     c = _frames(gen, b=1)
     z = c + 0.3 * (lambda e: e - e.mean(1, keepdim=True))(torch.randn(1, 5, 3, dtype=torch.float64, generator=gen))
     y, _ = integrate(field, z, 0.0, 1.0, 16)
@@ -69,7 +69,7 @@ def test_log_density_matches_change_of_variables_and_inverse(field, gen):
 def test_cnf_labels_are_finite_difference_scores_with_zero_net_force(field, gen):
     from opforce_tutorial.kernels.cnf import CNFKernel
 
-    kern = CNFKernel(field, noise_std=0.05, prior_std=0.3, kbt=0.6, n_steps=4)
+    kern = CNFKernel(field, noise_std=0.05, prior_std=0.3, kbt=0.6, solver="rk4", n_steps=4)
     x = _frames(gen, b=3)
     y, f = kern.sample_with_forces(x, generator=torch.Generator().manual_seed(3))
     g = torch.Generator().manual_seed(3)
@@ -89,6 +89,37 @@ def test_cnf_labels_are_finite_difference_scores_with_zero_net_force(field, gen)
     yy = y.clone().requires_grad_(True)
     (score,) = torch.autograd.grad(kern.log_prob(yy, c).sum(), yy)
     assert torch.allclose(score_r, score @ r.T, atol=1e-7)
+
+
+def test_dopri5_matches_the_exact_solution_of_a_linear_ode():
+    from opforce_tutorial.kernels.cnf import SolverStats, integrate_adaptive
+
+    x0 = torch.tensor([[[1.0, -2.0, 0.5]]], dtype=torch.float64)
+    stats = SolverStats()
+    x1, _ = integrate_adaptive(lambda t, x: -(1.0 + t) * x, x0, 0.0, 1.0, rtol=1e-8, atol=1e-8, stats=stats)
+    assert torch.allclose(x1, x0 * torch.exp(torch.tensor(-1.5, dtype=torch.float64)), rtol=1e-7)
+    assert stats.accepted > 1 and stats.evaluations >= 6 * stats.accepted
+    back, _ = integrate_adaptive(lambda t, x: -(1.0 + t) * x, x1, 1.0, 0.0, rtol=1e-8, atol=1e-8)
+    assert torch.allclose(back, x0, rtol=1e-7)
+    with pytest.raises(RuntimeError, match="more than 3 steps"):
+        integrate_adaptive(lambda t, x: -(1.0 + t) * x, x0, 0.0, 1.0, rtol=1e-12, atol=1e-12, max_steps=3)
+
+
+def test_dopri5_labels_agree_with_fine_rk4_and_do_not_depend_on_chunking(field, gen):
+    from opforce_tutorial.kernels.cnf import CNFKernel
+
+    x = _frames(gen, b=3)
+    adaptive = CNFKernel(field, noise_std=0.05, prior_std=0.3, kbt=0.6, rtol=1e-7, atol=1e-7, chunk_size=2)
+    fine = CNFKernel(field, noise_std=0.05, prior_std=0.3, kbt=0.6, solver="rk4", n_steps=64)
+    y, f = adaptive.sample_with_forces(x, generator=torch.Generator().manual_seed(7))
+    y2, f2 = fine.sample_with_forces(x, generator=torch.Generator().manual_seed(7))
+    assert torch.allclose(y, y2, atol=1e-6) and torch.allclose(f, f2, rtol=1e-4, atol=1e-4)
+    adaptive.chunk_size = 1
+    y3, f3 = adaptive.sample_with_forces(x, generator=torch.Generator().manual_seed(7))
+    assert torch.allclose(y3, y, atol=1e-6) and torch.allclose(f3, f, rtol=1e-4, atol=1e-4)
+    assert adaptive.stats.accepted > 0 and adaptive.stats.rejected >= 0
+    with pytest.raises(ValueError, match="solver"):
+        CNFKernel(field, noise_std=0.05, prior_std=0.3, kbt=0.6, solver="euler")
 
 
 def test_flow_matching_training_learns_and_resumes(tmp_path):

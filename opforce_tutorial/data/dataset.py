@@ -114,3 +114,24 @@ def load_dataset(name: str, data_dir: Path = DATA_DIR) -> CGDataset:
     return CGDataset(name=name, positions=d["positions"], forces=d["forces"], temperature=float(d["temperature"]),
                      traj_ids=d["traj_ids"], save_interval_ps=float(d["save_interval_ps"]),
                      bead_names=[str(b) for b in d["bead_names"]], weights=d["weights"] if "weights" in d else None)
+
+
+def load_frames(spec: str | Path) -> tuple[np.ndarray, float, str]:
+    """Frames to label or train on: ``(positions (frames, beads, 3) in Å, temperature in K, name)``.
+
+    ``spec`` is a registered dataset name (see :func:`load_dataset`) or the path of an npz file with
+    ``positions`` and ``temperature`` (and, optionally, ``length_unit``, which must then be "Å").
+    """
+    path = Path(spec)
+    if path.suffix != ".npz":
+        ds = load_dataset(str(spec))
+        return ds.positions, ds.temperature, ds.name
+    if not path.exists():
+        raise DatasetError(f"frames file {path} does not exist")
+    d = np.load(path)
+    missing = {"positions", "temperature"} - set(d.files)
+    if missing:
+        raise DatasetError(f"{path} lacks {sorted(missing)}: it needs positions (frames, beads, 3) in Å and temperature in K")
+    if "length_unit" in d.files and str(d["length_unit"]) != "Å":
+        raise DatasetError(f"{path} has length_unit {str(d['length_unit'])!r}; convert positions to Å first")
+    return d["positions"].astype(np.float32), float(d["temperature"]), path.stem

@@ -138,22 +138,123 @@ def integrate(field: EGNNVectorField, x: torch.Tensor, t0: float, t1: float, n_s
     return x, l
 
 
+# Dormand–Prince 5(4) tableau: nodes c, stage coefficients a, 5th-order weights b5 (= last row of a,
+# first same as last) and 4th-order weights b4 for the error estimate.
+_DP_C = (0.0, 1 / 5, 3 / 10, 4 / 5, 8 / 9, 1.0, 1.0)
+_DP_A = (
+    (),
+    (1 / 5,),
+    (3 / 40, 9 / 40),
+    (44 / 45, -56 / 15, 32 / 9),
+    (19372 / 6561, -25360 / 2187, 64448 / 6561, -212 / 729),
+    (9017 / 3168, -355 / 33, 46732 / 5247, 49 / 176, -5103 / 18656),
+    (35 / 384, 0.0, 500 / 1113, 125 / 192, -2187 / 6784, 11 / 84),
+)
+_DP_B4 = (5179 / 57600, 0.0, 7571 / 16695, 393 / 640, -92097 / 339200, 187 / 2100, 1 / 40)
+
+
+@dataclass
+class SolverStats:
+    """What an adaptive integration cost: accepted and rejected steps, vector-field evaluations."""
+
+    accepted: int = 0
+    rejected: int = 0
+    evaluations: int = 0
+
+
+def integrate_adaptive(field: EGNNVectorField, x: torch.Tensor, t0: float, t1: float, rtol: float = 1e-5,
+                       atol: float = 1e-5, with_divergence: bool = False, max_steps: int = 10_000,
+                       stats: SolverStats | None = None):
+    """Adaptive Dormand–Prince 5(4) for dx/dt = v(t, x) (and dl/dt = div v with ``with_divergence``).
+
+    One step size for the whole batch. A step is accepted when, for every frame, the RMS over its
+    components of e_k / (atol + rtol · max(|x_k|, |x_k'|)) is at most 1, where e is the difference of the
+    5th- and 4th-order solutions (x in Å, so ``atol`` is in Å; l is included in the norm). The next step
+    is h · clip(0.9 · err^(−1/5), 0.2, 5). The 5th-order solution is propagated (local extrapolation)
+    and the last stage is reused as the next first stage. Accepted steps stay in the autograd graph, so
+    labels can be differentiated through the solver. Returns ``(x(t1), l or None)``.
+    """
+    if not (rtol > 0 and atol > 0):
+        raise ValueError(f"rtol and atol must be positive, got {rtol}, {atol}")
+    stats = stats if stats is not None else SolverStats()
+    total = t1 - t0
+
+    def rhs(t, y):
+        stats.evaluations += 1
+        if with_divergence:
+            v, d = exact_divergence(field, t, y)
+            return torch.cat([v.flatten(1), d[:, None]], dim=1)
+        return field(t, y).flatten(1)
+
+    shape = x.shape
+    state = x.flatten(1)
+    if with_divergence:
+        state = torch.cat([state, torch.zeros(len(x), 1, dtype=x.dtype, device=x.device)], dim=1)
+
+    def unflatten(s):
+        return s[:, : shape[1] * 3].reshape(shape) if with_divergence else s.reshape(shape)
+
+    t, h = t0, 0.05 * total
+    k1 = rhs(t, unflatten(state))
+    while (t1 - t) * total > 1e-12 * abs(total):
+        if stats.accepted + stats.rejected >= max_steps:
+            raise RuntimeError(f"dopri5 needed more than {max_steps} steps (rtol={rtol}, atol={atol}); the vector "
+                               "field may be stiff or badly trained")
+        h = min(h, t1 - t) if total > 0 else max(h, t1 - t)
+        ks = [k1]
+        for i in range(1, 7):
+            inc = sum(a * k for a, k in zip(_DP_A[i], ks) if a != 0.0)
+            ks.append(rhs(t + _DP_C[i] * h, unflatten(state + h * inc)))
+        new = state + h * sum(b * k for b, k in zip(_DP_A[6], ks) if b != 0.0)
+        err = h * sum((b5 - b4) * k for b5, b4, k in zip(_DP_A[6] + (0.0,), _DP_B4, ks))
+        with torch.no_grad():
+            scale = atol + rtol * torch.maximum(state.abs(), new.abs())
+            err_norm = float((err / scale).pow(2).mean(dim=1).sqrt().max())
+        if err_norm <= 1.0:
+            t, state, k1 = t + h, new, ks[6]
+            stats.accepted += 1
+        else:
+            stats.rejected += 1
+        h = h * min(5.0, max(0.2, 0.9 * (err_norm + 1e-12) ** -0.2))
+    x_end = unflatten(state)
+    return x_end, (state[:, -1] if with_divergence else None)
+
+
 class CNFKernel:
     """Reverse-noise kernel of the CNF (see module docstring); frames (B, N, 3) in Å.
 
-    c = x + σ_n Pε, z = c + σ_p Pξ, y = Φ(z) (RK4 with ``n_steps``), label = k_BT ∇_y log q(y | c).
+    c = x + σ_n Pε, z = c + σ_p Pξ, y = Φ(z), label = k_BT ∇_y log q(y | c).
     ``noise_std`` σ_n and ``prior_std`` σ_p (Å) must be those used in training.
+
+    Solver: ``"dopri5"`` (default; adaptive Dormand–Prince with ``rtol`` and ``atol`` in Å, both 1e-5
+    by default, for sampling and for the backward log-density pass) or ``"rk4"`` (``n_steps`` fixed
+    steps, for quick checks). The label differentiates the backward pass, whose exact divergence is
+    itself a Jacobian, so its memory grows with batch × beads² × steps: frames are labelled in chunks
+    of ``chunk_size``.
     """
 
-    def __init__(self, field: EGNNVectorField, noise_std: float, prior_std: float, kbt: float, n_steps: int = 20):
+    def __init__(self, field: EGNNVectorField, noise_std: float, prior_std: float, kbt: float,
+                 solver: str = "dopri5", n_steps: int = 20, rtol: float = 1e-5, atol: float = 1e-5,
+                 chunk_size: int = 16):
         for name, val in (("noise_std", noise_std), ("prior_std", prior_std), ("kbt", kbt)):
             if not val > 0:
                 raise ValueError(f"{name} must be positive, got {val!r}")
-        self.field, self.noise_std, self.prior_std, self.kbt, self.n_steps = field, noise_std, prior_std, kbt, n_steps
+        if solver not in ("dopri5", "rk4"):
+            raise ValueError(f"solver must be 'dopri5' or 'rk4', got {solver!r}")
+        if chunk_size < 1:
+            raise ValueError("chunk_size must be at least 1")
+        self.field, self.noise_std, self.prior_std, self.kbt = field, noise_std, prior_std, kbt
+        self.solver, self.n_steps, self.rtol, self.atol, self.chunk_size = solver, n_steps, rtol, atol, chunk_size
+        self.stats = SolverStats()
+
+    def _integrate(self, x, t0, t1, with_divergence=False):
+        if self.solver == "rk4":
+            return integrate(self.field, x, t0, t1, self.n_steps, with_divergence)
+        return integrate_adaptive(self.field, x, t0, t1, self.rtol, self.atol, with_divergence, stats=self.stats)
 
     def log_prob(self, y: torch.Tensor, c: torch.Tensor) -> torch.Tensor:
-        """log q(y | c) on the mean-free subspace (differentiable in y): backwards RK4 with exact divergence."""
-        z, int_div_backward = integrate(self.field, y, 1.0, 0.0, self.n_steps, with_divergence=True)
+        """log q(y | c) on the mean-free subspace (differentiable in y): backward pass with exact divergence."""
+        z, int_div_backward = self._integrate(y, 1.0, 0.0, with_divergence=True)
         d = z - c
         dim = (y.shape[1] - 1) * 3
         log_base = -0.5 * (d**2).sum(dim=(1, 2)) / self.prior_std**2 - dim * (0.5 * math.log(2 * math.pi) + math.log(self.prior_std))
@@ -166,12 +267,17 @@ class CNFKernel:
             return e - e.mean(dim=1, keepdim=True)
 
         c = x + self.noise_std * mean_free_noise()
-        with torch.no_grad():
-            y, _ = integrate(self.field, c + self.prior_std * mean_free_noise(), 0.0, 1.0, self.n_steps)
-        y = y.detach().requires_grad_(True)
-        with torch.enable_grad():
-            (score,) = torch.autograd.grad(self.log_prob(y, c).sum(), y)
-        return y.detach(), self.kbt * score
+        z = c + self.prior_std * mean_free_noise()
+        ys, labels = [], []
+        for sl in torch.split(torch.arange(len(x)), self.chunk_size):
+            with torch.no_grad():
+                y, _ = self._integrate(z[sl], 0.0, 1.0)
+            y = y.detach().requires_grad_(True)
+            with torch.enable_grad():
+                (score,) = torch.autograd.grad(self.log_prob(y, c[sl]).sum(), y)
+            ys.append(y.detach())
+            labels.append(self.kbt * score)
+        return torch.cat(ys), torch.cat(labels)
 
 
 @dataclass

@@ -1,0 +1,177 @@
+"""The labelling pipeline: frames through a kernel to a labelled set (positions y, force labels).
+
+Plan. From ``n`` input frames keep ``round(data_fraction · n)`` (a seeded random subset) and draw
+``repeats`` kernel samples from each, so that a kernel yields about as many labelled samples as the
+full set (the seed labels 10 % of the frames 10 times). The (kept frame, repeat) work items are cut into
+batches of ``batch_size``; batch ``b`` takes its randomness from its own generator seeded with
+``seed · 1_000_003 + b``, so the labels do not depend on how batches are spread over processes, nor on
+interruptions.
+
+Incremental output. Each finished batch is written atomically to ``<out>.parts/batch_<b>.npz``; a rerun
+skips batches that are there, and refuses to continue if the plan (kernel, model checksum, input,
+fractions, seed, batch size) changed. When every batch is done the parts are merged in batch order
+into ``<out>`` (an npz: ``positions``, ``forces``, ``frame_index`` into the input frames, and a JSON
+``metadata`` string) and the parts directory is removed.
+
+Sharding. Under ``torchrun`` (``WORLD_SIZE`` > 1) rank ``r`` labels the batches ``b ≡ r (mod world
+size)`` (process group: gloo on CPU, NCCL on GPU), all ranks meet at a barrier, and rank 0 merges. The
+ranks share the parts directory, so they must see the same file system.
+
+Labels or positions that are not finite are dropped and counted (``metadata["n_dropped"]``), never
+zero-filled. Units: positions Å, labels kcal/mol/Å at the input's temperature.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import shutil
+import time
+from dataclasses import asdict, dataclass
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from .kernels.base import keep_finite
+
+
+@dataclass
+class LabelSettings:
+    """How many labels to make: ``data_fraction`` of the frames, ``repeats`` kernel draws each."""
+
+    data_fraction: float = 0.1
+    repeats: int = 10
+    batch_size: int = 256
+    seed: int = 0
+
+    def __post_init__(self):
+        if not 0 < self.data_fraction <= 1:
+            raise ValueError(f"data_fraction must be in (0, 1], got {self.data_fraction}")
+        if self.repeats < 1 or self.batch_size < 1:
+            raise ValueError("repeats and batch_size must be at least 1")
+
+
+@dataclass
+class LabelledSet:
+    """Kernel outputs: positions y (n, beads, 3) in Å, labels (n, beads, 3) in kcal/mol/Å."""
+
+    positions: np.ndarray
+    forces: np.ndarray
+    frame_index: np.ndarray
+    metadata: dict
+
+    @property
+    def n_labels(self) -> int:
+        return len(self.positions)
+
+
+def kernel_description(kernel) -> dict:
+    """The kernel's type and its widths (Å) and k_BT (kcal/mol), for the metadata."""
+    out = {"kernel": type(kernel).__name__}
+    for attr, key in (("noise_std", "noise_std_A"), ("prior_std", "prior_std_A"), ("kbt", "kbt_kcal_per_mol"),
+                      ("solver", "solver"), ("rtol", "rtol"), ("atol", "atol_A")):
+        if hasattr(kernel, attr):
+            out[key] = getattr(kernel, attr)
+    return out
+
+
+def array_sha256(a: np.ndarray) -> str:
+    return hashlib.sha256(np.ascontiguousarray(a).tobytes()).hexdigest()
+
+
+def _distributed(device: torch.device):
+    """(rank, world size, torch.distributed or None) from the torchrun environment."""
+    world = int(os.environ.get("WORLD_SIZE", "1"))
+    if world == 1:
+        return 0, 1, None
+    import torch.distributed as dist
+
+    if not dist.is_initialized():
+        dist.init_process_group("nccl" if device.type == "cuda" else "gloo")
+    return dist.get_rank(), dist.get_world_size(), dist
+
+
+def _atomic_savez(path: Path, **arrays) -> None:
+    tmp = path.with_name(path.name + f".{os.getpid()}.tmp.npz")
+    np.savez(tmp, **arrays)
+    os.replace(tmp, path)
+
+
+def label_frames(positions, kernel, temperature: float, out: str | Path, settings: LabelSettings = LabelSettings(),
+                 device: str | torch.device = "cpu", model_sha256: str | None = None, source: str = "",
+                 progress: bool = True) -> LabelledSet | None:
+    """Label ``positions`` (frames, beads, 3; Å) with ``kernel`` and write ``out`` (see module docstring).
+
+    ``kernel`` must be on ``device`` and have ``sample_with_forces(x, generator)``; ``temperature``
+    (kelvin) is recorded and must be the one of the kernel's k_BT. ``model_sha256`` (of the kernel's
+    weights file) and ``source`` (dataset name) go into the metadata. Returns the merged
+    :class:`LabelledSet` on rank 0 and ``None`` on the other ranks.
+    """
+    from tqdm.auto import tqdm
+
+    device = torch.device(device)
+    positions = np.asarray(positions, dtype=np.float32)
+    if positions.ndim != 3 or positions.shape[2] != 3:
+        raise ValueError(f"positions must be (frames, beads, 3) in Å, got shape {positions.shape}")
+    rank, world, dist = _distributed(device)
+    out = Path(out)
+    parts = out.with_name(out.name + ".parts")
+
+    n_keep = max(1, round(settings.data_fraction * len(positions)))
+    kept = np.sort(np.random.default_rng(settings.seed).choice(len(positions), n_keep, replace=False))
+    work = np.repeat(kept, settings.repeats)  # frame index of every work item
+    n_batches = -(-len(work) // settings.batch_size)
+    plan = {**kernel_description(kernel), "model_sha256": model_sha256, "input_sha256": array_sha256(positions),
+            "source": source, "temperature_K": float(temperature), **asdict(settings),
+            "n_frames_in": len(positions), "n_kept_frames": int(n_keep), "n_batches": n_batches}
+    if rank == 0:
+        parts.mkdir(parents=True, exist_ok=True)
+        plan_path = parts / "plan.json"
+        if plan_path.exists() and json.loads(plan_path.read_text()) != json.loads(json.dumps(plan)):
+            raise ValueError(f"{parts} holds an unfinished run with a different plan; remove it to start afresh")
+        plan_path.write_text(json.dumps(plan, indent=2) + "\n")
+    if dist is not None:
+        dist.barrier()
+
+    mine = [b for b in range(rank, n_batches, world) if not (parts / f"batch_{b:06d}.npz").exists()]
+    t0 = time.perf_counter()
+    for b in tqdm(mine, desc=f"labels ({plan['kernel']}, rank {rank}/{world})", disable=not progress or rank != 0,
+                  mininterval=2.0):
+        idx = work[b * settings.batch_size:(b + 1) * settings.batch_size]
+        gen = torch.Generator(device=device).manual_seed(settings.seed * 1_000_003 + b)
+        x = torch.as_tensor(positions[idx], device=device)
+        y, f = kernel.sample_with_forces(x, generator=gen)
+        y, f, frames, n_dropped = keep_finite(y.detach(), f.detach(), torch.as_tensor(idx, device=device))
+        _atomic_savez(parts / f"batch_{b:06d}.npz", positions=y.cpu().numpy().astype(np.float32),
+                      forces=f.cpu().numpy().astype(np.float32), frame_index=frames.cpu().numpy(),
+                      n_dropped=n_dropped)
+    wall = time.perf_counter() - t0
+    if dist is not None:
+        dist.barrier()
+    if rank != 0:
+        return None
+
+    chunks = [np.load(parts / f"batch_{b:06d}.npz") for b in range(n_batches)]
+    positions_out = np.concatenate([c["positions"] for c in chunks])
+    metadata = {**plan, "n_labels": len(positions_out), "n_dropped": int(sum(int(c["n_dropped"]) for c in chunks)),
+                "length_unit": "Å", "force_unit": "kcal/mol/Å", "world_size": world, "device": str(device),
+                "wall_time_s_last_invocation": round(wall, 2), "created": time.strftime("%Y-%m-%d %H:%M:%S")}
+    labelled = LabelledSet(positions=positions_out, forces=np.concatenate([c["forces"] for c in chunks]),
+                           frame_index=np.concatenate([c["frame_index"] for c in chunks]).astype(np.int64),
+                           metadata=metadata)
+    _atomic_savez(out, positions=labelled.positions, forces=labelled.forces, frame_index=labelled.frame_index,
+                  metadata=json.dumps(labelled.metadata))
+    shutil.rmtree(parts)
+    return labelled
+
+
+def load_labels(path: str | Path) -> LabelledSet:
+    """Read a labelled set written by :func:`label_frames`."""
+    path = Path(path)
+    if not path.exists():
+        raise FileNotFoundError(f"labelled set {path} does not exist; make it with `opforce label ... --out {path}`")
+    d = np.load(path)
+    return LabelledSet(positions=d["positions"], forces=d["forces"], frame_index=d["frame_index"],
+                       metadata=json.loads(str(d["metadata"])))
