@@ -3,7 +3,7 @@ PYTHON ?= python3
 VENV   ?= .venv
 BIN    := $(VENV)/bin
 
-.PHONY: install book test bench
+.PHONY: install book test bench bench-kernels
 
 # CPU install path: torch==2.13.0 first (a local CPU wheel); the package's looser torch range is then
 # already satisfied, so pip does not pull a multi-GB CUDA build.
@@ -27,3 +27,6 @@ test: book
 
 bench: install
 	$(BIN)/python benchmarks/book_build.py
+
+bench-kernels: install
+	$(BIN)/python benchmarks/kernels.py

@@ -30,10 +30,11 @@ class EnergyModel(nn.Module):
     def energy(self, x: torch.Tensor) -> torch.Tensor:
         raise NotImplementedError
 
-    def forces(self, x: torch.Tensor) -> torch.Tensor:
+    def forces(self, x: torch.Tensor, create_graph: bool = False) -> torch.Tensor:
+        """−∇_x energy; ``create_graph=True`` keeps the graph so a force loss can train the parameters."""
         with torch.enable_grad():
             x = x.detach().requires_grad_(True)
-            (grad,) = torch.autograd.grad(self.energy(x).sum(), x)
+            (grad,) = torch.autograd.grad(self.energy(x).sum(), x, create_graph=create_graph)
         return -grad
 
 

@@ -1,6 +1,9 @@
 import pytest
 import torch
 
+# The models under test are tiny: one intra-op thread is faster than two fighting for the cores.
+torch.set_num_threads(1)
+
 DEVICES = ["cpu"] + (["cuda"] if torch.cuda.is_available() else [])
 
 

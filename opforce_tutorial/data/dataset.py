@@ -50,6 +50,17 @@ class CGDataset:
     def n_frames(self) -> int:
         return len(self.positions)
 
+    @property
+    def bead_masses(self) -> np.ndarray:
+        """Bead masses (amu) from the element of each bead's atom name (CA → carbon); shape (beads, 1).
+
+        The mass of a bead only sets the time scale of CG dynamics, not its equilibrium distribution.
+        """
+        table = {"C": 12.011, "N": 14.007, "O": 15.999, "S": 32.06}
+        if any(n[:1] not in table for n in self.bead_names):
+            raise ValueError(f"no element mass for some of the bead names {self.bead_names}")
+        return np.array([[table[n[0]]] for n in self.bead_names])
+
     def topology(self):
         """An mdtraj topology of the beads (one residue per bead, CA-named atoms joined by bonds i, i+1)."""
         import mdtraj as md

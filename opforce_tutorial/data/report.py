@@ -7,15 +7,8 @@ from pathlib import Path
 
 import numpy as np
 
+from ..evaluation import BASINS, block_mean
 from ..geometry import ramachandran
-
-#: Alanine dipeptide basins on (φ, ψ) in degrees.
-BASINS = {
-    "αL (φ > 0)": lambda phi, psi: phi > 0,
-    "αR": lambda phi, psi: (phi <= 0) & (psi > -120) & (psi < 50),
-    "β / PII": lambda phi, psi: (phi <= 0) & ((psi >= 50) | (psi <= -120)),
-}
-
 
 def count_visits(inside_core: np.ndarray, outside_core: np.ndarray) -> int:
     """Number of separate entries into a state, with hysteresis between two core regions.
@@ -31,13 +24,6 @@ def count_visits(inside_core: np.ndarray, outside_core: np.ndarray) -> int:
         elif b:
             state = "out"
     return visits
-
-
-def block_mean(values: np.ndarray, n_blocks: int = 10) -> tuple[float, float]:
-    """Mean and its standard error from ``n_blocks`` contiguous blocks (for correlated series)."""
-    blocks = np.array_split(np.asarray(values, dtype=float), n_blocks)
-    means = np.array([b.mean() for b in blocks if len(b)])
-    return float(means.mean()), float(means.std(ddof=1) / np.sqrt(len(means)))
 
 
 def ala2_report(run_dirs: list[str | Path], n_blocks: int = 10) -> dict:

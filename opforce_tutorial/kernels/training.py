@@ -1,4 +1,5 @@
-"""Checkpoint/resume shared by the flow trainers (atomic writes, safe loading)."""
+"""The optimiser loop shared by every trainer (flows and CG models): validation, early stopping,
+checkpoint/resume with atomic writes and safe loading."""
 
 from __future__ import annotations
 
@@ -7,23 +8,24 @@ import os
 import torch
 
 
-def save_checkpoint(path: str, model, optimizer, generator: torch.Generator, step: int, history: dict) -> None:
-    """Write model, optimiser, RNG, step and history to ``path`` atomically (tmp file, then rename)."""
+def save_checkpoint(path: str, model, optimizer, generator: torch.Generator, step: int, history: dict,
+                    best_state: dict | None = None) -> None:
+    """Write model, optimiser, RNG, step, history (and the best weights so far) to ``path`` atomically."""
     tmp = path + ".tmp"
     torch.save({"model": model.state_dict(), "optimizer": optimizer.state_dict(), "generator": generator.get_state(),
-                "step": step, "history": history}, tmp)
+                "step": step, "history": history, "best_state": best_state}, tmp)
     os.replace(tmp, path)
 
 
-def load_checkpoint(path: str | None, model, optimizer, generator: torch.Generator, device) -> tuple[int, dict | None]:
-    """Restore a checkpoint if ``path`` exists; returns ``(step, history)`` (``(0, None)`` when starting)."""
+def load_checkpoint(path: str | None, model, optimizer, generator: torch.Generator, device):
+    """Restore a checkpoint if ``path`` exists; returns ``(step, history, best_state)`` (``(0, None, None)`` when starting)."""
     if path is None or not os.path.exists(path):
-        return 0, None
+        return 0, None, None
     state = torch.load(path, map_location=device, weights_only=True)
     model.load_state_dict(state["model"])
     optimizer.load_state_dict(state["optimizer"])
     generator.set_state(state["generator"])
-    return state["step"], state["history"]
+    return state["step"], state["history"], state.get("best_state")
 
 
 def split_frames(positions, val_fraction: float, generator: torch.Generator):
@@ -39,22 +41,29 @@ def optimise(model, loss_fn, make_batch, val_batch, settings, generator: torch.G
     """Adam on ``loss_fn(model, batch)`` with periodic validation, checkpoints and a progress bar.
 
     ``make_batch()`` draws a training batch; ``settings`` needs ``lr``, ``n_steps``, ``eval_every`` and
-    ``checkpoint_every``. Resumes from ``checkpoint`` when it exists. Returns the history
-    ``{"step", "train_loss", "val_loss"}``.
+    ``checkpoint_every``, and may set ``patience``: then training stops after ``patience`` validations
+    without improvement and the weights of the best validation loss are restored (early stopping).
+    Resumes from ``checkpoint`` when it exists. Returns the history ``{"step", "train_loss", "val_loss"}``
+    (with ``patience`` also ``best_step`` and ``stopped_early``).
     """
     from tqdm.auto import tqdm
 
+    patience = getattr(settings, "patience", None)
     opt = torch.optim.Adam(model.parameters(), lr=settings.lr)
-    step, history = load_checkpoint(checkpoint, model, opt, generator, device)
+    step, history, best_state = load_checkpoint(checkpoint, model, opt, generator, device)
     history = history or {"step": [], "train_loss": [], "val_loss": []}
-    bar = tqdm(range(step, settings.n_steps), initial=step, total=settings.n_steps, desc=desc, disable=not progress,
-               mininterval=2.0)
+    if patience is not None:
+        history.setdefault("best_step", 0)
+        history.setdefault("stopped_early", False)
+    end = step if history.get("stopped_early") else settings.n_steps
+    bar = tqdm(range(step, end), initial=step, total=settings.n_steps, desc=desc, disable=not progress, mininterval=2.0)
     for step in bar:
         loss = loss_fn(model, make_batch())
         opt.zero_grad()
         loss.backward()
         opt.step()
         done = step + 1
+        stop = False
         if done % settings.eval_every == 0 or done == settings.n_steps:
             with torch.no_grad():
                 val_loss = loss_fn(model, val_batch).item()
@@ -62,6 +71,17 @@ def optimise(model, loss_fn, make_batch, val_batch, settings, generator: torch.G
             history["train_loss"].append(loss.item())
             history["val_loss"].append(val_loss)
             bar.set_postfix(train=f"{loss.item():.4g}", val=f"{val_loss:.4g}", refresh=False)
-        if checkpoint is not None and (done % settings.checkpoint_every == 0 or done == settings.n_steps):
-            save_checkpoint(checkpoint, model, opt, generator, done, history)
+            if patience is not None:
+                if best_state is None or val_loss < min(history["val_loss"][:-1], default=float("inf")):
+                    best_state = {k: v.detach().clone() for k, v in model.state_dict().items()}
+                    history["best_step"] = done
+                stop = (done - history["best_step"]) >= patience * settings.eval_every
+                history["stopped_early"] = stop
+        if checkpoint is not None and (stop or done % settings.checkpoint_every == 0 or done == settings.n_steps):
+            save_checkpoint(checkpoint, model, opt, generator, done, history, best_state)
+        if stop:
+            break
+    bar.close()
+    if best_state is not None:
+        model.load_state_dict(best_state)
     return history

@@ -1,0 +1,87 @@
+r"""A SchNet-like energy on bead distances, and the CG model = prior + network.
+
+Network (after Schütt et al. 2018). Every ordered bead pair (i ≠ j) with distance d_ij (Å) gets radial
+features e_k(d_ij) = exp(−(d_ij − μ_k)² / 2w²), with ``n_rbf`` centres μ_k evenly spaced on
+[0, ``cutoff``] and w their spacing, times the smooth cutoff f(d) = ½(cos(π d / d_c) + 1) for d < d_c
+(0 beyond). Bead features start as a learned embedding of the bead type, h_i⁰ = E[type_i]; each of
+``n_interactions`` blocks applies a continuous-filter convolution
+
+.. math::  h_i ← h_i + \mathrm{MLP}\Big(\sum_{j \ne i} W(e(d_{ij}))\, f(d_{ij}) ⊙ \mathrm{Lin}(h_j)\Big),
+
+with W a two-layer filter network. The energy (kcal/mol) is Σ_i MLP(h_i). It depends on distances only,
+so it is invariant to rotations, translations and (for equal types) permutations, and its forces have
+zero net sum.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+
+import torch
+from torch import nn
+
+from ..forcefield import EnergyModel
+
+
+@dataclass
+class SchNetConfig:
+    """Sizes of :class:`SchNetEnergy` (cutoff in Å); the defaults train on a CPU in minutes for 5 beads."""
+
+    bead_types: list[int]
+    hidden: int = 64
+    n_interactions: int = 2
+    n_rbf: int = 32
+    cutoff: float = 12.0
+
+
+class _Interaction(nn.Module):
+    def __init__(self, hidden: int, n_rbf: int):
+        super().__init__()
+        self.filter = nn.Sequential(nn.Linear(n_rbf, hidden), nn.SiLU(), nn.Linear(hidden, hidden))
+        self.lin = nn.Linear(hidden, hidden, bias=False)
+        self.update = nn.Sequential(nn.Linear(hidden, hidden), nn.SiLU(), nn.Linear(hidden, hidden))
+
+    def forward(self, h, rbf, envelope, i, j):
+        msg = self.filter(rbf) * envelope[..., None] * self.lin(h)[..., j, :]  # (B, P, hidden)
+        agg = torch.zeros_like(h).index_add_(-2, i, msg)
+        return h + self.update(agg)
+
+
+class SchNetEnergy(EnergyModel):
+    """Learned CG energy on bead distances (see module docstring); frames (B, N, 3) in Å."""
+
+    def __init__(self, config: SchNetConfig):
+        super().__init__()
+        self.config = config
+        n = len(config.bead_types)
+        i, j = torch.meshgrid(torch.arange(n), torch.arange(n), indexing="ij")
+        off = i != j
+        self.register_buffer("i", i[off])
+        self.register_buffer("j", j[off])
+        self.register_buffer("types", torch.tensor(config.bead_types, dtype=torch.long))
+        self.register_buffer("mu", torch.linspace(0.0, config.cutoff, config.n_rbf))
+        self.width = config.cutoff / (config.n_rbf - 1)
+        self.embed = nn.Embedding(max(config.bead_types) + 1, config.hidden)
+        self.interactions = nn.ModuleList(_Interaction(config.hidden, config.n_rbf) for _ in range(config.n_interactions))
+        self.readout = nn.Sequential(nn.Linear(config.hidden, config.hidden), nn.SiLU(), nn.Linear(config.hidden, 1))
+
+    def energy(self, x: torch.Tensor) -> torch.Tensor:
+        d = (x[..., self.j, :] - x[..., self.i, :]).norm(dim=-1)  # (B, P), no self-pairs
+        rbf = torch.exp(-0.5 * ((d[..., None] - self.mu.to(x.dtype)) / self.width) ** 2)
+        envelope = 0.5 * (torch.cos(math.pi * d / self.config.cutoff) + 1.0) * (d < self.config.cutoff)
+        h = self.embed(self.types).to(x.dtype).expand(*x.shape[:-2], -1, -1)
+        for block in self.interactions:
+            h = block(h, rbf, envelope, self.i, self.j)
+        return self.readout(h).squeeze(-1).sum(-1)
+
+
+class CGModel(EnergyModel):
+    """CG energy = fixed prior + learned network; forces = −∇ energy (kcal/mol/Å)."""
+
+    def __init__(self, prior: EnergyModel, net: SchNetEnergy):
+        super().__init__()
+        self.prior, self.net = prior, net
+
+    def energy(self, x: torch.Tensor) -> torch.Tensor:
+        return self.prior.energy(x) + self.net.energy(x)

@@ -1,0 +1,90 @@
+"""One label source to one CG model and its simulation: priors → force matching → Langevin.
+
+Every label source (reference forces, noise kernel, coupling-flow kernel, CNF kernel) goes through the
+same function with the same :class:`CGRunSettings`, so differences between the resulting models come
+from the labels alone. The priors are fitted to the positions the labels sit at (the kernel outputs y
+for a kernel, the frames themselves for reference forces): those positions are samples of the density
+whose mean force the labels target, so the prior starts the model at that density's Boltzmann-inverted
+marginals and the network learns the coupling between them.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+import numpy as np
+import torch
+
+from ..simulation import simulate_langevin
+from .network import CGModel, SchNetConfig
+from .priors import PriorFit, fit_priors
+from .training import ForceMatchingSettings, train_cg_model
+
+
+@dataclass
+class CGRunSettings:
+    """Network sizes, force-matching budget and the CG simulation (dt in ps, friction in 1/ps)."""
+
+    hidden: int = 64
+    n_interactions: int = 2
+    n_rbf: int = 32
+    cutoff: float = 12.0
+    force_matching: ForceMatchingSettings = field(default_factory=ForceMatchingSettings)
+    n_replicas: int = 64
+    n_steps: int = 20_000
+    dt: float = 0.002
+    friction: float = 1.0
+    save_every: int = 50
+    burn_in: int = 1000
+    seed: int = 0
+
+
+@dataclass
+class CGRun:
+    """A trained CG model, its prior fits and training history, and its saved trajectory (time, replicas, beads, 3)."""
+
+    model: CGModel
+    prior_fits: list[PriorFit]
+    history: dict
+    trajectory: np.ndarray | None
+
+
+def fit_cg_model(positions, labels, kbt: float, bead_types: list[int], settings: CGRunSettings = CGRunSettings(),
+                 val_mask=None, device="cpu", checkpoint: str | None = None, progress: bool = True):
+    """Fit priors to ``positions`` and train the network on ``labels`` minus the prior forces.
+
+    Returns ``(CGModel, prior fits, history)``; see :func:`~.training.train_cg_model`.
+    """
+    prior, fits = fit_priors(positions, kbt)
+    config = SchNetConfig(bead_types=bead_types, hidden=settings.hidden, n_interactions=settings.n_interactions,
+                          n_rbf=settings.n_rbf, cutoff=settings.cutoff)
+    model, history = train_cg_model(positions, labels, prior, config, settings.force_matching, val_mask, device,
+                                    checkpoint, progress)
+    return model, fits, history
+
+
+def simulate_cg(model: CGModel, start_frames, kbt: float, masses, settings: CGRunSettings = CGRunSettings(),
+                device="cpu", progress: bool = True) -> np.ndarray:
+    """BAOAB simulation of ``model`` from ``settings.n_replicas`` frames drawn (seeded) from ``start_frames``.
+
+    Returns the saved frames (n_saved, n_replicas, beads, 3) in Å as float32.
+    """
+    start_frames = np.asarray(start_frames)
+    rng = np.random.default_rng(settings.seed)
+    starts = torch.as_tensor(start_frames[rng.choice(len(start_frames), settings.n_replicas)], dtype=torch.float32,
+                             device=device)
+    model = model.float().to(device)
+    gen = torch.Generator(device=device).manual_seed(settings.seed)
+    traj = simulate_langevin(model.forces, starts, masses=torch.as_tensor(masses, dtype=torch.float32), kbt=kbt,
+                             dt=settings.dt, friction=settings.friction, n_steps=settings.n_steps,
+                             save_every=settings.save_every, burn_in=settings.burn_in, generator=gen, progress=progress)
+    return traj.cpu().numpy().astype(np.float32)
+
+
+def run_label_source(positions, labels, kbt: float, bead_types: list[int], masses, start_frames,
+                     settings: CGRunSettings = CGRunSettings(), val_mask=None, device="cpu",
+                     checkpoint: str | None = None, progress: bool = True) -> CGRun:
+    """:func:`fit_cg_model` then :func:`simulate_cg`: the whole path from one label source to CG samples."""
+    model, fits, history = fit_cg_model(positions, labels, kbt, bead_types, settings, val_mask, device, checkpoint,
+                                        progress)
+    return CGRun(model, fits, history, simulate_cg(model, start_frames, kbt, masses, settings, device, progress))

@@ -1,0 +1,96 @@
+r"""Force matching of the CG network on labelled positions, with a fixed prior.
+
+With a fitted prior E_prior, the network learns the residual force:
+
+.. math::  L(θ) = \frac{1}{3 N_\mathrm{beads}} \big\langle \big| f − F_\mathrm{prior}(y) − F_θ(y) \big|^2 \big\rangle_{(y, f)},
+
+over labelled pairs (y, f) from any label source (reference forces, or a kernel's outputs y with its
+labels f; never the original frames with kernel labels). The minimiser is the mean force of the density
+the y were drawn from. Adam, a validation split that is the same for every label source
+(:func:`validation_mask`), early stopping on the validation loss, checkpoint/resume, a progress bar,
+CPU or CUDA, and deterministic given the seed.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+import torch
+
+from ..kernels.training import optimise
+from .network import CGModel, SchNetConfig, SchNetEnergy
+
+
+@dataclass
+class ForceMatchingSettings:
+    """Optimiser settings (forces in kcal/mol/Å); ``patience`` counts validations without improvement."""
+
+    n_steps: int = 4000
+    batch_size: int = 256
+    lr: float = 1e-3
+    eval_every: int = 100
+    checkpoint_every: int = 500
+    patience: int | None = 10
+    seed: int = 0
+
+
+def validation_mask(frame_index, n_frames: int, val_fraction: float = 0.1, traj_ids=None) -> np.ndarray:
+    """Which labelled samples are for validation, decided by their source frame only.
+
+    With several trajectories the last ``ceil(val_fraction · n_traj)`` whole trajectories are held out;
+    with one, its final ``val_fraction`` in time (a contiguous block, so correlated neighbours of the
+    training frames are not used to validate). Every label source made from the same frames gets the
+    same split.
+    """
+    if not 0 < val_fraction < 1:
+        raise ValueError(f"val_fraction must be in (0, 1), got {val_fraction}")
+    frame_index = np.asarray(frame_index)
+    if traj_ids is not None and len(np.unique(traj_ids)) > 1:
+        trajs = np.unique(traj_ids)
+        held = trajs[-int(np.ceil(val_fraction * len(trajs))):]
+        return np.isin(np.asarray(traj_ids)[frame_index], held)
+    return frame_index >= int(round((1 - val_fraction) * n_frames))
+
+
+def train_cg_model(positions, labels, prior, config: SchNetConfig, settings: ForceMatchingSettings = ForceMatchingSettings(),
+                   val_mask=None, device: str | torch.device = "cpu", checkpoint: str | None = None,
+                   progress: bool = True) -> tuple[CGModel, dict]:
+    """Train a :class:`SchNetEnergy` on (positions, labels) minus the prior's forces; returns ``(CGModel, history)``.
+
+    ``positions`` and ``labels`` are (n, beads, 3) in Å and kcal/mol/Å; ``val_mask`` (n,) marks the
+    validation samples (default: the last 10 % of the samples). ``history["val_loss"]`` is the mean squared
+    force error (kcal²/mol²/Å²) of the validation samples.
+    """
+    x = torch.as_tensor(np.asarray(positions), dtype=torch.float32)
+    f = torch.as_tensor(np.asarray(labels), dtype=torch.float32)
+    if x.shape != f.shape or x.ndim != 3 or x.shape[-1] != 3:
+        raise ValueError(f"positions {tuple(x.shape)} and labels {tuple(f.shape)} must both be (n, beads, 3)")
+    if not (torch.isfinite(x).all() and torch.isfinite(f).all()):
+        raise ValueError("non-finite positions or labels: drop them first (kernels.keep_finite)")
+    if len(config.bead_types) != x.shape[1]:
+        raise ValueError(f"config has {len(config.bead_types)} bead types for {x.shape[1]}-bead frames")
+    val_mask = np.arange(len(x)) >= int(0.9 * len(x)) if val_mask is None else np.asarray(val_mask, dtype=bool)
+    if val_mask.all() or not val_mask.any():
+        raise ValueError("val_mask must select some but not all samples")
+    prior = prior.float().to(device)
+    with torch.no_grad():
+        residual = torch.cat([f[sl] - prior.forces(x[sl].to(device)).cpu() for sl in torch.split(torch.arange(len(x)), 4096)])
+    train_idx = torch.as_tensor(np.flatnonzero(~val_mask))
+    val_idx = torch.as_tensor(np.flatnonzero(val_mask))[:4096]
+    val_batch = (x[val_idx].to(device), residual[val_idx].to(device))
+    gen = torch.Generator().manual_seed(settings.seed)
+    torch.manual_seed(settings.seed)  # deterministic initialisation
+    net = SchNetEnergy(config).to(device)
+
+    def force_loss(model, batch):
+        xb, target = batch
+        return ((model.forces(xb, create_graph=torch.is_grad_enabled()) - target) ** 2).mean()
+
+    def make_batch():
+        idx = train_idx[torch.randint(len(train_idx), (settings.batch_size,), generator=gen)]
+        return x[idx].to(device), residual[idx].to(device)
+
+    history = optimise(net, force_loss, make_batch, val_batch, settings, gen, device, checkpoint,
+                       "force matching (CG network)", progress)
+    return CGModel(prior, net.eval()).eval(), history

@@ -1,0 +1,131 @@
+"""CG model: geometry, priors by Boltzmann inversion, the SchNet energy, force matching, evaluators."""
+
+import math
+
+import numpy as np
+import pytest
+import torch
+
+from opforce_tutorial.cg import (CGModel, ForceMatchingSettings, SchNetConfig, SchNetEnergy, fit_priors,
+                                 train_cg_model, validation_mask)
+from opforce_tutorial.geometry import bond_angles, chain_indices, dihedral_angles
+from opforce_tutorial.kernels.coupling import random_rotations
+
+from chains import chain_from_internal, sample_density, toy_prior
+
+KBT = 0.596
+
+
+def test_geometry_matches_a_hand_built_chain_and_has_finite_gradients():
+    rng = np.random.default_rng(0)
+    r = np.full((5, 3), 3.8)
+    theta = np.full((5, 2), np.radians(100.0))
+    phi = rng.uniform(-np.pi, np.pi, 5)
+    x = torch.as_tensor(chain_from_internal(r, theta, phi)).requires_grad_(True)
+    assert np.allclose(bond_angles(x, chain_indices(4, 3)).detach(), np.radians(100.0))
+    assert np.allclose(dihedral_angles(x, chain_indices(4, 4))[:, 0].detach(), phi)
+    (g,) = torch.autograd.grad(dihedral_angles(x, chain_indices(4, 4)).sum(), x)
+    assert torch.isfinite(g).all()
+
+
+def test_priors_recover_known_parameters_from_synthetic_data():
+    rng = np.random.default_rng(1)
+    n = 200_000
+    kb, r0, ka, t0 = 80.0, 3.8, 40.0, np.radians(105.0)
+    rgrid, tgrid, pgrid = np.linspace(3.0, 4.6, 20001), np.linspace(0.5, 2.6, 20001), np.linspace(-np.pi, np.pi, 20001)
+    # p(r) ∝ r² exp(−U/kT) and p(θ) ∝ sin θ exp(−U/kT): the Jacobians Boltzmann inversion must undo
+    r = np.stack([sample_density(lambda q: 2 * np.log(q) - 0.5 * kb * (q - r0) ** 2 / KBT, rgrid, n, rng)
+                  for _ in range(3)], 1)
+    theta = np.stack([sample_density(lambda q: np.log(np.sin(q)) - 0.5 * ka * (q - t0) ** 2 / KBT, tgrid, n, rng)
+                      for _ in range(2)], 1)
+    a1, b2 = 0.8, -0.5
+    phi = sample_density(lambda q: -(a1 * np.cos(q) + b2 * np.sin(2 * q)) / KBT, pgrid, n, rng)
+    prior, fits = fit_priors(chain_from_internal(r, theta, phi), KBT)
+    assert torch.allclose(prior.bond_k, torch.full((3,), kb, dtype=torch.float64), rtol=0.05)
+    assert torch.allclose(prior.bond_r0, torch.full((3,), r0, dtype=torch.float64), atol=2e-3)
+    assert torch.allclose(prior.angle_k, torch.full((2,), ka, dtype=torch.float64), rtol=0.05)
+    assert torch.allclose(prior.angle_theta0, torch.full((2,), t0, dtype=torch.float64), atol=3e-3)
+    assert prior.dihedral_cos[0, 0] == pytest.approx(a1, abs=0.03)
+    assert prior.dihedral_sin[0, 1] == pytest.approx(b2, abs=0.03)
+    assert abs(float(prior.dihedral_cos[0, 1])) < 0.03 and abs(float(prior.dihedral_sin[0, 0])) < 0.03
+    assert [f.term for f in fits] == ["bond"] * 3 + ["angle"] * 2 + ["dihedral"]
+    assert len(prior.pairs) == 1 and prior.repulsion_sigma[0] > 2.0  # beads 0 and 3
+    with pytest.raises(ValueError, match="frames, beads, 3"):
+        fit_priors(np.zeros((100, 4)), KBT)
+
+
+def _random_chain(gen, n_frames=6, n_beads=5):
+    steps = 3.8 * torch.nn.functional.normalize(torch.randn(n_frames, n_beads, 3, dtype=torch.float64, generator=gen), dim=-1)
+    return torch.cumsum(steps, dim=1)
+
+
+def _schnet(n_beads=5):
+    torch.manual_seed(0)
+    return SchNetEnergy(SchNetConfig(bead_types=list(range(n_beads)), hidden=16, n_interactions=2, n_rbf=8)).double()
+
+
+@pytest.mark.parametrize("make", [toy_prior, _schnet, lambda: CGModel(toy_prior(), _schnet())], ids=["prior", "schnet", "cg"])
+def test_forces_are_minus_the_finite_difference_gradient(make, gen):
+    model = make()
+    x = _random_chain(gen)
+    f = model.forces(x)
+    h = 1e-6
+    d = torch.randn(x.shape, dtype=x.dtype, generator=gen)
+    fd = (model.energy(x + h * d) - model.energy(x - h * d)) / (2 * h)
+    assert torch.allclose((f * d).sum(dim=(1, 2)), -fd, rtol=1e-5, atol=1e-6)
+    assert torch.allclose(f.sum(dim=1), torch.zeros(len(x), 3, dtype=x.dtype), atol=1e-8)  # no net force
+
+
+def test_schnet_energy_is_invariant_to_rotations_and_translations(gen, device):
+    net = _schnet().to(device)
+    x = _random_chain(gen).to(device)
+    rot = random_rotations(len(x), torch.float64, generator=gen).to(device)
+    moved = x @ rot.transpose(1, 2) + torch.tensor([1.0, -2.0, 3.0], dtype=torch.float64, device=device)
+    assert torch.allclose(net.energy(moved), net.energy(x), atol=1e-10)
+
+
+def test_validation_mask_is_set_by_source_frames():
+    idx = np.array([0, 5, 9, 9, 3])
+    assert validation_mask(idx, 10, 0.2).tolist() == [False, False, True, True, False]
+    traj = np.array([0] * 5 + [1] * 5)
+    assert validation_mask(idx, 10, 0.3, traj_ids=traj).tolist() == [False, True, True, True, False]
+    with pytest.raises(ValueError):
+        validation_mask(idx, 10, 1.5)
+
+
+def _harmonic_labelled_set(n=3000, seed=0):
+    """Frames of a 4-bead chain with forces of a known energy (prior with other constants + pair term)."""
+    rng = np.random.default_rng(seed)
+    r = 3.8 + 0.05 * rng.standard_normal((n, 3))
+    theta = np.radians(100.0) + 0.1 * rng.standard_normal((n, 2))
+    phi = rng.uniform(-np.pi, np.pi, n)
+    x = torch.as_tensor(chain_from_internal(r, theta, phi))
+    truth = toy_prior(4)
+    with torch.no_grad():
+        truth.bond_k.fill_(80.0)
+        truth.angle_k.fill_(30.0)
+    return x.float().numpy(), truth.forces(x).float().numpy()
+
+
+def test_force_matching_learns_the_residual_stops_early_and_resumes(tmp_path):
+    x, f = _harmonic_labelled_set()
+    prior = toy_prior(4)  # bond and angle constants off: the network must learn the difference
+    cfg = SchNetConfig(bead_types=[0, 1, 2, 3], hidden=32, n_interactions=2, n_rbf=16)
+    settings = ForceMatchingSettings(n_steps=400, batch_size=128, lr=3e-3, eval_every=50, checkpoint_every=100,
+                                     patience=3)
+    ckpt = str(tmp_path / "cg.pt")
+    model, hist = train_cg_model(x, f, prior, cfg, settings, checkpoint=ckpt, progress=False)
+    residual = f - prior.float().forces(torch.as_tensor(x)).numpy()
+    base = float((residual[int(0.9 * len(x)):] ** 2).mean())
+    assert min(hist["val_loss"]) < 0.5 * base, (hist["val_loss"], base)
+    # the returned model has the best validation loss
+    val = torch.as_tensor(x[int(0.9 * len(x)):])
+    mse = float(((model.forces(val) - torch.as_tensor(f[int(0.9 * len(x)):])) ** 2).mean())
+    assert mse == pytest.approx(min(hist["val_loss"]), rel=1e-3)
+    _, hist2 = train_cg_model(x, f, prior, cfg, settings, checkpoint=ckpt, progress=False)
+    assert hist2 == hist
+    patient = ForceMatchingSettings(n_steps=400, batch_size=128, lr=3e-1, eval_every=20, patience=1)
+    _, hist3 = train_cg_model(x, f, prior, cfg, patient, progress=False)  # lr far too high: stops early
+    assert hist3["stopped_early"] and hist3["step"][-1] < 400
+    with pytest.raises(ValueError, match="non-finite"):
+        train_cg_model(np.full_like(x, np.nan), f, prior, cfg, settings, progress=False)
