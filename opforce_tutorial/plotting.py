@@ -16,6 +16,9 @@ COLORS = {
     "noise": "#d95f02",
     "reverse (exact posterior)": "#7570b3",
     "reverse (learned flow)": "#1f78b4",
+    # chapter 2: the molecular label sources
+    "coupling": "#1f78b4",
+    "cnf": "#e7298a",
 }
 
 
@@ -160,4 +163,106 @@ def plot_trajectories(study, noise_var, n_frames=300):
             ax.plot(t, study.simulated[:n_frames, 0, i], color=COLORS[r.strategy], lw=0.8, label=r.strategy)
     ax.set(xlabel="time (ps)", ylabel="bond length (Å)", title="one Langevin replica per force field")
     ax.legend(ncol=4, loc="lower center", bbox_to_anchor=(0.5, 1.08))
+    return fig
+
+
+# ----------------------------------------------------------------------------- chapter 2 figures
+def source_color(name: str) -> str:
+    """Colour of a label-source name such as "noise σ=0.05" (its first word picks the colour)."""
+    return COLORS.get(name.split(" ")[0], "#666666")
+
+
+def plot_molecule_map(mol, bead_names):
+    """Plotly 3D view of an all-atom structure with its CG beads as large translucent spheres."""
+    import plotly.graph_objects as go
+
+    xyz = np.array([[v.x, v.y, v.z] for v in mol.positions.value_in_unit(mol.positions.unit)]) * 10.0  # nm → Å
+    atoms = list(mol.topology.atoms())
+    colors = {"C": "#555555", "N": "#3050f8", "O": "#ff0d0d", "H": "#dddddd"}
+    fig = go.Figure()
+    for bond in mol.topology.bonds():
+        i, j = bond[0].index, bond[1].index
+        fig.add_trace(go.Scatter3d(x=xyz[[i, j], 0], y=xyz[[i, j], 1], z=xyz[[i, j], 2], mode="lines",
+                                   line=dict(color="#999999", width=4), hoverinfo="skip", showlegend=False))
+    fig.add_trace(go.Scatter3d(x=xyz[:, 0], y=xyz[:, 1], z=xyz[:, 2], mode="markers", name="atoms",
+                               marker=dict(size=[3 if a.element.symbol == "H" else 6 for a in atoms],
+                                           color=[colors.get(a.element.symbol, "#aa66aa") for a in atoms]),
+                               text=[f"{a.residue.name} {a.name}" for a in atoms], hoverinfo="text"))
+    beads = xyz[mol.bead_atoms]
+    fig.add_trace(go.Scatter3d(x=beads[:, 0], y=beads[:, 1], z=beads[:, 2], mode="markers+lines+text", name="CG beads",
+                               marker=dict(size=16, color="#1b7837", opacity=0.35), line=dict(color="#1b7837", width=8),
+                               text=[f"{k}: {n}" for k, n in enumerate(bead_names)], textposition="top center"))
+    fig.update_layout(height=420, margin=dict(l=0, r=0, t=30, b=0), title="all atoms and the 5 CG beads (Å)",
+                      scene=dict(aspectmode="data", xaxis_visible=False, yaxis_visible=False, zaxis_visible=False))
+    return fig
+
+
+def plot_ramachandran_panels(samples: dict, kbt: float, max_kcal: float = 6.0, ncols: int = 4):
+    """Free energy −k_BT log p(φ, ψ) (kcal/mol, 60 × 60 grid) of every entry of ``samples`` (frames)."""
+    from .evaluation import RAMACHANDRAN_BINS, observable_values
+
+    edges = np.linspace(-180.0, 180.0, RAMACHANDRAN_BINS + 1)
+    n = len(samples)
+    ncols = min(ncols, n)
+    nrows = -(-n // ncols)
+    fig, axes = plt.subplots(nrows, ncols, figsize=(2.9 * ncols, 2.7 * nrows), sharex=True, sharey=True, squeeze=False)
+    for ax, (name, frames) in zip(axes.flat, samples.items()):
+        rama = observable_values(frames, "ramachandran")
+        h, *_ = np.histogram2d(rama[:, 0], rama[:, 1], bins=[edges, edges])
+        with np.errstate(divide="ignore"):
+            f = -kbt * np.log(h / h.sum())
+        f -= np.min(f[np.isfinite(f)])
+        im = ax.pcolormesh(edges, edges, np.where(np.isfinite(f), f, np.nan).T, vmin=0, vmax=max_kcal, cmap="viridis",
+                           rasterized=True)
+        ax.set_title(name, color=source_color(name), fontsize=9)
+        ax.set_aspect("equal")
+    for ax in axes.flat[n:]:
+        ax.set_visible(False)
+    for ax in axes[-1]:
+        ax.set_xlabel("φ (°)")
+    for ax in axes[:, 0]:
+        ax.set_ylabel("ψ (°)")
+    fig.colorbar(im, ax=axes, shrink=0.8, label="free energy (kcal/mol)")
+    return fig
+
+
+def plot_observable_overlays(samples: dict, reference, names: list[str], ncols: int = 4):
+    """Histograms of internal coordinates of every entry of ``samples`` over the reference (filled)."""
+    from .evaluation import observable_values
+
+    ncols = min(ncols, len(names))
+    nrows = -(-len(names) // ncols)
+    fig, axes = plt.subplots(nrows, ncols, figsize=(2.9 * ncols, 2.3 * nrows), squeeze=False)
+    for ax, name in zip(axes.flat, names):
+        edges = reference.edges[name][0]
+        width = np.diff(edges)
+        ax.fill_between(_centres(edges), reference.probabilities[name] / width, step="mid", color="#cccccc",
+                        label="reference data")
+        for label, frames in samples.items():
+            p, _ = np.histogram(observable_values(frames, name), bins=edges)
+            ax.step(_centres(edges), p / max(p.sum(), 1) / width, where="mid", color=source_color(label), lw=1.1,
+                    label=label)
+        unit = "Å" if name.startswith("bond") else "°"
+        ax.set(xlabel=f"{name} ({unit})", yticks=[])
+    for ax in axes.flat[len(names):]:
+        ax.set_visible(False)
+    axes.flat[0].legend(fontsize=6, loc="upper left")
+    return fig
+
+
+def plot_prior_fits(fits, ncols: int = 5):
+    """Boltzmann-inverted PMF of each prior term (dots) and its fitted energy (line), kcal/mol."""
+    ncols = min(ncols, len(fits))
+    nrows = -(-len(fits) // ncols)
+    fig, axes = plt.subplots(nrows, ncols, figsize=(2.5 * ncols, 2.1 * nrows), squeeze=False)
+    for ax, fit in zip(axes.flat, fits):
+        x = np.degrees(fit.centers) if fit.term in ("angle", "dihedral") else fit.centers
+        ax.plot(x, fit.inverted, ".", ms=3, color="#888888", label="−k_BT log(p/J)")
+        ax.plot(x, fit.fitted, color=COLORS["reference"], label="prior")
+        ax.set_title(f"{fit.term} {'-'.join(map(str, fit.beads))}", fontsize=9)
+        ax.set_ylim(-1, 6 if fit.term != "dihedral" else None)
+    for ax in axes.flat[len(fits):]:
+        ax.set_visible(False)
+    axes.flat[0].legend(fontsize=6)
+    axes.flat[0].set_ylabel("kcal/mol")
     return fig

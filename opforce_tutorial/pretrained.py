@@ -34,7 +34,9 @@ class PretrainedError(RuntimeError):
 class ModelSpec:
     """How to train a registered model and how to rebuild it from its saved config."""
 
-    train: Callable[[str], tuple[torch.nn.Module, dict, dict, dict]]  # device -> (model, config, training, metrics)
+    # device -> (model, config, training, metrics, samples): samples is an array the model produced (e.g. a
+    # CG model's simulated trajectory), saved next to the weights, or None
+    train: Callable[[str], tuple]
     build: Callable[[dict], torch.nn.Module]  # config -> untrained model
     file: str
 
@@ -46,11 +48,14 @@ def _specs() -> dict[str, ModelSpec]:
     def train_toy_flow(device):
         training = Flow1DTraining()
         flow, metrics = train_flow1d(DoubleWellBond(), training, device=device)
-        return flow, asdict(flow.config), asdict(training), metrics
+        return flow, asdict(flow.config), asdict(training), metrics, None
+
+    from .ala2 import ala2_specs
 
     return {
         "toy1d-flow": ModelSpec(train=train_toy_flow, file="toy1d_flow.pt",
                                 build=lambda cfg: NoiseConditionalFlow1D(Flow1DConfig(**cfg))),
+        **ala2_specs(ModelSpec),
     }
 
 
@@ -90,41 +95,81 @@ def load(name: str, models_dir: Path = MODELS_DIR) -> tuple[torch.nn.Module, dic
     if name not in specs:
         raise PretrainedError(f"unknown pretrained model {name!r}; known: {sorted(specs)}")
     entry = read_registry(models_dir / "registry.json").get(name)
-    path = models_dir / specs[name].file
     fix = f"rebuild it with `{rebuild_command(name)}`"
     if entry is None:
         raise PretrainedError(f"{name!r} has no entry in {models_dir / 'registry.json'}; {fix}")
-    if not path.exists():
-        raise PretrainedError(f"pretrained file {path} is missing; {fix}")
-    digest = sha256(path)
-    if digest != entry["sha256"]:
-        raise PretrainedError(
-            f"pretrained file {path} is corrupt: sha256 {digest} does not match the registry's {entry['sha256']}; {fix}")
+    path = _verified(models_dir / specs[name].file, entry["sha256"], fix)
     model = specs[name].build(entry["config"])
     model.load_state_dict(torch.load(path, map_location="cpu", weights_only=True))
     return model.eval(), entry
 
 
+_TRAINED: dict[str, tuple] = {}  # models trained in this process: name -> (model, samples)
+
+
+def _verified(path: Path, expected: str, fix: str) -> Path:
+    if not path.exists():
+        raise PretrainedError(f"pretrained file {path} is missing; {fix}")
+    digest = sha256(path)
+    if digest != expected:
+        raise PretrainedError(f"pretrained file {path} is corrupt: sha256 {digest} does not match the registry's "
+                              f"{expected}; {fix}")
+    return path
+
+
+def load_samples(name: str, models_dir: Path = MODELS_DIR):
+    """The samples saved with a registered model (e.g. a CG model's trajectory), verified by sha256."""
+    import numpy as np
+
+    entry = read_registry(models_dir / "registry.json").get(name)
+    fix = f"rebuild it with `{rebuild_command(name)}`"
+    if entry is None or "samples" not in entry:
+        raise PretrainedError(f"{name!r} has no saved samples in {models_dir / 'registry.json'}; {fix}")
+    return np.load(_verified(models_dir / entry["samples"]["file"], entry["samples"]["sha256"], fix))["samples"]
+
+
 def load_or_train(name: str, train: bool | None = None, device: str | None = None) -> torch.nn.Module:
-    """Train ``name`` afresh (GPU present, or forced) or load its verified pretrained weights."""
+    """Train ``name`` afresh (GPU present, or forced) or load its verified pretrained weights.
+
+    A model trained in this process is kept, so a model that needs another (a CG model needs its kernel)
+    does not train that one twice.
+    """
     if should_train(train):
-        device = device or ("cuda" if torch.cuda.is_available() else "cpu")
-        model, *_ = _specs()[name].train(device)
-        return model.eval()
+        if name not in _TRAINED:
+            device = device or ("cuda" if torch.cuda.is_available() else "cpu")
+            model, _, _, _, samples = _specs()[name].train(device)
+            _TRAINED[name] = (model.eval(), samples)
+        return _TRAINED[name][0]
     return load(name)[0]
+
+
+def samples(name: str, train: bool | None = None, device: str | None = None):
+    """The samples of ``name``: from this process's training when it trains, else the saved, verified ones."""
+    if should_train(train):
+        load_or_train(name, True, device)
+        return _TRAINED[name][1]
+    return load_samples(name)
 
 
 def pretrain(name: str, device: str = "cpu", models_dir: Path = MODELS_DIR) -> dict:
     """Train ``name``, write its weights to ``models_dir`` and record it in the registry."""
     spec = _specs()[name]
     t0 = time.perf_counter()
-    model, config, training, metrics = spec.train(device)
+    model, config, training, metrics, produced = spec.train(device)
     wall = time.perf_counter() - t0
     models_dir.mkdir(parents=True, exist_ok=True)
     path = models_dir / spec.file
     torch.save(model.state_dict(), path)
     registry = read_registry(models_dir / "registry.json")
+    extra = {}
+    if produced is not None:
+        import numpy as np
+
+        samples_path = path.with_name(path.stem + "_samples.npz")
+        np.savez_compressed(samples_path, samples=produced)
+        extra["samples"] = {"file": samples_path.name, "sha256": sha256(samples_path), "shape": list(produced.shape)}
     registry[name] = {
+        **extra,
         "file": spec.file,
         "sha256": sha256(path),
         "command": rebuild_command(name) + (f" --device {device}" if device != "cpu" else ""),

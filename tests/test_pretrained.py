@@ -1,6 +1,7 @@
 import json
 import shutil
 
+import numpy as np
 import pytest
 import torch
 
@@ -65,16 +66,20 @@ def test_load_or_train_trains_when_forced(monkeypatch):
 
     def train(device):
         calls.append(device)
-        return tiny, {}, {}, {}
+        return tiny, {}, {}, {}, np.arange(3)
 
     spec = pretrained.ModelSpec(train=train, build=lambda cfg: torch.nn.Linear(1, 1), file="unused.pt")
-    monkeypatch.setattr(pretrained, "_specs", lambda: {"toy1d-flow": spec})
-    assert pretrained.load_or_train("toy1d-flow", train=True, device="cpu") is tiny
+    monkeypatch.setattr(pretrained, "_specs", lambda: {"forced": spec})
+    monkeypatch.setattr(pretrained, "_TRAINED", {})
+    assert pretrained.load_or_train("forced", train=True, device="cpu") is tiny
+    assert pretrained.load_or_train("forced", train=True, device="cpu") is tiny  # trained once per process
     assert calls == ["cpu"]
+    assert pretrained.samples("forced", train=True).tolist() == [0, 1, 2]
 
 
 def test_pretrain_writes_file_and_registry(monkeypatch, tmp_path):
-    spec = pretrained.ModelSpec(train=lambda d: (torch.nn.Linear(2, 1), {"n": 2}, {"steps": 0}, {"loss": 1.0}),
+    spec = pretrained.ModelSpec(train=lambda d: (torch.nn.Linear(2, 1), {"n": 2}, {"steps": 0}, {"loss": 1.0},
+                                                 np.ones((4, 2), dtype=np.float32)),
                                 build=lambda cfg: torch.nn.Linear(cfg["n"], 1), file="tiny.pt")
     monkeypatch.setattr(pretrained, "_specs", lambda: {"tiny": spec})
     entry = pretrained.pretrain("tiny", models_dir=tmp_path)
@@ -82,3 +87,7 @@ def test_pretrain_writes_file_and_registry(monkeypatch, tmp_path):
     assert entry["command"] == "opforce pretrain tiny" and entry["metrics"] == {"loss": 1.0}
     model, _ = pretrained.load("tiny", models_dir=tmp_path)
     assert model.in_features == 2
+    assert pretrained.load_samples("tiny", models_dir=tmp_path).shape == (4, 2)
+    (tmp_path / "tiny_samples.npz").write_bytes(b"x")
+    with pytest.raises(pretrained.PretrainedError, match="tiny_samples.npz is corrupt.*opforce pretrain tiny"):
+        pretrained.load_samples("tiny", models_dir=tmp_path)

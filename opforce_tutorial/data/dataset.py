@@ -105,23 +105,47 @@ def build_dataset(name: str, run_dirs: list[str | Path], bead_names: list[str], 
     registry[name] = {"file": path.name, "sha256": sha256(path), "command": BUILD_COMMANDS.get(name, ""),
                       "runs": [str(Path(r)) for r in sorted(run_dirs)], "n_frames": int(sum(len(p) for p in pos)),
                       "temperature_K": temperature, "save_interval_ps": interval, "created": time.strftime("%Y-%m-%d")}
+    if name == "ala2":  # small saved reference histograms, so chapters evaluate without the dataset
+        from ..evaluation import chain_observables, make_reference
+
+        positions = np.concatenate(pos)
+        hist_path = data_dir / f"{name}_histograms.npz"
+        make_reference(positions, chain_observables(positions.shape[1], ramachandran=True)).save(hist_path)
+        registry[f"{name}-histograms"] = {"file": hist_path.name, "sha256": sha256(hist_path),
+                                          "command": BUILD_COMMANDS.get(name, ""), "made_from": path.name,
+                                          "created": time.strftime("%Y-%m-%d")}
     registry_path.write_text(json.dumps(registry, indent=2, sort_keys=True) + "\n")
     return registry[name]
 
 
-def load_dataset(name: str, data_dir: Path = DATA_DIR) -> CGDataset:
-    """Load ``data/<name>.npz`` after verifying its sha256 against ``data/registry.json``."""
+def registry_entry(name: str, data_dir: Path = DATA_DIR) -> dict:
+    """The ``data/registry.json`` entry of a shipped file (dataset or reference histograms)."""
     registry_path = data_dir / "registry.json"
     registry = json.loads(registry_path.read_text()) if registry_path.exists() else {}
-    fix = f"regenerate it with `{BUILD_COMMANDS.get(name, 'opforce data build ' + name)}` (see data/README.md)"
     if name not in registry:
-        raise DatasetError(f"dataset {name!r} has no entry in {registry_path}; {fix}")
-    path = data_dir / registry[name]["file"]
+        raise DatasetError(f"{name!r} has no entry in {registry_path}; {_fix(name)}")
+    return registry[name]
+
+
+def _fix(name: str) -> str:
+    system = name.split("-")[0]
+    return f"regenerate it with `{BUILD_COMMANDS.get(system, 'opforce data build ' + system)}` (see data/README.md)"
+
+
+def verified_path(name: str, data_dir: Path = DATA_DIR) -> Path:
+    """Path of a registered data file after checking that it exists and matches its sha256."""
+    entry = registry_entry(name, data_dir)
+    path = data_dir / entry["file"]
     if not path.exists():
-        raise DatasetError(f"dataset file {path} is missing; {fix}")
-    if sha256(path) != registry[name]["sha256"]:
-        raise DatasetError(f"dataset file {path} is corrupt (sha256 mismatch with {registry_path}); {fix}")
-    d = np.load(path)
+        raise DatasetError(f"data file {path} is missing; {_fix(name)}")
+    if sha256(path) != entry["sha256"]:
+        raise DatasetError(f"data file {path} is corrupt (sha256 mismatch with {data_dir / 'registry.json'}); {_fix(name)}")
+    return path
+
+
+def load_dataset(name: str, data_dir: Path = DATA_DIR) -> CGDataset:
+    """Load ``data/<name>.npz`` after verifying its sha256 against ``data/registry.json``."""
+    d = np.load(verified_path(name, data_dir))
     return CGDataset(name=name, positions=d["positions"], forces=d["forces"], temperature=float(d["temperature"]),
                      traj_ids=d["traj_ids"], save_interval_ps=float(d["save_interval_ps"]),
                      bead_names=[str(b) for b in d["bead_names"]], weights=d["weights"] if "weights" in d else None)

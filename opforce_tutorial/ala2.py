@@ -1,0 +1,165 @@
+"""Chapter 2's pipeline: alanine dipeptide labelled four ways, one CG model per label source, simulated and scored.
+
+Data: ``data/ala2.npz`` (5 backbone heavy atoms C N CA C N, 300 K, Å, kcal/mol/Å; see data/README.md).
+Label sources, each at the noise levels :data:`NOISE_STDS` (standard deviations in Å):
+
+* ``reference``: the frames with their mapped atomistic forces (the delta kernel);
+* ``noise``: :class:`~opforce_tutorial.kernels.NoiseKernel` with mean-free noise;
+* ``coupling``: :class:`~opforce_tutorial.kernels.coupling.CouplingFlowKernel` (pretrained ``ala2-coupling-<σ>``);
+* ``cnf``: :class:`~opforce_tutorial.kernels.cnf.CNFKernel` (pretrained ``ala2-cnf-<σ>``).
+
+Every kernel labels ``data_fraction`` of the frames ``repeats`` times (as many labels as frames); every
+label source then trains the same CG model (:mod:`opforce_tutorial.cg`) with the same budget, on the
+same validation split of source frames, and the model is simulated from the same data frames. Sizes
+are CPU-sized (:data:`COUPLING_CONFIG`, :data:`CNF_CONFIG`, :data:`CG_SETTINGS`); every trained object
+is a registered pretrained model, rebuilt by ``opforce pretrain <name>``.
+"""
+
+from __future__ import annotations
+
+import tempfile
+from dataclasses import asdict
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from .cg import ForceMatchingSettings, PriorEnergy, SchNetConfig, SchNetEnergy
+from .cg.network import CGModel
+from .cg.pipeline import CGRunSettings, run_label_source
+from .cg.training import validation_mask
+from .data.dataset import load_dataset
+from .evaluation import ReferenceHistograms, basin_populations, chain_observables, evaluate
+from .kernels import NoiseKernel
+from .kernels.cnf import CNFKernel, CNFTraining, EGNNConfig, EGNNVectorField, train_cnf
+from .kernels.coupling import CouplingFlow, CouplingFlowConfig, CouplingFlowKernel, CouplingTraining, train_coupling_flow
+from .labels import LabelSettings, label_frames
+from .units import kbt as thermal_energy
+
+#: The chapter's noise levels (Å). 0.05 Å is the seed's σ; the stiffest ala2 bonds fluctuate by about
+#: 0.025 Å at 300 K, about the Cα–Cα bond fluctuation of the seed's chignolin, so 0.05 Å keeps the seed's
+#: ratio of noise to bond width; 0.1 Å doubles it.
+NOISE_STDS = (0.05, 0.1)
+SOURCES = ("reference", "noise", "coupling", "cnf")
+BEAD_TYPES = [0, 1, 2, 3, 4]  # one type per bead along the backbone
+COUPLING_CONFIG = dict(n_coupling_layers=4, n_transformer_layers=1, d_model=64, d_ff=256)
+CNF_CONFIG = dict(hidden=32, n_layers=3)
+COUPLING_STEPS, CNF_STEPS = 3000, 4000
+LABELS = LabelSettings(data_fraction=0.1, repeats=10, batch_size=256, seed=0)
+CG_SETTINGS = CGRunSettings(hidden=64, n_interactions=2, n_rbf=32, cutoff=10.0,
+                            force_matching=ForceMatchingSettings(n_steps=3000, batch_size=256, lr=1e-3, eval_every=100,
+                                                                 patience=8),
+                            n_replicas=64, n_steps=50_000, dt=0.002, friction=1.0, save_every=250, burn_in=2000)
+
+
+def kernel_name(source: str, noise_std: float) -> str:
+    return f"ala2-{source}-{noise_std:g}"
+
+
+def cg_name(source: str, noise_std: float | None = None) -> str:
+    return "ala2-cg-reference" if source == "reference" else f"ala2-cg-{source}-{noise_std:g}"
+
+
+def make_kernel(source: str, noise_std: float, kbt: float, flow: torch.nn.Module | None = None):
+    """The kernel of a label source; ``flow`` is the trained coupling flow or CNF vector field."""
+    if source == "noise":
+        return NoiseKernel(noise_std, kbt, mean_free=True)
+    if source == "coupling":
+        return CouplingFlowKernel(flow, noise_std, kbt)
+    if source == "cnf":
+        return CNFKernel(flow, noise_std, noise_std, kbt, chunk_size=256)
+    raise ValueError(f"no kernel for label source {source!r}; kernels are noise, coupling and cnf")
+
+
+def labelled_set(source: str, noise_std: float | None, dataset, flow=None, settings: LabelSettings = LABELS,
+                 device="cpu", progress: bool = True):
+    """(positions, labels, source frame index) of a label source over the dataset."""
+    if source == "reference":
+        return dataset.positions, dataset.forces, np.arange(dataset.n_frames)
+    kernel = make_kernel(source, noise_std, thermal_energy(dataset.temperature), flow)
+    with tempfile.TemporaryDirectory() as tmp:
+        out = label_frames(dataset.positions, kernel, dataset.temperature, Path(tmp) / "labels.npz", settings, device,
+                           progress=progress)
+    return out.positions, out.forces, out.frame_index
+
+
+def reference_histograms() -> ReferenceHistograms:
+    """The saved reference histograms of every ala2 observable (verified like a dataset)."""
+    from .data.dataset import verified_path
+
+    return ReferenceHistograms.load(verified_path("ala2-histograms"))
+
+
+def score(trajectory, reference: ReferenceHistograms) -> dict:
+    """JS divergences (with floors) of every observable and basin populations of a CG trajectory."""
+    return {"js": evaluate(trajectory, reference), "populations": basin_populations(trajectory)}
+
+
+# ---------------------------------------------------------------------------------- registered models
+def _train_flow(source: str, noise_std: float):
+    def train(device):
+        ds = load_dataset("ala2")
+        if source == "coupling":
+            config = CouplingFlowConfig(bead_types=BEAD_TYPES, **COUPLING_CONFIG)
+            settings = CouplingTraining(noise_std=noise_std, n_steps=COUPLING_STEPS, batch_size=256)
+            flow, history = train_coupling_flow(ds.positions, config, settings, device)
+        else:
+            config = EGNNConfig(bead_types=BEAD_TYPES, **CNF_CONFIG)
+            settings = CNFTraining(noise_std=noise_std, prior_std=noise_std, n_steps=CNF_STEPS, batch_size=256)
+            flow, history = train_cnf(ds.positions, config, settings, device)
+        metrics = {"final_val_loss": history["val_loss"][-1], "val_loss": history["val_loss"],
+                   "dataset_sha256": _dataset_sha()}
+        return flow.cpu(), asdict(config), asdict(settings), metrics, None
+
+    return train
+
+
+def _dataset_sha() -> str:
+    from .data.dataset import registry_entry
+
+    return registry_entry("ala2")["sha256"]
+
+
+def _train_cg(source: str, noise_std: float | None):
+    def train(device):
+        from .pretrained import load_or_train
+
+        ds = load_dataset("ala2")
+        kbt = thermal_energy(ds.temperature)
+        flow = load_or_train(kernel_name(source, noise_std), device=device) if source in ("coupling", "cnf") else None
+        if flow is not None:
+            flow = flow.to(device)
+        y, f, idx = labelled_set(source, noise_std, ds, flow, device=device)
+        run = run_label_source(y, f, kbt, BEAD_TYPES, ds.bead_masses, ds.positions, CG_SETTINGS,
+                               val_mask=validation_mask(idx, ds.n_frames, 0.1, ds.traj_ids), device=device)
+        scores = score(run.trajectory, reference_histograms())
+        metrics = {"n_labels": len(y), "best_val_force_mse": min(run.history["val_loss"]),
+                   "best_step": run.history["best_step"], "js": scores["js"], "populations": scores["populations"],
+                   "dataset_sha256": _dataset_sha()}
+        config = {"n_beads": 5, "n_fourier": run.model.prior.n_fourier, "schnet": asdict(run.model.net.config)}
+        training = {"labels": asdict(LABELS) if source != "reference" else None, "cg": asdict(CG_SETTINGS)}
+        return run.model.cpu(), config, training, metrics, run.trajectory
+
+    return train
+
+
+def _build_cg(config: dict) -> CGModel:
+    return CGModel(PriorEnergy(config["n_beads"], config["n_fourier"]), SchNetEnergy(SchNetConfig(**config["schnet"])))
+
+
+def ala2_specs(model_spec) -> dict:
+    """Registry entries of chapter 2 (``model_spec`` is :class:`~opforce_tutorial.pretrained.ModelSpec`)."""
+    specs = {}
+    for sigma in NOISE_STDS:
+        specs[kernel_name("coupling", sigma)] = model_spec(
+            train=_train_flow("coupling", sigma), file=f"ala2_coupling_{sigma:g}.pt",
+            build=lambda cfg: CouplingFlow(CouplingFlowConfig(**cfg)))
+        specs[kernel_name("cnf", sigma)] = model_spec(
+            train=_train_flow("cnf", sigma), file=f"ala2_cnf_{sigma:g}.pt",
+            build=lambda cfg: EGNNVectorField(EGNNConfig(**cfg)))
+        for source in ("noise", "coupling", "cnf"):
+            specs[cg_name(source, sigma)] = model_spec(train=_train_cg(source, sigma), build=_build_cg,
+                                                       file=f"ala2_cg_{source}_{sigma:g}.pt")
+    specs[cg_name("reference")] = model_spec(train=_train_cg("reference", None), build=_build_cg,
+                                             file="ala2_cg_reference.pt")
+    return specs
