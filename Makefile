@@ -3,7 +3,7 @@ PYTHON ?= python3
 VENV   ?= .venv
 BIN    := $(VENV)/bin
 
-.PHONY: install book test bench bench-kernels
+.PHONY: install book test bench bench-kernels bench-cg
 
 # CPU install path: torch==2.13.0 first (a local CPU wheel); the package's looser torch range is then
 # already satisfied, so pip does not pull a multi-GB CUDA build.
@@ -30,3 +30,6 @@ bench: install
 
 bench-kernels: install
 	$(BIN)/python benchmarks/kernels.py
+
+bench-cg: install
+	$(BIN)/python benchmarks/cg_simulation.py

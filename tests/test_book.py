@@ -112,3 +112,22 @@ def test_chapter_one_renders_and_its_slider_changes_the_result(site, page):
     assert after_y != before_y
     assert page.errors == [], page.errors
     assert _unexpected_external(page) == [], _unexpected_external(page)
+
+
+def test_chapter_two_renders_its_molecule_figures_and_score_table(site, page):
+    page.goto(f"{site}/02_alanine_dipeptide.html", wait_until="load")
+    body = page.inner_text("body")
+    assert "Running this chapter" in body and "Traceback" not in body
+    assert page.locator(".output.traceback, .output.error").count() == 0
+    images = page.locator("img[src*='_images'], img[src*='.png']")
+    assert images.count() >= 8
+    for i in range(images.count()):
+        images.nth(i).scroll_into_view_if_needed()
+        assert page.evaluate("img => img.complete && img.naturalWidth > 100", images.nth(i).element_handle())
+    # the 3D view of atoms and beads is a live plotly scene (WebGL) in the static page
+    page.wait_for_selector(".js-plotly-plot .gl-container, .js-plotly-plot canvas")
+    assert page.evaluate("() => document.querySelector('.js-plotly-plot').data.length") >= 3
+    for text in ("reference forces", "coupling σ=0.05", "cnf σ=0.1", "JS floor (ramachandran)", "αL (φ > 0)"):
+        assert text in body, text
+    assert page.errors == [], page.errors
+    assert _unexpected_external(page) == [], _unexpected_external(page)

@@ -43,3 +43,19 @@ def test_basin_populations_with_block_errors():
     assert 0 < pops["αR"]["block_error"] < 0.02
     sim = x.reshape(1000, 20, 5, 3)  # (time, replicas, beads, 3)
     assert basin_populations(sim)["αR"]["mean"] == pytest.approx(pops["αR"]["mean"])
+
+
+def test_integration_by_parts_identity_holds_for_exact_forces_and_flags_wrong_ones():
+    from opforce_tutorial.evaluation import integration_by_parts_check
+
+    rng = np.random.default_rng(3)
+    kbt, k = 0.6, 2.0
+    x = rng.normal(scale=np.sqrt(kbt / k), size=(200_000, 3, 3)) + np.array([[0.0, 0, 0], [1.0, 0, 0], [2.0, 0, 0]])
+    f = -k * (x - np.array([[0.0, 0, 0], [1.0, 0, 0], [2.0, 0, 0]]))
+    good = integration_by_parts_check(x, f, kbt)
+    assert [g["pair"] for g in good] == ["0-1", "1-2"]
+    assert all(abs(g["z"]) < 4 for g in good), good
+    bad = integration_by_parts_check(x, 0.7 * f, kbt)  # e.g. a force map that misses part of the force
+    assert all(abs(b["z"]) > 10 for b in bad), bad
+    hot = integration_by_parts_check(x, f, 1.3 * kbt)  # labels at the wrong temperature
+    assert all(abs(h["z"]) > 10 for h in hot), hot

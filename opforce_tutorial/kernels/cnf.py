@@ -28,7 +28,7 @@ import torch
 from torch import nn
 from torch.func import jacrev, vmap
 
-from .training import optimise, split_frames
+from .training import train_on_frames
 
 
 @dataclass
@@ -319,20 +319,9 @@ def train_cnf(positions: torch.Tensor, config: EGNNConfig, settings: CNFTraining
     frames gives the validation loss (fixed draws) every ``eval_every`` steps; checkpoint/resume as in
     :func:`opforce_tutorial.kernels.coupling.train_coupling_flow`.
     """
-    gen = torch.Generator().manual_seed(settings.seed)
-    train, val = split_frames(positions, settings.val_fraction, gen)
-    val_batch = _flow_matching_batch(val[:2048], settings, torch.Generator().manual_seed(settings.seed + 1), device)
-    torch.manual_seed(settings.seed)  # deterministic initialisation
-    field = EGNNVectorField(config).to(device)
-
     def fm_loss(model, batch):
         t, xt, target = batch
         return ((model(t, xt) - target) ** 2).mean()
 
-    def make_batch():
-        return _flow_matching_batch(train[torch.randint(len(train), (settings.batch_size,), generator=gen)],
-                                    settings, gen, device)
-
-    history = optimise(field, fm_loss, make_batch, val_batch, settings, gen, device, checkpoint,
-                       "train CNF (flow matching)", progress)
-    return field.eval(), history
+    return train_on_frames(positions, settings, lambda: EGNNVectorField(config), _flow_matching_batch, fm_loss, device,
+                           checkpoint, "train CNF (flow matching)", progress)

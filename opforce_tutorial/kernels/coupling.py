@@ -42,7 +42,7 @@ from dataclasses import dataclass, field
 import torch
 from torch import nn
 
-from .training import optimise, split_frames
+from .training import train_on_frames
 
 _LOG_2PI = math.log(2.0 * math.pi)
 
@@ -270,18 +270,9 @@ def train_coupling_flow(positions: torch.Tensor, config: CouplingFlowConfig, set
     With ``checkpoint`` set, the model, optimiser, step, RNG and history are saved there every
     ``checkpoint_every`` steps and an existing file is resumed. Returns ``(flow, history)``.
     """
-    gen = torch.Generator().manual_seed(settings.seed)
-    train, val = split_frames(positions, settings.val_fraction, gen)
-    val_batch = _training_batch(val[:2048], settings, torch.Generator().manual_seed(settings.seed + 1), device)
-    torch.manual_seed(settings.seed)  # deterministic initialisation
-    flow = CouplingFlow(config).to(device)
-
     def nll(model, batch):
         x, v, c = batch
         return -model.log_prob(x, v, c).mean()
 
-    def make_batch():
-        return _training_batch(train[torch.randint(len(train), (settings.batch_size,), generator=gen)], settings, gen, device)
-
-    history = optimise(flow, nll, make_batch, val_batch, settings, gen, device, checkpoint, "train coupling flow", progress)
-    return flow.eval(), history
+    return train_on_frames(positions, settings, lambda: CouplingFlow(config), _training_batch, nll, device, checkpoint,
+                           "train coupling flow", progress)

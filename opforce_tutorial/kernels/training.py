@@ -85,3 +85,24 @@ def optimise(model, loss_fn, make_batch, val_batch, settings, generator: torch.G
     if best_state is not None:
         model.load_state_dict(best_state)
     return history
+
+
+def train_on_frames(positions, settings, build_model, batch_fn, loss_fn, device, checkpoint: str | None, desc: str,
+                    progress: bool):
+    """The flows' common trainer: seeded train/validation split of frames, a fixed validation batch,
+    seeded initialisation, then :func:`optimise`. Returns ``(model in eval mode, history)``.
+
+    ``batch_fn(frames, settings, generator, device)`` turns clean frames into a batch for
+    ``loss_fn(model, batch)``; ``settings`` also needs ``seed``, ``val_fraction`` and ``batch_size``.
+    """
+    gen = torch.Generator().manual_seed(settings.seed)
+    train, val = split_frames(positions, settings.val_fraction, gen)
+    val_batch = batch_fn(val[:2048], settings, torch.Generator().manual_seed(settings.seed + 1), device)
+    torch.manual_seed(settings.seed)  # deterministic initialisation
+    model = build_model().to(device)
+
+    def make_batch():
+        return batch_fn(train[torch.randint(len(train), (settings.batch_size,), generator=gen)], settings, gen, device)
+
+    history = optimise(model, loss_fn, make_batch, val_batch, settings, gen, device, checkpoint, desc, progress)
+    return model.eval(), history
