@@ -10,6 +10,7 @@ Files load with ``torch.load(..., weights_only=True)`` after their checksum is v
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import json
 import os
@@ -160,7 +161,6 @@ def pretrain(name: str, device: str = "cpu", models_dir: Path = MODELS_DIR) -> d
     models_dir.mkdir(parents=True, exist_ok=True)
     path = models_dir / spec.file
     torch.save(model.state_dict(), path)
-    registry = read_registry(models_dir / "registry.json")
     extra = {}
     if produced is not None:
         import numpy as np
@@ -168,7 +168,7 @@ def pretrain(name: str, device: str = "cpu", models_dir: Path = MODELS_DIR) -> d
         samples_path = path.with_name(path.stem + "_samples.npz")
         np.savez_compressed(samples_path, samples=produced)
         extra["samples"] = {"file": samples_path.name, "sha256": sha256(samples_path), "shape": list(produced.shape)}
-    registry[name] = {
+    entry = {
         **extra,
         "file": spec.file,
         "sha256": sha256(path),
@@ -181,5 +181,20 @@ def pretrain(name: str, device: str = "cpu", models_dir: Path = MODELS_DIR) -> d
         "versions": {"torch": torch.__version__, "python": platform.python_version()},
         "created": time.strftime("%Y-%m-%d"),
     }
-    (models_dir / "registry.json").write_text(json.dumps(registry, indent=2, sort_keys=True) + "\n")
-    return registry[name]
+    with _registry_lock(models_dir):  # several `opforce pretrain` processes may finish at once
+        registry = read_registry(models_dir / "registry.json")
+        registry[name] = entry
+        (models_dir / "registry.json").write_text(json.dumps(registry, indent=2, sort_keys=True) + "\n")
+    return entry
+
+
+@contextlib.contextmanager
+def _registry_lock(models_dir: Path):
+    import fcntl
+
+    with open(models_dir / ".registry.lock", "w") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)
+        try:
+            yield
+        finally:
+            fcntl.flock(lock, fcntl.LOCK_UN)
