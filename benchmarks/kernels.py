@@ -38,7 +38,7 @@ def training_steps_per_s(step, n=3):
 def main(device="cuda" if torch.cuda.is_available() else "cpu"):
     torch.manual_seed(0)
     result = {"machine": f"{platform.machine()}, {os.cpu_count()} cores", "device": device, "torch": torch.__version__,
-              "date": time.strftime("%Y-%m-%d"),
+              "torch_threads": torch.get_num_threads(), "date": time.strftime("%Y-%m-%d"),
               "note": "timings are the best of 3 (CNF labels: 1) after a warm-up; seed-size models", "systems": {}}
     for n_beads in (5, 10):
         types = list(range(n_beads))

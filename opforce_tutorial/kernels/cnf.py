@@ -14,7 +14,7 @@ N(c, σ_p²).
 
 Kernel. Φ integrates dx/dt = v_θ from t = 0 to 1: y = Φ(z), z = c + σ_p ξ. Backwards from y,
 z = Φ⁻¹(y) and log|det ∂Φ⁻¹/∂y| = −∫₀¹ div v_θ(t, x(t)) dt with the exact divergence (the trace of
-the Jacobian, computed for all 3N dimensions at once with ``torch.func``). Then
+the Jacobian, all 3N rows from one batched backward pass). Then
 log q(y | c) = −|z − c|²/(2σ_p²) − log|det ∂Φ/∂z| + const, and the label is k_BT ∇_y log q(y|c) with
 c fixed, by autograd through the solver. Everything is mean-free, so labels have zero net force.
 """
@@ -26,7 +26,6 @@ from dataclasses import dataclass
 
 import torch
 from torch import nn
-from torch.func import jacrev, vmap
 
 from .training import train_on_frames
 
@@ -84,18 +83,21 @@ class EGNNVectorField(nn.Module):
 def exact_divergence(field: EGNNVectorField, t, x: torch.Tensor):
     """(v, div v) at (t, x) for a batch (B, N, 3): the trace of the full 3N×3N Jacobian per frame.
 
-    All 3N Jacobian rows come from one vectorised reverse pass (``torch.func.vmap`` over ``jacrev``),
-    not a Python loop over dimensions; the result is differentiable (for labels through the solver).
+    One forward pass, then all 3N Jacobian rows from one batched backward pass: ``autograd.grad`` with
+    the 3N one-hot cotangents and ``is_grads_batched`` (vmap over the cotangents), not a Python loop
+    over dimensions. Row k of frame b is ∂v_{b,k}/∂x_b, so div v_b = Σ_k rows[k, b, k]. When ``x``
+    requires grad (labels differentiate through the solver) the result is differentiable; otherwise
+    it is detached.
     """
-    t = torch.as_tensor(t, dtype=x.dtype, device=x.device).expand(x.shape[:1])
-
-    def single(ti, xi):
-        return field(ti, xi[None])[0]
-
-    v = field(t, x)
-    jac = vmap(jacrev(single, argnums=1))(t, x)  # (B, N, 3, N, 3)
-    n = x.shape[1] * 3
-    return v, jac.reshape(len(x), n, n).diagonal(dim1=-2, dim2=-1).sum(-1)
+    differentiable = x.requires_grad and torch.is_grad_enabled()
+    with torch.enable_grad():
+        xg = x if differentiable else x.detach().requires_grad_(True)
+        v = field(t, xg)
+        n = v[0].numel()
+        basis = torch.eye(n, dtype=x.dtype, device=x.device).reshape(n, 1, *v.shape[1:]).expand(n, *v.shape)
+        (rows,) = torch.autograd.grad(v, xg, grad_outputs=basis, is_grads_batched=True, create_graph=differentiable)
+    div = rows.reshape(n, len(x), n).diagonal(dim1=0, dim2=2).sum(-1)
+    return (v, div) if differentiable else (v.detach(), div.detach())
 
 
 def loop_divergence(field: EGNNVectorField, t, x: torch.Tensor):
