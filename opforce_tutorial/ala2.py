@@ -46,8 +46,9 @@ COUPLING_CONFIG = dict(n_coupling_layers=4, n_transformer_layers=1, d_model=64, 
 CNF_CONFIG = dict(hidden=32, n_layers=3)
 COUPLING_STEPS, CNF_STEPS = 3000, 4000
 LABELS = LabelSettings(data_fraction=0.1, repeats=10, batch_size=256, seed=0)
-#: The CNF's labels cost about 0.3 s each on the 2-core CPU (a backward ODE solve whose exact divergence is
-#: differentiated again for the label), so on a CPU its CG models get a quarter of the labels of the others.
+#: CNF labels are the costly ones (a backward ODE solve whose exact divergence is differentiated again):
+#: about 0.25 s each when this budget was set (shared 2-core machine, earlier divergence code), about
+#: 0.035 s now. On a CPU the CNF's CG models get a quarter of the labels of the others.
 LABELS_CNF_CPU = LabelSettings(data_fraction=0.025, repeats=10, batch_size=256, seed=0)
 CG_SETTINGS = CGRunSettings(hidden=64, n_interactions=2, n_rbf=32, cutoff=10.0,
                             force_matching=ForceMatchingSettings(n_steps=3000, batch_size=256, lr=1e-3, eval_every=100,

@@ -257,10 +257,11 @@ def plot_prior_fits(fits, ncols: int = 5):
     fig, axes = plt.subplots(nrows, ncols, figsize=(2.5 * ncols, 2.1 * nrows), squeeze=False)
     for ax, fit in zip(axes.flat, fits):
         x = np.degrees(fit.centers) if fit.term in ("angle", "dihedral") else fit.centers
-        ax.plot(x, fit.inverted, ".", ms=3, color="#888888", label="−k_BT log(p/J)")
-        ax.plot(x, fit.fitted, color=COLORS["reference"], label="prior")
+        shift = np.min(fit.fitted)  # both curves from the prior's minimum
+        ax.plot(x, fit.inverted - shift, ".", ms=3, color="#888888", label="−k_BT log(p/J)")
+        ax.plot(x, fit.fitted - shift, color=COLORS["reference"], label="prior")
         ax.set_title(f"{fit.term} {'-'.join(map(str, fit.beads))}", fontsize=9)
-        ax.set_ylim(-1, 6 if fit.term != "dihedral" else None)
+        ax.set_ylim(-0.5, 6 if fit.term != "dihedral" else 1.1 * np.ptp(fit.fitted))
     for ax in axes.flat[len(fits):]:
         ax.set_visible(False)
     axes.flat[0].legend(fontsize=6)

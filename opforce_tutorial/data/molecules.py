@@ -37,8 +37,8 @@ class MolecularSystem:
 
 
 def _openmmtools_file(*parts: str) -> str:
-    with contextlib.redirect_stdout(io.StringIO()):  # openmmtools prints a pymbar banner on import
-        import openmmtools
+    with contextlib.redirect_stdout(io.StringIO()), contextlib.redirect_stderr(io.StringIO()):
+        import openmmtools  # prints a pymbar banner and warnings on import
     path = os.path.join(os.path.dirname(openmmtools.__file__), "data", *parts)
     if not os.path.exists(path):
         raise FileNotFoundError(f"{path} not found: install openmmtools (pip install openmmtools)")
