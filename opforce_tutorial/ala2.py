@@ -71,7 +71,7 @@ def make_kernel(source: str, noise_std: float, kbt: float, flow: torch.nn.Module
     if source == "coupling":
         return CouplingFlowKernel(flow, noise_std, kbt)
     if source == "cnf":
-        return CNFKernel(flow, noise_std, noise_std, kbt, chunk_size=64)  # label memory grows with the chunk
+        return CNFKernel(flow, noise_std, noise_std, kbt, chunk_size=32)  # label memory grows with the chunk
     raise ValueError(f"no kernel for label source {source!r}; kernels are noise, coupling and cnf")
 
 
