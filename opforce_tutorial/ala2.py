@@ -11,7 +11,7 @@ Label sources, each at the noise levels :data:`NOISE_STDS` (standard deviations 
 Every kernel labels ``data_fraction`` of the frames ``repeats`` times (as many labels as frames); every
 label source then trains the same CG model (:mod:`opforce_tutorial.cg`) with the same budget, on the
 same validation split of source frames, and the model is simulated from the same data frames. Sizes
-are CPU-sized (:data:`COUPLING_CONFIG`, :data:`CNF_CONFIG`, :data:`CG_SETTINGS`); every trained object
+are CPU-sized (``SMALL_COUPLING``, ``SMALL_EGNN``, :data:`CG_SETTINGS`); every trained object
 is a registered pretrained model, rebuilt by ``opforce pretrain <name>``.
 """
 
@@ -28,11 +28,11 @@ from .cg import ForceMatchingSettings, PriorEnergy, SchNetConfig, SchNetEnergy
 from .cg.network import CGModel
 from .cg.pipeline import CGRunSettings, run_label_source
 from .cg.training import validation_mask
-from .data.dataset import load_dataset
+from .data.dataset import load_dataset, registry_entry, verified_path
 from .evaluation import ReferenceHistograms, basin_populations, chain_observables, evaluate
 from .kernels import NoiseKernel
-from .kernels.cnf import CNFKernel, CNFTraining, EGNNConfig, EGNNVectorField, train_cnf
-from .kernels.coupling import CouplingFlow, CouplingFlowConfig, CouplingFlowKernel, CouplingTraining, train_coupling_flow
+from .kernels.cnf import SMALL_EGNN, CNFKernel, CNFTraining, EGNNConfig, EGNNVectorField, train_cnf
+from .kernels.coupling import SMALL_COUPLING, CouplingFlow, CouplingFlowConfig, CouplingFlowKernel, CouplingTraining, train_coupling_flow
 from .labels import LabelSettings, label_frames
 from .units import kbt as thermal_energy
 
@@ -42,8 +42,6 @@ from .units import kbt as thermal_energy
 NOISE_STDS = (0.05, 0.1)
 SOURCES = ("reference", "noise", "coupling", "cnf")
 BEAD_TYPES = [0, 1, 2, 3, 4]  # one type per bead along the backbone
-COUPLING_CONFIG = dict(n_coupling_layers=4, n_transformer_layers=1, d_model=64, d_ff=256)
-CNF_CONFIG = dict(hidden=32, n_layers=3)
 COUPLING_STEPS, CNF_STEPS = 3000, 4000
 LABELS = LabelSettings(data_fraction=0.1, repeats=10, batch_size=256, seed=0)
 #: CNF labels are the costly ones (a backward ODE solve whose exact divergence is differentiated again):
@@ -89,8 +87,6 @@ def labelled_set(source: str, noise_std: float | None, dataset, flow=None, setti
 
 def reference_histograms() -> ReferenceHistograms:
     """The saved reference histograms of every ala2 observable (verified like a dataset)."""
-    from .data.dataset import verified_path
-
     return ReferenceHistograms.load(verified_path("ala2-histograms"))
 
 
@@ -104,11 +100,11 @@ def _train_flow(source: str, noise_std: float):
     def train(device):
         ds = load_dataset("ala2")
         if source == "coupling":
-            config = CouplingFlowConfig(bead_types=BEAD_TYPES, **COUPLING_CONFIG)
+            config = CouplingFlowConfig(bead_types=BEAD_TYPES, **SMALL_COUPLING)
             settings = CouplingTraining(noise_std=noise_std, n_steps=COUPLING_STEPS, batch_size=256)
             flow, history = train_coupling_flow(ds.positions, config, settings, device)
         else:
-            config = EGNNConfig(bead_types=BEAD_TYPES, **CNF_CONFIG)
+            config = EGNNConfig(bead_types=BEAD_TYPES, **SMALL_EGNN)
             settings = CNFTraining(noise_std=noise_std, prior_std=noise_std, n_steps=CNF_STEPS, batch_size=256)
             flow, history = train_cnf(ds.positions, config, settings, device)
         metrics = {"final_val_loss": history["val_loss"][-1], "val_loss": history["val_loss"],
@@ -119,8 +115,6 @@ def _train_flow(source: str, noise_std: float):
 
 
 def _dataset_sha() -> str:
-    from .data.dataset import registry_entry
-
     return registry_entry("ala2")["sha256"]
 
 

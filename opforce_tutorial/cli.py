@@ -110,22 +110,21 @@ def _train_kernel(args) -> int:
     import time
 
     from .data.dataset import load_frames
-    from .kernels.cnf import CNFTraining, EGNNConfig, train_cnf
-    from .kernels.coupling import CouplingFlowConfig, CouplingTraining, train_coupling_flow
+    from .kernels.cnf import SMALL_EGNN, CNFTraining, EGNNConfig, train_cnf
+    from .kernels.coupling import SMALL_COUPLING, CouplingFlowConfig, CouplingTraining, train_coupling_flow
     from .kernels.files import save_flow
 
     positions, temperature, name = load_frames(args.dataset)
     types = list(range(positions.shape[1]))  # one type per bead along the chain
     common = dict(n_steps=args.steps, batch_size=args.batch_size, lr=args.lr, seed=args.seed)
     t0 = time.perf_counter()
+    small = args.size == "small"
     if args.kind == "coupling":
-        cfg = CouplingFlowConfig(bead_types=types)
-        if args.size == "small":
-            cfg = CouplingFlowConfig(bead_types=types, n_coupling_layers=4, n_transformer_layers=1, d_model=64, d_ff=256)
+        cfg = CouplingFlowConfig(bead_types=types, **(SMALL_COUPLING if small else {}))
         settings = CouplingTraining(noise_std=args.noise_std, **common)
         model, history = train_coupling_flow(positions, cfg, settings, args.device, args.checkpoint)
     else:
-        cfg = EGNNConfig(bead_types=types) if args.size == "seed" else EGNNConfig(bead_types=types, hidden=32, n_layers=3)
+        cfg = EGNNConfig(bead_types=types, **(SMALL_EGNN if small else {}))
         settings = CNFTraining(noise_std=args.noise_std, prior_std=args.prior_std or args.noise_std, **common)
         model, history = train_cnf(positions, cfg, settings, args.device, args.checkpoint)
     meta = {"dataset": name, "temperature_K": temperature, "val_loss": history["val_loss"][-1],

@@ -1,6 +1,6 @@
 """Internal coordinates of CG frames shaped (..., n_beads, 3), lengths in Å.
 
-The torch functions (``bond_lengths``, ``bond_angles``, ``dihedral_angles``, ``pair_distances``) are
+The torch functions (``bond_lengths``, ``bond_angles``, ``dihedral_angles``) are
 differentiable and used by the priors; ``dihedral`` and ``ramachandran`` take and return numpy arrays
 in degrees, for analysis. Angles are computed with ``atan2`` (stable near 0 and π).
 """
@@ -16,11 +16,9 @@ def _as_tensor(x) -> torch.Tensor:
 
 
 def bond_lengths(x: torch.Tensor, pairs: torch.Tensor) -> torch.Tensor:
-    """|x_j − x_i| for index pairs (P, 2); returns (..., P) in Å."""
+    """|x_j − x_i| for index pairs (P, 2), bonded or not; returns (..., P) in Å."""
     return (x[..., pairs[:, 1], :] - x[..., pairs[:, 0], :]).norm(dim=-1)
 
-
-pair_distances = bond_lengths
 
 
 def bond_angles(x: torch.Tensor, triples: torch.Tensor) -> torch.Tensor:

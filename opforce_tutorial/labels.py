@@ -35,6 +35,7 @@ import numpy as np
 import torch
 
 from .kernels.base import keep_finite
+from .storage import atomic_savez
 
 
 @dataclass
@@ -93,12 +94,6 @@ def _distributed(device: torch.device):
     return dist.get_rank(), dist.get_world_size(), dist
 
 
-def _atomic_savez(path: Path, **arrays) -> None:
-    tmp = path.with_name(path.name + f".{os.getpid()}.tmp.npz")
-    np.savez(tmp, **arrays)
-    os.replace(tmp, path)
-
-
 def label_frames(positions, kernel, temperature: float, out: str | Path, settings: LabelSettings = LabelSettings(),
                  device: str | torch.device = "cpu", model_sha256: str | None = None, source: str = "",
                  progress: bool = True) -> LabelledSet | None:
@@ -144,7 +139,7 @@ def label_frames(positions, kernel, temperature: float, out: str | Path, setting
         x = torch.as_tensor(positions[idx], device=device)
         y, f = kernel.sample_with_forces(x, generator=gen)
         y, f, frames, n_dropped = keep_finite(y.detach(), f.detach(), torch.as_tensor(idx, device=device))
-        _atomic_savez(parts / f"batch_{b:06d}.npz", positions=y.cpu().numpy().astype(np.float32),
+        atomic_savez(parts / f"batch_{b:06d}.npz", positions=y.cpu().numpy().astype(np.float32),
                       forces=f.cpu().numpy().astype(np.float32), frame_index=frames.cpu().numpy(),
                       n_dropped=n_dropped)
     wall = time.perf_counter() - t0
@@ -161,7 +156,7 @@ def label_frames(positions, kernel, temperature: float, out: str | Path, setting
     labelled = LabelledSet(positions=positions_out, forces=np.concatenate([c["forces"] for c in chunks]),
                            frame_index=np.concatenate([c["frame_index"] for c in chunks]).astype(np.int64),
                            metadata=metadata)
-    _atomic_savez(out, positions=labelled.positions, forces=labelled.forces, frame_index=labelled.frame_index,
+    atomic_savez(out, positions=labelled.positions, forces=labelled.forces, frame_index=labelled.frame_index,
                   metadata=json.dumps(labelled.metadata))
     shutil.rmtree(parts)
     return labelled

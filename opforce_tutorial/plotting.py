@@ -176,7 +176,9 @@ def plot_molecule_map(mol, bead_names):
     """Plotly 3D view of an all-atom structure with its CG beads as large translucent spheres."""
     import plotly.graph_objects as go
 
-    xyz = np.array([[v.x, v.y, v.z] for v in mol.positions.value_in_unit(mol.positions.unit)]) * 10.0  # nm → Å
+    import openmm.unit as u
+
+    xyz = np.array([[v.x, v.y, v.z] for v in mol.positions.value_in_unit(u.angstrom)])
     atoms = list(mol.topology.atoms())
     colors = {"C": "#555555", "N": "#3050f8", "O": "#ff0d0d", "H": "#dddddd"}
     fig = go.Figure()
@@ -239,9 +241,8 @@ def plot_observable_overlays(samples: dict, reference, names: list[str], ncols: 
         ax.fill_between(_centres(edges), reference.probabilities[name] / width, step="mid", color="#cccccc",
                         label="reference data")
         for label, frames in samples.items():
-            p, _ = np.histogram(observable_values(frames, name), bins=edges)
-            ax.step(_centres(edges), p / max(p.sum(), 1) / width, where="mid", color=source_color(label), lw=1.1,
-                    label=label)
+            p = histogram(observable_values(frames, name), edges)
+            ax.step(_centres(edges), p / width, where="mid", color=source_color(label), lw=1.1, label=label)
         unit = "Å" if name.startswith("bond") else "°"
         ax.set(xlabel=f"{name} ({unit})", yticks=[])
     for ax in axes.flat[len(names):]:

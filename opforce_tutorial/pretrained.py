@@ -11,7 +11,6 @@ Files load with ``torch.load(..., weights_only=True)`` after their checksum is v
 from __future__ import annotations
 
 import contextlib
-import hashlib
 import json
 import os
 import platform
@@ -21,6 +20,8 @@ from pathlib import Path
 from typing import Callable
 
 import torch
+
+from .storage import sha256
 
 MODELS_DIR = Path(__file__).resolve().parent.parent / "models"
 REGISTRY = MODELS_DIR / "registry.json"
@@ -62,14 +63,6 @@ def _specs() -> dict[str, ModelSpec]:
 
 def rebuild_command(name: str) -> str:
     return f"opforce pretrain {name}"
-
-
-def sha256(path: Path) -> str:
-    h = hashlib.sha256()
-    with open(path, "rb") as f:
-        for block in iter(lambda: f.read(1 << 20), b""):
-            h.update(block)
-    return h.hexdigest()
 
 
 def read_registry(path: Path = REGISTRY) -> dict:

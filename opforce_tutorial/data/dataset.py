@@ -14,7 +14,7 @@ from pathlib import Path
 
 import numpy as np
 
-from ..pretrained import sha256
+from ..storage import sha256
 
 DATA_DIR = Path(__file__).resolve().parent.parent.parent / "data"
 
@@ -105,15 +105,16 @@ def build_dataset(name: str, run_dirs: list[str | Path], bead_names: list[str], 
     registry[name] = {"file": path.name, "sha256": sha256(path), "command": BUILD_COMMANDS.get(name, ""),
                       "runs": [str(Path(r)) for r in sorted(run_dirs)], "n_frames": int(sum(len(p) for p in pos)),
                       "temperature_K": temperature, "save_interval_ps": interval, "created": time.strftime("%Y-%m-%d")}
-    if name == "ala2":  # small saved reference histograms, so chapters evaluate without the dataset
-        from ..evaluation import chain_observables, make_reference
+    # small saved reference histograms of every observable, so chapters evaluate without the dataset
+    from ..evaluation import chain_observables, make_reference
 
-        positions = np.concatenate(pos)
-        hist_path = data_dir / f"{name}_histograms.npz"
-        make_reference(positions, chain_observables(positions.shape[1], ramachandran=True)).save(hist_path)
-        registry[f"{name}-histograms"] = {"file": hist_path.name, "sha256": sha256(hist_path),
-                                          "command": BUILD_COMMANDS.get(name, ""), "made_from": path.name,
-                                          "created": time.strftime("%Y-%m-%d")}
+    positions = np.concatenate(pos)
+    hist_path = data_dir / f"{name}_histograms.npz"
+    observables = chain_observables(positions.shape[1], ramachandran=name == "ala2")  # φ/ψ: the ala2 backbone map
+    make_reference(positions, observables).save(hist_path)
+    registry[f"{name}-histograms"] = {"file": hist_path.name, "sha256": sha256(hist_path),
+                                      "command": BUILD_COMMANDS.get(name, ""), "made_from": path.name,
+                                      "created": time.strftime("%Y-%m-%d")}
     registry_path.write_text(json.dumps(registry, indent=2, sort_keys=True) + "\n")
     return registry[name]
 

@@ -23,7 +23,6 @@ from __future__ import annotations
 
 import json
 import math
-import os
 import platform
 import socket
 import sys
@@ -36,6 +35,7 @@ import openmm as mm
 import openmm.unit as u
 from tqdm.auto import tqdm
 
+from ..storage import atomic_savez
 from ..units import ANGSTROM_PER_NM, KB_KJ_PER_MOL_K, KJ_PER_KCAL
 from .molecules import SYSTEMS
 
@@ -59,12 +59,6 @@ class REMDConfig:
     @property
     def steps_per_exchange(self) -> int:
         return int(round(self.exchange_every_ps * 1000.0 / self.timestep_fs))
-
-
-def _atomic_savez(path: Path, **arrays) -> None:
-    tmp = path.with_suffix(".tmp.npz")
-    np.savez(tmp, **arrays)
-    os.replace(tmp, path)
 
 
 class ReplicaExchange:
@@ -113,7 +107,7 @@ class ReplicaExchange:
 
     def _save_checkpoint(self):
         states = [c.getState(getPositions=True, getVelocities=True) for c in self.contexts]
-        _atomic_savez(self.out / "checkpoint.npz", iteration=self.iteration,
+        atomic_savez(self.out / "checkpoint.npz", iteration=self.iteration,
                       positions=np.array([s.getPositions(asNumpy=True).value_in_unit(u.nanometer) for s in states]),
                       velocities=np.array([s.getVelocities(asNumpy=True).value_in_unit(u.nanometer / u.picosecond) for s in states]),
                       walker=self.walker, accepted=self.accepted, attempted=self.attempted,
@@ -203,7 +197,7 @@ class ReplicaExchange:
 
     def _write_chunk(self, buf, aa):
         first = buf["iteration"][0]
-        _atomic_savez(self.out / f"chunk_{first:08d}.npz",
+        atomic_savez(self.out / f"chunk_{first:08d}.npz",
                       iteration=np.array(buf["iteration"]),
                       cg_positions=np.array(buf["cg_positions"], dtype=np.float32),
                       cg_forces=np.array(buf["cg_forces"], dtype=np.float32),

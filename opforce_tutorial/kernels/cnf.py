@@ -37,6 +37,10 @@ class EGNNConfig:
     n_layers: int = 5
 
 
+#: A CPU-sized EGNN vector field (the book's chapter 2, ``opforce train-kernel --size small``).
+SMALL_EGNN = dict(hidden=32, n_layers=3)
+
+
 class EGNNLayer(nn.Module):
     def __init__(self, hidden: int):
         super().__init__()

@@ -64,6 +64,10 @@ class CouplingFlowConfig:
             raise ValueError(f"need at least one positive lengthscale (Å), got {self.lengthscales}")
 
 
+#: A CPU-sized coupling flow (the book's chapter 2, ``opforce train-kernel --size small``).
+SMALL_COUPLING = dict(n_coupling_layers=4, n_transformer_layers=1, d_model=64, d_ff=256)
+
+
 class RBFAttentionBlock(nn.Module):
     """Transformer block whose attention weights are Gaussian RBFs of conditioning distances.
 

@@ -13,7 +13,7 @@ from pathlib import Path
 
 import torch
 
-from ..pretrained import sha256
+from ..storage import sha256
 from .cnf import CNFKernel, EGNNConfig, EGNNVectorField
 from .coupling import CouplingFlow, CouplingFlowConfig, CouplingFlowKernel
 
