@@ -57,8 +57,9 @@ def main(device="cuda" if torch.cuda.is_available() else "cpu", n_steps=500):
             rows[f"{n_rep} replicas"] = {"steps/s": round(steps_per_s, 1), "replica-steps/s": round(steps_per_s * n_rep)}
         result["systems"][f"{n_beads} beads"] = rows
         print(n_beads, json.dumps(rows), flush=True)
-    OUT.parent.mkdir(parents=True, exist_ok=True)
-    OUT.write_text(json.dumps(result, indent=2) + "\n")
+    out = OUT if device == "cpu" else OUT.with_name(f"{OUT.stem}_{device}.json")  # CPU and GPU results side by side
+    out.parent.mkdir(parents=True, exist_ok=True)
+    out.write_text(json.dumps(result, indent=2) + "\n")
 
 
 if __name__ == "__main__":

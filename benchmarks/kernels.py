@@ -95,8 +95,9 @@ def main(device="cuda" if torch.cuda.is_available() else "cpu"):
             f"CNF flow-matching training steps/s (batch {batch})": round(training_steps_per_s(cnf_step), 2),
         }
         print(n_beads, json.dumps(result["systems"][f"{n_beads} beads"], indent=2), flush=True)
-    OUT.parent.mkdir(parents=True, exist_ok=True)
-    OUT.write_text(json.dumps(result, indent=2) + "\n")
+    out = OUT if device == "cpu" else OUT.with_name(f"{OUT.stem}_{device}.json")  # CPU and GPU results side by side
+    out.parent.mkdir(parents=True, exist_ok=True)
+    out.write_text(json.dumps(result, indent=2) + "\n")
     print(json.dumps(result, indent=2))
 
 

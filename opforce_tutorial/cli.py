@@ -28,6 +28,22 @@ def main(argv: list[str] | None = None) -> int:
     r.add_argument("--platform", default="CPU", help="OpenMM platform for a new run: CPU, OpenCL, CUDA")
     r.add_argument("--threads", type=int, default=1, help="CPU threads for a new run")
     r.add_argument("--seed", type=int, default=0, help="seed for a new run")
+    c = dsub.add_parser("copies", help="run or extend (resume) many independent copies of a molecule in one "
+                                       "System at one temperature (GPU throughput)")
+    c.add_argument("system", choices=["ala2", "cln025"])
+    c.add_argument("--ns", type=float, required=True, help="target length of every copy (ns)")
+    c.add_argument("--out", required=True, help="run directory (created, or resumed if it exists)")
+    c.add_argument("--copies", type=int, default=16, help="copies in the System (new run)")
+    c.add_argument("--temperature", type=float, default=340.0, help="kelvin (new run)")
+    c.add_argument("--interval-ps", type=float, default=10.0, help="saving interval of a new run (ps)")
+    c.add_argument("--chunk-frames", type=int, default=50, help="frames per chunk = checkpoint interval (new run)")
+    c.add_argument("--start-from", help="earlier run directory whose all-atom frames seed the copies (new run)")
+    c.add_argument("--platform", default="CPU", help="OpenMM platform for a new run: CPU, OpenCL, CUDA")
+    c.add_argument("--threads", type=int, default=1, help="CPU threads for a new run")
+    c.add_argument("--seed", type=int, default=0, help="seed for a new run")
+    c.add_argument("--max-minutes", type=float, help="stop cleanly (chunk + checkpoint) after this many minutes")
+    c.add_argument("--probe", type=int, nargs="+", metavar="K",
+                   help="only measure ns/day for these numbers of copies on --platform, print JSON and exit")
     rp = dsub.add_parser("report", help="sampling report of alanine dipeptide runs (basins, αL visits)")
     rp.add_argument("runs", nargs="+", help="run directories")
     b = dsub.add_parser("build", help="assemble data/<system>.npz from run directories and register its sha256")
@@ -84,6 +100,8 @@ def main(argv: list[str] | None = None) -> int:
         entry = build_dataset(args.system, args.runs, SYSTEMS[args.system]().bead_names)
         print(json.dumps(entry, indent=2))
         return 0
+    if args.command == "data" and args.data_command == "copies":
+        return _copies(args)
     if args.command == "data":
         from .data.remd import REMDConfig, ReplicaExchange
 
@@ -104,6 +122,23 @@ def main(argv: list[str] | None = None) -> int:
             print(f"BROKEN   {name:20s} {err}")
             status = 1
     return status
+
+
+def _copies(args) -> int:
+    from .data.copies import CopiesConfig, CopiesMD, throughput
+
+    def config(n_copies: int) -> CopiesConfig:
+        return CopiesConfig(system=args.system, n_copies=n_copies, temperature=args.temperature,
+                            save_every_ps=args.interval_ps, chunk_frames=args.chunk_frames, start_from=args.start_from,
+                            seed=args.seed, platform=args.platform, threads=args.threads)
+
+    if args.probe:
+        for k in args.probe:
+            print(json.dumps(throughput(config(k))), flush=True)
+        return 0
+    new = not (Path(args.out) / "run.json").exists()
+    CopiesMD(args.out, config(args.copies) if new else None).run(args.ns, max_minutes=args.max_minutes)
+    return 0
 
 
 def _train_kernel(args) -> int:

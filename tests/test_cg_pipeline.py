@@ -14,13 +14,14 @@ from chains import ala2_like, toy_prior
 KBT = 0.596
 
 
-def test_labels_to_cg_model_to_simulation_to_evaluation(tmp_path):
+def test_labels_to_cg_model_to_simulation_to_evaluation(tmp_path, device):
     rng = np.random.default_rng(0)
     frames = ala2_like(2000, rng)[0].astype(np.float32)
     forces = toy_prior(5).forces(torch.as_tensor(frames, dtype=torch.float64)).float().numpy()  # stand-in reference forces
     ref = make_reference(frames, chain_observables(5, ramachandran=True))
     labelled = label_frames(frames, NoiseKernel(0.05, KBT, mean_free=True), 300.0, tmp_path / "noise.npz",
-                            LabelSettings(data_fraction=0.2, repeats=5, batch_size=500), progress=False)
+                            LabelSettings(data_fraction=0.2, repeats=5, batch_size=500), device=device,
+                            progress=False)
     settings = CGRunSettings(hidden=16, n_rbf=8, force_matching=ForceMatchingSettings(n_steps=60, batch_size=64,
                                                                                       eval_every=20),
                              n_replicas=8, n_steps=300, save_every=20, burn_in=100)
@@ -29,7 +30,7 @@ def test_labels_to_cg_model_to_simulation_to_evaluation(tmp_path):
                "noise": (labelled.positions, labelled.forces, labelled.frame_index)}
     for name, (y, f, idx) in sources.items():
         run = run_label_source(y, f, KBT, [0, 1, 2, 0, 1], masses, frames, settings,
-                               val_mask=validation_mask(idx, len(frames)), progress=False)
+                               val_mask=validation_mask(idx, len(frames)), device=device, progress=False)
         assert run.trajectory.shape == (10, 8, 5, 3) and np.isfinite(run.trajectory).all(), name
         assert len(run.history["val_loss"]) == 3 and np.isfinite(run.history["val_loss"]).all()
         scores = evaluate(run.trajectory, ref, floor_draws=3)

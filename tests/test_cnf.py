@@ -25,8 +25,9 @@ def test_vector_field_is_rotation_equivariant_translation_invariant_and_mean_fre
     assert torch.allclose(v.sum(dim=1), torch.zeros(4, 3, dtype=torch.float64), atol=1e-10)
 
 
-def test_exact_divergence_equals_trace_of_full_jacobian(field, gen):
-    x = _frames(gen, b=3)
+def test_exact_divergence_equals_trace_of_full_jacobian(field, gen, device):
+    field = field.to(device)
+    x = _frames(gen, b=3).to(device)
     v, div = exact_divergence(field, 0.7, x)
     for i in range(len(x)):
         jac = torch.autograd.functional.jacobian(lambda xi: field(0.7, xi[None])[0].flatten(), x[i])

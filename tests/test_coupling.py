@@ -18,22 +18,22 @@ def _small_flow(seed=0, n_beads=3):
     return flow
 
 
-def test_inverse_of_forward_is_identity(gen):
-    flow = _small_flow()
-    c = 3.8 * torch.randn(4, 3, 3, dtype=torch.float64, generator=gen)
-    d0 = torch.randn(4, 2, 3, dtype=torch.float64, generator=gen)
-    v0 = torch.randn(4, 3, 3, dtype=torch.float64, generator=gen)
+def test_inverse_of_forward_is_identity(gen, device):
+    flow = _small_flow().to(device)
+    c = 3.8 * torch.randn(4, 3, 3, dtype=torch.float64, generator=gen).to(device)
+    d0 = torch.randn(4, 2, 3, dtype=torch.float64, generator=gen).to(device)
+    v0 = torch.randn(4, 3, 3, dtype=torch.float64, generator=gen).to(device)
     d, v, logdet_f = flow.forward_map(c, d0, v0)
     d0b, v0b, logdet_i = flow.inverse_map(c, d, v)
     assert torch.allclose(d0b, d0, atol=1e-10) and torch.allclose(v0b, v0, atol=1e-10)
     assert torch.allclose(logdet_f, -logdet_i, atol=1e-10)
 
 
-def test_log_density_matches_brute_force_jacobian(gen):
+def test_log_density_matches_brute_force_jacobian(gen, device):
     """log q(δ̃, v|c) = log N(z) − log|det ∂f/∂z|, with the 15×15 Jacobian computed by autograd."""
-    flow = _small_flow(1)
-    c = 3.8 * torch.randn(1, 3, 3, dtype=torch.float64, generator=gen)
-    z = torch.randn(15, dtype=torch.float64, generator=gen)
+    flow = _small_flow(1).to(device)
+    c = 3.8 * torch.randn(1, 3, 3, dtype=torch.float64, generator=gen).to(device)
+    z = torch.randn(15, dtype=torch.float64, generator=gen).to(device)
 
     def f(zz):
         d, v, _ = flow.forward_map(c, zz[:6].view(1, 2, 3), zz[6:].view(1, 3, 3))

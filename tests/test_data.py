@@ -117,3 +117,47 @@ def test_visit_counting_uses_hysteresis_and_block_errors():
     assert count_visits(phi > 20, phi < -20) == 3
     mean, err = block_mean(np.r_[np.zeros(50), np.ones(50)], n_blocks=2)
     assert mean == 0.5 and err == pytest.approx(0.5)
+
+
+def test_copies_in_one_system_feel_the_lone_molecules_forces(tmp_path):
+    import openmm as mm
+    import openmm.unit as u
+
+    from opforce_tutorial.data.copies import CopiesConfig, CopiesMD
+    from opforce_tutorial.data.remd import FORCE_KJ_NM_TO_KCAL_A
+
+    md = CopiesMD(tmp_path, CopiesConfig(system="ala2", n_copies=3, spacing_nm=10.0, save_every_ps=0.1))
+    assert md.system.getNumParticles() == 3 * 22
+    md.integrator.step(50)  # copies now differ from each other
+    cg, mapped = md.frame()
+    assert cg.shape == mapped.shape == (3, 5, 3)
+    xyz = md.context.getState(getPositions=True).getPositions(asNumpy=True).value_in_unit(u.nanometer).reshape(3, 22, 3)
+    lone = mm.Context(md.mol.system, mm.VerletIntegrator(0.001), mm.Platform.getPlatformByName("Reference"))
+    for k in range(3):
+        lone.setPositions(xyz[k])
+        f = lone.getState(getForces=True).getForces(asNumpy=True).value_in_unit(u.kilojoule_per_mole / u.nanometer)
+        expected = md.force_map.map_forces(f) * FORCE_KJ_NM_TO_KCAL_A
+        # the other copies (10 nm away, screened by the solvent) and the restraint (left out) change nothing
+        assert np.abs(mapped[k] - expected).max() < 1e-3 * np.abs(expected).max()
+        # positions are relative to the copy's lattice site, in Å
+        assert np.allclose(cg[k], (xyz[k][md.mol.bead_atoms] - md.sites[k]) * 10.0, atol=1e-4)
+    # the centre-of-mass restraint holds each copy near its site
+    assert np.linalg.norm(cg.mean(1), axis=-1).max() < 10.0
+
+
+def test_copies_run_resumes_and_stops_on_time(tmp_path):
+    from opforce_tutorial.data.copies import CopiesConfig, CopiesMD, lattice_sites
+
+    assert lattice_sites(9, 2.0).shape == (9, 3) and len({tuple(s) for s in lattice_sites(27, 1.0)}) == 27
+    cfg = CopiesConfig(system="ala2", n_copies=2, save_every_ps=0.1, chunk_frames=3)
+    CopiesMD(tmp_path, cfg).run(0.0005, progress=False)  # 5 frames
+    run = CopiesMD(tmp_path)
+    assert run.iteration == 5
+    run.run(0.0008, progress=False)
+    chunks = sorted(tmp_path.glob("chunk_*.npz"))
+    assert np.concatenate([np.load(c)["iteration"] for c in chunks]).tolist() == list(range(1, 9))
+    assert np.load(chunks[0])["cg_positions"].shape == (3, 2, 5, 3)
+    assert CopiesMD(tmp_path).run(1.0, max_minutes=0.0, progress=False) > 0  # one frame, then a clean stop
+    assert CopiesMD(tmp_path).iteration == 9
+    with pytest.raises(ValueError, match="different configuration"):
+        CopiesMD(tmp_path, CopiesConfig(system="ala2", n_copies=3))

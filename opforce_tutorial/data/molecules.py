@@ -12,6 +12,7 @@ from __future__ import annotations
 import contextlib
 import io
 import os
+from collections.abc import Callable
 from dataclasses import dataclass
 
 import openmm as mm
@@ -30,6 +31,7 @@ class MolecularSystem:
     bead_atoms: list[int]
     bead_names: list[str]
     description: str
+    create_system: Callable[[app.Topology], mm.System]
 
     @property
     def force_map(self) -> ForceMap:
@@ -47,14 +49,18 @@ def _openmmtools_file(*parts: str) -> str:
 
 def alanine_dipeptide() -> MolecularSystem:
     pdb = app.PDBFile(_openmmtools_file("alanine-dipeptide-gbsa", "alanine-dipeptide.pdb"))
-    ff = app.ForceField("amber14-all.xml", "implicit/gbn2.xml")
-    system = ff.createSystem(pdb.topology, nonbondedMethod=app.NoCutoff, constraints=app.HBonds,
-                             hydrogenMass=3 * u.amu)
+    system = _ala2_system(pdb.topology)
     want = [("ACE", "C"), ("ALA", "N"), ("ALA", "CA"), ("ALA", "C"), ("NME", "N")]
     index = {(a.residue.name, a.name): a.index for a in pdb.topology.atoms()}
     beads = [index[w] for w in want]
     return MolecularSystem("ala2", pdb.topology, pdb.positions, system, beads, ["C", "N", "CA", "C", "N"],
-                           "alanine dipeptide, amber14 (ff14SB) + GBn2, HBonds constraints, HMR 3 amu")
+                           "alanine dipeptide, amber14 (ff14SB) + GBn2, HBonds constraints, HMR 3 amu", _ala2_system)
+
+
+def _ala2_system(topology: app.Topology) -> mm.System:
+    """ff14SB + GBn2 for any topology of alanine dipeptide molecules (one, or several copies)."""
+    ff = app.ForceField("amber14-all.xml", "implicit/gbn2.xml")
+    return ff.createSystem(topology, nonbondedMethod=app.NoCutoff, constraints=app.HBonds, hydrogenMass=3 * u.amu)
 
 
 SYSTEMS = {"ala2": alanine_dipeptide}
@@ -109,17 +115,22 @@ def chignolin() -> MolecularSystem:
     Amber ff14SB + OBC2 (Amber igb=5) as OpenMM's native GBSAOBCForce, no cutoff, HBonds constraints,
     HMR 3 amu. CG map: the 10 Cα.
     """
-    ff = app.ForceField("amber14-all.xml", "implicit/obc2.xml")
     pdb = _extended_cln025_pdb()
     modeller = app.Modeller(pdb.topology, pdb.positions)
-    modeller.addHydrogens(ff, pH=7.0)
-    system = ff.createSystem(modeller.topology, nonbondedMethod=app.NoCutoff, constraints=app.HBonds,
-                             hydrogenMass=3 * u.amu)
-    native_obc2(system)
+    modeller.addHydrogens(app.ForceField("amber14-all.xml", "implicit/obc2.xml"), pH=7.0)
+    system = _cln025_system(modeller.topology)
     beads = [a.index for a in modeller.topology.atoms() if a.name == "CA"]
     names = [a.residue.name for a in modeller.topology.atoms() if a.name == "CA"]
     return MolecularSystem("cln025", modeller.topology, modeller.positions, system, beads, names,
-                           "CLN025, amber14 (ff14SB) + OBC2 (native GBSAOBCForce), HBonds constraints, HMR 3 amu")
+                           "CLN025, amber14 (ff14SB) + OBC2 (native GBSAOBCForce), HBonds constraints, HMR 3 amu",
+                           _cln025_system)
+
+
+def _cln025_system(topology: app.Topology) -> mm.System:
+    """ff14SB + OBC2 (native force) for any topology of CLN025 molecules (one, or several copies)."""
+    ff = app.ForceField("amber14-all.xml", "implicit/obc2.xml")
+    system = ff.createSystem(topology, nonbondedMethod=app.NoCutoff, constraints=app.HBonds, hydrogenMass=3 * u.amu)
+    return native_obc2(system)
 
 
 SYSTEMS["cln025"] = chignolin

@@ -43,6 +43,13 @@ from .molecules import SYSTEMS
 FORCE_KJ_NM_TO_KCAL_A = 1.0 / (KJ_PER_KCAL * ANGSTROM_PER_NM)
 
 
+def log_invocation(out_dir: Path, message: str) -> None:
+    """Append one line to ``out_dir/log.txt``: time, machine, versions, the message and the command line."""
+    with open(out_dir / "log.txt", "a") as log:
+        log.write(f"{time.strftime('%Y-%m-%d %H:%M:%S')} {socket.gethostname()} {platform.processor() or platform.machine()} "
+                  f"openmm {mm.__version__} python {platform.python_version()}: {message} : {' '.join(sys.argv)}\n")
+
+
 @dataclass
 class REMDConfig:
     system: str = "ala2"
@@ -158,10 +165,7 @@ class ReplicaExchange:
         """Extend the run until the target replica has ``target_ns`` ns (resumes where it stopped)."""
         cfg = self.config
         n_total = int(round(target_ns * 1000.0 / cfg.exchange_every_ps))
-        with open(self.out / "log.txt", "a") as log:
-            log.write(f"{time.strftime('%Y-%m-%d %H:%M:%S')} {socket.gethostname()} {platform.processor() or platform.machine()} "
-                      f"openmm {mm.__version__} python {platform.python_version()}: extend from iteration "
-                      f"{self.iteration} to {n_total} ({target_ns} ns) : {' '.join(sys.argv)}\n")
+        log_invocation(self.out, f"extend from iteration {self.iteration} to {n_total} ({target_ns} ns)")
         buf: dict[str, list] = {k: [] for k in ("iteration", "cg_positions", "cg_forces", "energy", "walker")}
         aa: dict[str, list] = {"iteration": [], "positions": []}
         t0, it0 = time.perf_counter(), self.iteration
