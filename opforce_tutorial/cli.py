@@ -46,6 +46,9 @@ def main(argv: list[str] | None = None) -> int:
                    help="only measure ns/day for these numbers of copies on --platform, print JSON and exit")
     rp = dsub.add_parser("report", help="sampling report of alanine dipeptide runs (basins, αL visits)")
     rp.add_argument("runs", nargs="+", help="run directories")
+    fo = dsub.add_parser("folding", help="folding report of chignolin runs: folded reference, transitions, MSM")
+    fo.add_argument("runs", nargs="+", help="run directories (plain, replica-exchange or copies runs)")
+    fo.add_argument("--check-against", help="a PDB whose Cα the folded reference is compared with (a check only)")
     b = dsub.add_parser("build", help="assemble data/<system>.npz from run directories and register its sha256")
     b.add_argument("system", choices=["ala2", "cln025"])
     b.add_argument("runs", nargs="+", help="replica-exchange run directories")
@@ -93,12 +96,24 @@ def main(argv: list[str] | None = None) -> int:
 
         print(json.dumps(ala2_report(args.runs), indent=2, ensure_ascii=False))
         return 0
+    if args.command == "data" and args.data_command == "folding":
+        from .data.folding import analyse_folding
+
+        report = analyse_folding(args.runs, check_pdb=args.check_against)[0]
+        print(json.dumps(report, indent=2, ensure_ascii=False))
+        return 0
     if args.command == "data" and args.data_command == "build":
         from .data.dataset import build_dataset
         from .data.molecules import SYSTEMS
 
-        entry = build_dataset(args.system, args.runs, SYSTEMS[args.system]().bead_names)
-        print(json.dumps(entry, indent=2))
+        names = SYSTEMS[args.system]().bead_names
+        if args.system == "cln025":
+            from .data.folding import write_folding_results
+
+            entry = write_folding_results(args.runs, names)
+        else:
+            entry = build_dataset(args.system, args.runs, names)
+        print(json.dumps(entry, indent=2, ensure_ascii=False))
         return 0
     if args.command == "data" and args.data_command == "copies":
         return _copies(args)

@@ -76,39 +76,69 @@ class CGDataset:
         return top
 
 
-BUILD_COMMANDS = {"ala2": "opforce data build ala2 data/runs/ala2_remd_*"}
+BUILD_COMMANDS = {"ala2": "opforce data build ala2 data/runs/ala2_remd_*",
+                  "cln025": "opforce data build cln025 data/runs/cln025_340K_*"}
 
 
-def build_dataset(name: str, run_dirs: list[str | Path], bead_names: list[str], data_dir: Path = DATA_DIR) -> dict:
-    """Concatenate the target-replica chunks of ``run_dirs`` into ``data/<name>.npz`` and register it."""
-    pos, frc, ids = [], [], []
-    temperature = interval = None
-    for tid, run in enumerate(sorted(Path(r) for r in run_dirs)):
+@dataclass
+class Trajectory:
+    positions: np.ndarray  # (frames, beads, 3) Å
+    forces: np.ndarray  # (frames, beads, 3) kcal/mol/Å
+    source: str
+    temperature: float
+    save_interval_ps: float
+
+
+def load_trajectories(run_dirs: list[str | Path]) -> list[Trajectory]:
+    """Every trajectory of the runs: one per plain/replica-exchange run, one per copy of a copies run."""
+    out = []
+    for run in sorted(Path(r) for r in run_dirs):
         cfg = json.loads((run / "run.json").read_text())
-        if temperature not in (None, cfg["temperatures"][0]) or interval not in (None, cfg["exchange_every_ps"]):
-            raise ValueError(f"{run}: temperature or saving interval differs from the other runs")
-        temperature, interval = cfg["temperatures"][0], cfg["exchange_every_ps"]
         chunks = sorted(run.glob("chunk_*.npz"))
         if not chunks:
-            raise DatasetError(f"{run} has no frames yet")
-        for c in chunks:
-            d = np.load(c)
-            pos.append(d["cg_positions"])
-            frc.append(d["cg_forces"])
-            ids.append(np.full(len(d["iteration"]), tid, dtype=np.int16))
+            raise DatasetError(f"{run} has no frames yet (no chunk_*.npz)")
+        pos = np.concatenate([np.load(c)["cg_positions"] for c in chunks])
+        frc = np.concatenate([np.load(c)["cg_forces"] for c in chunks])
+        if "n_copies" in cfg:
+            out += [Trajectory(pos[:, k], frc[:, k], f"{run.name}/copy{k:02d}", cfg["temperature"], cfg["save_every_ps"])
+                    for k in range(cfg["n_copies"])]
+        else:
+            out.append(Trajectory(pos, frc, run.name, cfg["temperatures"][0], cfg["exchange_every_ps"]))
+    return out
+
+
+def build_dataset(name: str, run_dirs: list[str | Path], bead_names: list[str], data_dir: Path = DATA_DIR,
+                  weights: np.ndarray | None = None, provenance: dict | None = None) -> dict:
+    """Concatenate the trajectories of ``run_dirs`` into ``data/<name>.npz`` and register it.
+
+    ``weights`` (one per frame, e.g. an MSM's equilibrium weights) are stored with the frames;
+    ``provenance`` is added to the registry entry.
+    """
+    trajs = load_trajectories(run_dirs)
+    temperatures = {t.temperature for t in trajs}
+    intervals = {t.save_interval_ps for t in trajs}
+    if len(temperatures) > 1 or len(intervals) > 1:
+        raise ValueError(f"runs differ in temperature {sorted(temperatures)} or saving interval {sorted(intervals)}")
+    positions = np.concatenate([t.positions for t in trajs])
+    ids = np.concatenate([np.full(len(t.positions), k, dtype=np.int16) for k, t in enumerate(trajs)])
+    if weights is not None and len(weights) != len(positions):
+        raise ValueError(f"{len(weights)} weights for {len(positions)} frames")
     data_dir.mkdir(parents=True, exist_ok=True)
     path = data_dir / f"{name}.npz"
-    np.savez_compressed(path, positions=np.concatenate(pos), forces=np.concatenate(frc), traj_ids=np.concatenate(ids),
-                        temperature=temperature, save_interval_ps=interval, bead_names=np.array(bead_names))
+    extra = {} if weights is None else {"weights": np.asarray(weights, dtype=np.float64)}
+    np.savez_compressed(path, positions=positions, forces=np.concatenate([t.forces for t in trajs]), traj_ids=ids,
+                        traj_sources=np.array([t.source for t in trajs]), temperature=temperatures.pop(),
+                        save_interval_ps=intervals.pop(), bead_names=np.array(bead_names), **extra)
     registry_path = data_dir / "registry.json"
     registry = json.loads(registry_path.read_text()) if registry_path.exists() else {}
     registry[name] = {"file": path.name, "sha256": sha256(path), "command": BUILD_COMMANDS.get(name, ""),
-                      "runs": [str(Path(r)) for r in sorted(run_dirs)], "n_frames": int(sum(len(p) for p in pos)),
-                      "temperature_K": temperature, "save_interval_ps": interval, "created": time.strftime("%Y-%m-%d")}
+                      "runs": [str(Path(r)) for r in sorted(run_dirs)], "n_frames": len(positions),
+                      "n_trajectories": len(trajs), "temperature_K": trajs[0].temperature,
+                      "save_interval_ps": trajs[0].save_interval_ps, "created": time.strftime("%Y-%m-%d"),
+                      **(provenance or {})}
     # small saved reference histograms of every observable, so chapters evaluate without the dataset
     from ..evaluation import chain_observables, make_reference
 
-    positions = np.concatenate(pos)
     hist_path = data_dir / f"{name}_histograms.npz"
     observables = chain_observables(positions.shape[1], ramachandran=name == "ala2")  # φ/ψ: the ala2 backbone map
     make_reference(positions, observables).save(hist_path)

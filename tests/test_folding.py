@@ -1,0 +1,127 @@
+"""Folding analysis: RMSD, the data-defined folded reference, transitions, the MSM and the chignolin build."""
+
+import json
+
+import numpy as np
+import pytest
+
+from opforce_tutorial.data.dataset import DatasetError, load_dataset, load_trajectories
+from opforce_tutorial.data.folding import (analyse_folding, folded_reference, folding_msm, read_ca_pdb, rmsd, superpose,
+                                           transitions, write_ca_pdb, write_folding_results)
+
+HAIRPIN = np.array([[0.0, 0, 0], [3.8, 0, 0], [7.6, 0.5, 0], [11.0, 2.0, 0], [12.5, 5.0, 0.5],
+                    [11.0, 8.0, 0], [7.6, 9.5, 0], [3.8, 10.0, 0], [0.0, 10.0, 0.3], [-3.0, 9.0, 1.0]])
+
+
+def _rotation(rng):
+    q, _ = np.linalg.qr(rng.normal(size=(3, 3)))
+    return q * np.sign(np.linalg.det(q))
+
+
+def test_rmsd_is_superposition_invariant_and_sees_mirror_images():
+    rng = np.random.default_rng(0)
+    moved = HAIRPIN @ _rotation(rng).T + np.array([5.0, -3.0, 2.0])
+    assert rmsd(moved[None], HAIRPIN)[0] == pytest.approx(0.0, abs=1e-6)
+    noisy = HAIRPIN + rng.normal(scale=0.5, size=HAIRPIN.shape)
+    fitted = superpose(noisy, HAIRPIN)
+    assert rmsd(noisy[None], HAIRPIN)[0] == pytest.approx(np.sqrt(((fitted - HAIRPIN) ** 2).sum(1).mean()), rel=1e-9)
+    mirror = HAIRPIN * np.array([1.0, 1.0, -1.0])  # not chiral-equivalent: no proper rotation maps it back
+    assert rmsd(mirror[None], HAIRPIN)[0] > 0.1
+
+
+def _coil(rng, n):
+    steps = rng.normal(size=(n, 10, 3))
+    steps *= 3.8 / np.linalg.norm(steps, axis=-1, keepdims=True)
+    return np.cumsum(steps, axis=1)
+
+
+def test_folded_reference_is_the_densest_conformation():
+    rng = np.random.default_rng(1)
+    folded = HAIRPIN + rng.normal(scale=0.2, size=(300, 10, 3))
+    frames = np.concatenate([_coil(rng, 700), folded])
+    from opforce_tutorial.data.dataset import Trajectory
+
+    traj = Trajectory(frames, np.zeros_like(frames), "t", 340.0, 10.0)
+    ref, info = folded_reference([traj], n_sample=500)
+    assert rmsd(ref[None], HAIRPIN)[0] < 0.3 and info["fraction_within_radius"] > 0.2
+
+
+def test_transitions_need_commitment_to_the_other_core():
+    folded = np.array([1, 1, 0, 0, 0, 0, 1, 0, 0, 0, 1], bool)
+    unfolded = np.array([0, 0, 0, 1, 0, 0, 0, 0, 1, 0, 0], bool)
+    # f f . u . . f . u . f : unfold, fold, unfold, fold (the recrossing at index 6 counts, it came from u)
+    assert transitions(folded, unfolded) == (2, 2)
+    assert transitions(folded, np.zeros(11, bool)) == (0, 0)
+
+
+def _two_state_runs(tmp_path, rng, n_copies=6, n_frames=1500, p_fold=0.01, p_unfold=0.02):
+    """A copies run whose copies jump between a hairpin and coils by a Markov chain: π(folded) = 1/3."""
+    run = tmp_path / "runs" / "cln025_340K_toy"
+    run.mkdir(parents=True)
+    json.dump({"n_copies": n_copies, "temperature": 340.0, "save_every_ps": 10.0}, open(run / "run.json", "w"))
+    states = np.zeros((n_frames, n_copies), bool)
+    states[0] = rng.random(n_copies) < 1 / 3
+    for t in range(1, n_frames):
+        r = rng.random(n_copies)
+        states[t] = np.where(states[t - 1], r > p_unfold, r < p_fold)
+    coils = _coil(rng, n_frames * n_copies).reshape(n_frames, n_copies, 10, 3)
+    hairpins = HAIRPIN + rng.normal(scale=0.25, size=(n_frames, n_copies, 10, 3))
+    pos = np.where(states[..., None, None], hairpins, coils).astype(np.float32)
+    for start in range(0, n_frames, 500):
+        np.savez(run / f"chunk_{start + 1:08d}.npz", iteration=np.arange(start + 1, start + 501),
+                 cg_positions=pos[start:start + 500], cg_forces=np.zeros_like(pos[start:start + 500]))
+    return run, states
+
+
+def test_msm_recovers_the_folded_population_and_weights_frames():
+    rng = np.random.default_rng(2)
+    import tempfile
+    from pathlib import Path
+
+    run, states = _two_state_runs(Path(tempfile.mkdtemp()), rng)
+    trajs = load_trajectories([run])
+    assert len(trajs) == 6 and trajs[0].positions.shape == (1500, 10, 3) and trajs[0].source.endswith("copy00")
+    folded = [rmsd(t.positions.astype(float), HAIRPIN) < 1.5 for t in trajs]
+    assert np.array_equal(np.stack(folded, 1), states)
+    msm = folding_msm(trajs, folded, lag=5, n_microstates=20, its_lags=(2, 5, 10), n_samples=20)
+    assert msm.folded_fraction == pytest.approx(1 / 3, abs=0.06)
+    assert 0 < msm.folded_fraction_std < 0.06
+    w = np.concatenate(msm.weights)
+    assert w.sum() == pytest.approx(1.0) and (w >= 0).all()
+    assert np.dot(w, np.concatenate(folded)) == pytest.approx(msm.folded_fraction, abs=1e-6)
+    # the slowest implied timescale is the folding relaxation: 1/(p_fold + p_unfold) = 33 frames = 0.33 ns
+    assert msm.implied_timescales_ns[10][0] == pytest.approx(0.33, rel=0.3)
+
+
+def test_chignolin_build_ships_weights_reference_and_report(tmp_path):
+    rng = np.random.default_rng(3)
+    run, _ = _two_state_runs(tmp_path, rng, n_copies=4, n_frames=1000)
+    data_dir = tmp_path / "data"
+    entry = write_folding_results([run], ["TYR"] * 10, data_dir)
+    ds = load_dataset("cln025", data_dir=data_dir)
+    assert ds.n_frames == entry["n_frames"] == 4000 and ds.weights.sum() == pytest.approx(1.0)
+    assert len(np.unique(ds.traj_ids)) == 4 and entry["foldings"] + entry["unfoldings"] > 20
+    ref = read_ca_pdb(data_dir / "cln025_folded_ca.pdb")
+    assert rmsd(ref[None], HAIRPIN)[0] < 0.3
+    report = json.loads((data_dir / "cln025_folding.json").read_text())
+    assert report["total_ns"] == pytest.approx(40.0) and len(report["per_trajectory"]) == 4
+    registry = json.loads((data_dir / "registry.json").read_text())
+    assert {"cln025", "cln025-histograms", "cln025-folded-reference", "cln025-folding-report"} <= set(registry)
+    xyz = HAIRPIN + 0.1
+    write_ca_pdb(tmp_path / "x.pdb", xyz, ["GLY"] * 10)
+    assert np.allclose(read_ca_pdb(tmp_path / "x.pdb"), xyz, atol=1e-3)
+
+
+def test_runs_must_share_temperature_and_have_frames(tmp_path):
+    from opforce_tutorial.data.dataset import build_dataset
+
+    rng = np.random.default_rng(4)
+    run, _ = _two_state_runs(tmp_path, rng, n_copies=2, n_frames=500)
+    other = tmp_path / "runs" / "cln025_300K"
+    other.mkdir()
+    json.dump({"temperatures": [300.0], "exchange_every_ps": 10.0}, open(other / "run.json", "w"))
+    with pytest.raises(DatasetError, match="no frames yet"):
+        load_trajectories([other])
+    np.savez(other / "chunk_00000001.npz", cg_positions=np.zeros((3, 10, 3)), cg_forces=np.zeros((3, 10, 3)))
+    with pytest.raises(ValueError, match="differ in temperature"):
+        build_dataset("cln025", [run, other], ["TYR"] * 10, tmp_path / "data")
