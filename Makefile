@@ -19,6 +19,7 @@ install: $(VENV)/.installed
 # Executes every chapter from scratch (no cache); a failing cell fails the build. HTML: book/_build/html/
 book: install
 	rm -rf book/_build
+	$(BIN)/python book/widget_js.py
 	timeout 3600 $(BIN)/jupyter-book build book -W --keep-going
 
 # Unit and integration tests, then browser tests of the freshly built book.

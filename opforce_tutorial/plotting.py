@@ -172,31 +172,42 @@ def source_color(name: str) -> str:
     return COLORS.get(name.split(" ")[0], "#666666")
 
 
-def plot_molecule_map(mol, bead_names):
-    """Plotly 3D view of an all-atom structure with its CG beads as large translucent spheres."""
-    import plotly.graph_objects as go
+def molecule_view(mol, bead_names):
+    """nglview widget of an all-atom structure (sticks) with its CG beads as translucent green spheres.
 
+    The view is saved with the executed notebook (nglview archives its calls in the widget state), so it
+    renders on the static book page too (the book serves the widget JavaScript, see ``book/widget_js.py``).
+    """
+    import io
+
+    import nglview
+    import openmm.app as app
     import openmm.unit as u
 
+    pdb = io.StringIO()
+    app.PDBFile.writeFile(mol.topology, mol.positions, pdb)
+    beads = ",".join(str(i) for i in mol.bead_atoms)
+    labels = {atom: f"{k}: {name}" for k, (atom, name) in enumerate(zip(mol.bead_atoms, bead_names))}  # by atom index
+    view = nglview.show_text(pdb.getvalue(), ext="pdb", representations=[
+        {"type": "licorice", "params": {"sele": "all", "radius": 0.15}},
+        {"type": "spacefill", "params": {"sele": f"@{beads}", "color": "#1b7837", "opacity": 0.45, "radius": 0.9}},
+        {"type": "label", "params": {"sele": f"@{beads}", "labelType": "text", "color": "#1b7837", "zOffset": 1.5,
+                                     "yOffset": 1.2, "labelText": labels}}])
+    view.layout.height = "380px"
+    # The saved view replays before the structure has loaded, so NGL's own autoView would frame an empty
+    # scene: set the camera explicitly. NGL's orientation matrix (column-major 4×4) is rotation × camera
+    # distance with the scene translation in its last column; the rotation puts the molecule's principal
+    # axes along x, y, z and the distance frames its radius in the 40° field of view.
     xyz = np.array([[v.x, v.y, v.z] for v in mol.positions.value_in_unit(u.angstrom)])
-    atoms = list(mol.topology.atoms())
-    colors = {"C": "#555555", "N": "#3050f8", "O": "#ff0d0d", "H": "#dddddd"}
-    fig = go.Figure()
-    for bond in mol.topology.bonds():
-        i, j = bond[0].index, bond[1].index
-        fig.add_trace(go.Scatter3d(x=xyz[[i, j], 0], y=xyz[[i, j], 1], z=xyz[[i, j], 2], mode="lines",
-                                   line=dict(color="#999999", width=4), hoverinfo="skip", showlegend=False))
-    fig.add_trace(go.Scatter3d(x=xyz[:, 0], y=xyz[:, 1], z=xyz[:, 2], mode="markers", name="atoms",
-                               marker=dict(size=[3 if a.element.symbol == "H" else 6 for a in atoms],
-                                           color=[colors.get(a.element.symbol, "#aa66aa") for a in atoms]),
-                               text=[f"{a.residue.name} {a.name}" for a in atoms], hoverinfo="text"))
-    beads = xyz[mol.bead_atoms]
-    fig.add_trace(go.Scatter3d(x=beads[:, 0], y=beads[:, 1], z=beads[:, 2], mode="markers+lines+text", name="CG beads",
-                               marker=dict(size=16, color="#1b7837", opacity=0.35), line=dict(color="#1b7837", width=8),
-                               text=[f"{k}: {n}" for k, n in enumerate(bead_names)], textposition="top center"))
-    fig.update_layout(height=420, margin=dict(l=0, r=0, t=30, b=0), title="all atoms and the 5 CG beads (Å)",
-                      scene=dict(aspectmode="data", xaxis_visible=False, yaxis_visible=False, zaxis_visible=False))
-    return fig
+    centre = xyz.mean(0)
+    axes = np.linalg.svd(xyz - centre)[2]
+    axes[2] *= np.sign(np.linalg.det(axes))
+    distance = (np.linalg.norm(xyz - centre, axis=1).max() + 1.5) / np.tan(np.radians(20.0))
+    orientation = np.eye(4)
+    orientation[:3, :3] = axes * distance
+    orientation[:3, 3] = -centre
+    view._set_camera_orientation(orientation.T.flatten().tolist())
+    return view
 
 
 def plot_ramachandran_panels(samples: dict, kbt: float, max_kcal: float = 6.0, ncols: int = 4):
