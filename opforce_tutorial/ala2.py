@@ -42,7 +42,7 @@ from .units import kbt as thermal_energy
 NOISE_STDS = (0.05, 0.1)
 SOURCES = ("reference", "noise", "coupling", "cnf")
 BEAD_TYPES = [0, 1, 2, 3, 4]  # one type per bead along the backbone
-COUPLING_STEPS, CNF_STEPS = 3000, 4000
+COUPLING_STEPS, CNF_STEPS = 4000, 8000
 LABELS = LabelSettings(data_fraction=0.1, repeats=10, batch_size=256, seed=0)
 #: CNF labels are the costly ones (a backward ODE solve whose exact divergence is differentiated again):
 #: about 0.25 s each when this budget was set (shared 2-core machine, earlier divergence code), about

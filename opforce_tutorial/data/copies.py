@@ -29,7 +29,7 @@ from __future__ import annotations
 import json
 import math
 import time
-from dataclasses import asdict, dataclass
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
@@ -41,7 +41,7 @@ from tqdm.auto import tqdm
 from ..storage import atomic_savez
 from ..units import ANGSTROM_PER_NM
 from .molecules import SYSTEMS
-from .remd import FORCE_KJ_NM_TO_KCAL_A, log_invocation
+from .remd import FORCE_KJ_NM_TO_KCAL_A, log_invocation, run_config
 
 #: force group of the centre-of-mass restraints (left out of the saved forces)
 RESTRAINT_GROUP = 31
@@ -120,17 +120,7 @@ class CopiesMD:
 
     def __init__(self, out_dir: str | Path, config: CopiesConfig | None = None):
         self.out = Path(out_dir)
-        self.out.mkdir(parents=True, exist_ok=True)
-        cfg_path = self.out / "run.json"
-        if cfg_path.exists():
-            saved = CopiesConfig(**json.loads(cfg_path.read_text()))
-            if config is not None and asdict(config) != asdict(saved):
-                raise ValueError(f"{cfg_path} holds a different configuration; use a new directory to change it")
-            config = saved
-        else:
-            config = config or CopiesConfig()
-            cfg_path.write_text(json.dumps(asdict(config), indent=2) + "\n")
-        self.config = config
+        self.config = config = run_config(self.out, config, CopiesConfig)
         self.mol = SYSTEMS[config.system]()
         self.n_atoms = self.mol.system.getNumParticles()
         self.force_map = self.mol.force_map

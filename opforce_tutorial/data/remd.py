@@ -50,6 +50,21 @@ def log_invocation(out_dir: Path, message: str) -> None:
                   f"openmm {mm.__version__} python {platform.python_version()}: {message} : {' '.join(sys.argv)}\n")
 
 
+def run_config(out_dir: Path, config, config_class):
+    """A run directory's configuration: ``run.json`` if it exists (``config``, if given, must equal it),
+    else ``config`` (or the class's defaults), written to ``run.json`` for every later resume."""
+    out_dir.mkdir(parents=True, exist_ok=True)
+    path = out_dir / "run.json"
+    if path.exists():
+        saved = config_class(**json.loads(path.read_text()))
+        if config is not None and asdict(config) != asdict(saved):
+            raise ValueError(f"{path} holds a different configuration; use a new directory to change it")
+        return saved
+    config = config or config_class()
+    path.write_text(json.dumps(asdict(config), indent=2) + "\n")
+    return config
+
+
 @dataclass
 class REMDConfig:
     system: str = "ala2"
@@ -73,17 +88,7 @@ class ReplicaExchange:
 
     def __init__(self, out_dir: str | Path, config: REMDConfig | None = None):
         self.out = Path(out_dir)
-        self.out.mkdir(parents=True, exist_ok=True)
-        cfg_path = self.out / "run.json"
-        if cfg_path.exists():
-            saved = REMDConfig(**json.loads(cfg_path.read_text()))
-            if config is not None and asdict(config) != asdict(saved):
-                raise ValueError(f"{cfg_path} holds a different configuration; use a new directory to change it")
-            config = saved
-        else:
-            config = config or REMDConfig()
-            cfg_path.write_text(json.dumps(asdict(config), indent=2) + "\n")
-        self.config = config
+        self.config = config = run_config(self.out, config, REMDConfig)
         self.mol = SYSTEMS[config.system]()
         self.force_map = self.mol.force_map
         self.betas = np.array([1.0 / (KB_KJ_PER_MOL_K * t) for t in config.temperatures])  # 1/(kJ/mol)
