@@ -161,3 +161,18 @@ def test_copies_run_resumes_and_stops_on_time(tmp_path):
     assert CopiesMD(tmp_path).iteration == 9
     with pytest.raises(ValueError, match="different configuration"):
         CopiesMD(tmp_path, CopiesConfig(system="ala2", n_copies=3))
+
+
+def test_chignolin_tiny_run_maps_saves_resumes_and_loads(tmp_path):
+    """A few hundred steps of CLN025 through the generation code path: Cα map, mapped forces, resume, loader."""
+    from opforce_tutorial.data.dataset import load_trajectories
+    from opforce_tutorial.data.remd import REMDConfig, ReplicaExchange
+
+    cfg = REMDConfig(system="cln025", temperatures=[340.0], exchange_every_ps=0.2, chunk_frames=2, save_all_atom_every=2)
+    ReplicaExchange(tmp_path / "run", cfg).run(0.0006, progress=False)  # 3 frames × 50 steps
+    ReplicaExchange(tmp_path / "run").run(0.001, progress=False)  # resumed to 5 frames
+    (traj,) = load_trajectories([tmp_path / "run"])
+    assert traj.positions.shape == traj.forces.shape == (5, 10, 3) and traj.temperature == 340.0
+    bonds = np.linalg.norm(np.diff(traj.positions, axis=1), axis=-1)  # Cα–Cα ≈ 3.8 Å (trans peptides)
+    assert np.allclose(bonds, 3.8, atol=0.25)
+    assert np.isfinite(traj.forces).all() and np.abs(traj.forces).max() < 500.0  # kcal/mol/Å, not kJ/mol/nm

@@ -114,7 +114,7 @@ class ReplicaExchange:
             self.accepted, self.attempted = np.zeros(n - 1, int), np.zeros(n - 1, int)
             self.rng = np.random.default_rng(self.config.seed)
         for chunk in self.out.glob("chunk_*.npz"):  # written after the last checkpoint: redo them
-            if int(chunk.stem.split("_")[1]) >= self.iteration:
+            if int(chunk.stem.split("_")[1]) > self.iteration:
                 chunk.unlink()
 
     def _save_checkpoint(self):
