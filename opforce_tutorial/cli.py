@@ -31,8 +31,8 @@ def main(argv: list[str] | None = None) -> int:
     c = dsub.add_parser("copies", help="run or extend (resume) many independent copies of a molecule in one "
                                        "System at one temperature (GPU throughput)")
     c.add_argument("system", choices=["ala2", "cln025"])
-    c.add_argument("--ns", type=float, required=True, help="target length of every copy (ns)")
-    c.add_argument("--out", required=True, help="run directory (created, or resumed if it exists)")
+    c.add_argument("--ns", type=float, help="target length of every copy (ns); required unless --probe")
+    c.add_argument("--out", help="run directory (created, or resumed if it exists); required unless --probe")
     c.add_argument("--copies", type=int, default=16, help="copies in the System (new run)")
     c.add_argument("--temperature", type=float, default=340.0, help="kelvin (new run)")
     c.add_argument("--interval-ps", type=float, default=10.0, help="saving interval of a new run (ps)")
@@ -151,6 +151,9 @@ def _copies(args) -> int:
         for k in args.probe:
             print(json.dumps(throughput(config(k))), flush=True)
         return 0
+    if args.ns is None or args.out is None:
+        print("opforce data copies: --ns and --out are required (unless --probe)", file=sys.stderr)
+        return 2
     new = not (Path(args.out) / "run.json").exists()
     CopiesMD(args.out, config(args.copies) if new else None).run(args.ns, max_minutes=args.max_minutes)
     return 0

@@ -125,3 +125,17 @@ def test_runs_must_share_temperature_and_have_frames(tmp_path):
     np.savez(other / "chunk_00000001.npz", cg_positions=np.zeros((3, 10, 3)), cg_forces=np.zeros((3, 10, 3)))
     with pytest.raises(ValueError, match="differ in temperature"):
         build_dataset("cln025", [run, other], ["TYR"] * 10, tmp_path / "data")
+
+
+def test_folding_and_copies_commands(tmp_path, capsys):
+    """The README's `opforce data folding` and `opforce data copies --probe` commands."""
+    from opforce_tutorial.cli import main
+
+    run, _ = _two_state_runs(tmp_path, np.random.default_rng(5), n_copies=4, n_frames=1000)
+    assert main(["data", "folding", str(run)]) == 0
+    report = json.loads(capsys.readouterr().out)
+    assert report["trajectories"] == 4 and report["foldings"] + report["unfoldings"] > 10
+    assert main(["data", "copies", "ala2", "--probe", "1", "--interval-ps", "0.1"]) == 0
+    row = json.loads(capsys.readouterr().out.strip().splitlines()[-1])
+    assert row["n_copies"] == 1 and row["ns_day_per_copy"] > 0
+    assert main(["data", "copies", "ala2"]) == 2
