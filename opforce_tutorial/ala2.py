@@ -43,11 +43,10 @@ NOISE_STDS = (0.05, 0.1)
 SOURCES = ("reference", "noise", "coupling", "cnf")
 BEAD_TYPES = [0, 1, 2, 3, 4]  # one type per bead along the backbone
 COUPLING_STEPS, CNF_STEPS = 4000, 8000
+#: Every kernel, the CNF included, labels 10 % of the frames 10 times (as many labels as frames). CNF labels
+#: are the costly ones (a backward ODE solve whose exact divergence is differentiated again): ~18 ms each
+#: on the 2-core CPU, so 40 000 of them take ~12 minutes.
 LABELS = LabelSettings(data_fraction=0.1, repeats=10, batch_size=256, seed=0)
-#: CNF labels are the costly ones (a backward ODE solve whose exact divergence is differentiated again):
-#: about 0.25 s each when this budget was set (shared 2-core machine, earlier divergence code), about
-#: 0.035 s now. On a CPU the CNF's CG models get a quarter of the labels of the others.
-LABELS_CNF_CPU = LabelSettings(data_fraction=0.025, repeats=10, batch_size=256, seed=0)
 CG_SETTINGS = CGRunSettings(hidden=64, n_interactions=2, n_rbf=32, cutoff=10.0,
                             force_matching=ForceMatchingSettings(n_steps=3000, batch_size=256, lr=1e-3, eval_every=100,
                                                                  patience=8),
@@ -127,8 +126,7 @@ def _train_cg(source: str, noise_std: float | None):
         flow = load_or_train(kernel_name(source, noise_std), device=device) if source in ("coupling", "cnf") else None
         if flow is not None:
             flow = flow.to(device)
-        labels = LABELS_CNF_CPU if source == "cnf" and not str(device).startswith("cuda") else LABELS
-        y, f, idx = labelled_set(source, noise_std, ds, flow, labels, device=device)
+        y, f, idx = labelled_set(source, noise_std, ds, flow, LABELS, device=device)
         run = run_label_source(y, f, kbt, BEAD_TYPES, ds.bead_masses, ds.positions, CG_SETTINGS,
                                val_mask=validation_mask(idx, ds.n_frames, 0.1, ds.traj_ids), device=device)
         scores = score(run.trajectory, reference_histograms())
@@ -136,7 +134,7 @@ def _train_cg(source: str, noise_std: float | None):
                    "best_step": run.history["best_step"], "js": scores["js"], "populations": scores["populations"],
                    "dataset_sha256": _dataset_sha()}
         config = {"n_beads": 5, "n_fourier": run.model.prior.n_fourier, "schnet": asdict(run.model.net.config)}
-        training = {"labels": asdict(labels) if source != "reference" else None, "cg": asdict(CG_SETTINGS)}
+        training = {"labels": asdict(LABELS) if source != "reference" else None, "cg": asdict(CG_SETTINGS)}
         return run.model.cpu(), config, training, metrics, run.trajectory
 
     return train

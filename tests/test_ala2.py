@@ -13,7 +13,6 @@ from opforce_tutorial.labels import LabelSettings
 def tiny(monkeypatch):
     monkeypatch.setattr(ala2, "COUPLING_STEPS", 10)
     monkeypatch.setattr(ala2, "LABELS", LabelSettings(0.01, 2, 64))
-    monkeypatch.setattr(ala2, "LABELS_CNF_CPU", LabelSettings(0.01, 1, 64))
     monkeypatch.setattr(ala2, "CG_SETTINGS", CGRunSettings(hidden=8, n_rbf=8, n_replicas=4, n_steps=200, save_every=50,
                                                            burn_in=0, force_matching=ForceMatchingSettings(
                                                                n_steps=20, eval_every=10, batch_size=32)))

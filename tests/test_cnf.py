@@ -1,3 +1,4 @@
+import numpy as np
 import pytest
 import torch
 
@@ -141,3 +142,20 @@ def test_flow_matching_training_learns_and_resumes(tmp_path):
     assert hist["val_loss"][-1] < 0.92 * float((target**2).mean()), hist
     _, hist2 = train_cnf(x, cfg, settings, checkpoint=ckpt, progress=False)
     assert hist2 == hist
+
+
+def test_a_chunk_the_solver_cannot_finish_is_dropped_not_zero_filled(field, gen, tmp_path):
+    from opforce_tutorial.kernels.cnf import CNFKernel
+    from opforce_tutorial.labels import LabelSettings, label_frames
+
+    x = _frames(gen, b=4)
+    stiff = CNFKernel(field, noise_std=0.05, prior_std=0.3, kbt=0.6, chunk_size=2, max_steps=2)
+    y, f = stiff.sample_with_forces(x, generator=torch.Generator().manual_seed(0))
+    assert torch.isnan(y).all() and torch.isnan(f).all() and stiff.failed_chunks == 2
+    field.float()  # the labelling pipeline works in float32
+    ok = CNFKernel(field, noise_std=0.05, prior_std=0.3, kbt=0.6, chunk_size=2)
+    frames = _frames(gen, b=6).float().numpy()
+    out = label_frames(frames, stiff, 300.0, tmp_path / "stiff.npz", LabelSettings(1.0, 1, 3), progress=False)
+    assert out.metadata["n_dropped"] == 6 and out.n_labels == 0
+    out = label_frames(frames, ok, 300.0, tmp_path / "ok.npz", LabelSettings(1.0, 1, 3), progress=False)
+    assert out.metadata["n_dropped"] == 0 and np.isfinite(out.forces).all() and ok.failed_chunks == 0

@@ -204,7 +204,7 @@ def integrate_adaptive(field: EGNNVectorField, x: torch.Tensor, t0: float, t1: f
     k1 = rhs(t, unflatten(state))
     while (t1 - t) * total > 1e-12 * abs(total):
         if stats.accepted + stats.rejected >= max_steps:
-            raise RuntimeError(f"dopri5 needed more than {max_steps} steps (rtol={rtol}, atol={atol}); the vector "
+            raise SolverStepLimit(f"dopri5 needed more than {max_steps} steps (rtol={rtol}, atol={atol}); the vector "
                                "field may be stiff or badly trained")
         h = min(h, t1 - t) if total > 0 else max(h, t1 - t)
         ks = [k1]
@@ -226,6 +226,10 @@ def integrate_adaptive(field: EGNNVectorField, x: torch.Tensor, t0: float, t1: f
     return x_end, (state[:, -1] if with_divergence else None)
 
 
+class SolverStepLimit(RuntimeError):
+    """The adaptive solver reached its step cap (a stiff or badly trained vector field)."""
+
+
 class CNFKernel:
     """Reverse-noise kernel of the CNF (see module docstring); frames (B, N, 3) in Å.
 
@@ -236,12 +240,14 @@ class CNFKernel:
     by default, for sampling and for the backward log-density pass) or ``"rk4"`` (``n_steps`` fixed
     steps, for quick checks). The label differentiates the backward pass, whose exact divergence is
     itself a Jacobian, so its memory grows with batch × beads² × steps: frames are labelled in chunks
-    of ``chunk_size``.
+    of ``chunk_size``. A chunk whose dopri5 solve needs more than ``max_steps`` steps gets NaN positions
+    and labels (counted in ``failed_chunks``): the labelling pipeline drops them like any non-finite
+    label, instead of one stiff frame stopping a whole labelling run.
     """
 
     def __init__(self, field: EGNNVectorField, noise_std: float, prior_std: float, kbt: float,
                  solver: str = "dopri5", n_steps: int = 20, rtol: float = 1e-5, atol: float = 1e-5,
-                 chunk_size: int = 16):
+                 chunk_size: int = 16, max_steps: int = 10_000):
         for name, val in (("noise_std", noise_std), ("prior_std", prior_std), ("kbt", kbt)):
             if not val > 0:
                 raise ValueError(f"{name} must be positive, got {val!r}")
@@ -251,12 +257,15 @@ class CNFKernel:
             raise ValueError("chunk_size must be at least 1")
         self.field, self.noise_std, self.prior_std, self.kbt = field, noise_std, prior_std, kbt
         self.solver, self.n_steps, self.rtol, self.atol, self.chunk_size = solver, n_steps, rtol, atol, chunk_size
+        self.max_steps = max_steps
         self.stats = SolverStats()
+        self.failed_chunks = 0
 
     def _integrate(self, x, t0, t1, with_divergence=False):
         if self.solver == "rk4":
             return integrate(self.field, x, t0, t1, self.n_steps, with_divergence)
-        return integrate_adaptive(self.field, x, t0, t1, self.rtol, self.atol, with_divergence, stats=self.stats)
+        return integrate_adaptive(self.field, x, t0, t1, self.rtol, self.atol, with_divergence, self.max_steps,
+                                  stats=self.stats)
 
     def log_prob(self, y: torch.Tensor, c: torch.Tensor) -> torch.Tensor:
         """log q(y | c) on the mean-free subspace (differentiable in y): backward pass with exact divergence."""
@@ -276,11 +285,15 @@ class CNFKernel:
         z = c + self.prior_std * mean_free_noise()
         ys, labels = [], []
         for sl in torch.split(torch.arange(len(x)), self.chunk_size):
-            with torch.no_grad():
-                y, _ = self._integrate(z[sl], 0.0, 1.0)
-            y = y.detach().requires_grad_(True)
-            with torch.enable_grad():
-                (score,) = torch.autograd.grad(self.log_prob(y, c[sl]).sum(), y)
+            try:
+                with torch.no_grad():
+                    y, _ = self._integrate(z[sl], 0.0, 1.0)
+                y = y.detach().requires_grad_(True)
+                with torch.enable_grad():
+                    (score,) = torch.autograd.grad(self.log_prob(y, c[sl]).sum(), y)
+            except SolverStepLimit:
+                self.failed_chunks += 1
+                y = score = torch.full_like(z[sl], float("nan"))
             ys.append(y.detach())
             labels.append(self.kbt * score)
         return torch.cat(ys), torch.cat(labels)
