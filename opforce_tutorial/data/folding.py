@@ -24,7 +24,7 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-from .dataset import Trajectory, load_trajectories  # noqa: F401  (re-exported for the analysis)
+from .dataset import Trajectory, load_trajectories
 
 
 def rmsd(x: np.ndarray, ref: np.ndarray) -> np.ndarray:
