@@ -176,3 +176,23 @@ def test_chignolin_tiny_run_maps_saves_resumes_and_loads(tmp_path):
     bonds = np.linalg.norm(np.diff(traj.positions, axis=1), axis=-1)  # Cα–Cα ≈ 3.8 Å (trans peptides)
     assert np.allclose(bonds, 3.8, atol=0.25)
     assert np.isfinite(traj.forces).all() and np.abs(traj.forces).max() < 500.0  # kcal/mol/Å, not kJ/mol/nm
+
+
+def test_copies_start_from_the_frames_closest_to_a_reference(tmp_path):
+    from opforce_tutorial.data.copies import start_structures
+    from opforce_tutorial.data.folding import rmsd
+
+    rng = np.random.default_rng(0)
+    aa = rng.normal(scale=5.0, size=(12, 8, 3)).astype(np.float32)  # Å, 8 atoms, beads on atoms 1, 3, 5, 7
+    np.savez(tmp_path / "chunk_00000001.npz", aa_positions=aa, aa_iteration=np.arange(10, 130, 10))
+    beads = [1, 3, 5, 7]
+    near = aa[4][beads] + 0.01
+    starts, its = start_structures(tmp_path, 4, near, beads)
+    assert its[0] == 50 and starts.shape == (4, 8, 3) and np.allclose(starts[0], aa[4] / 10.0, atol=1e-6)
+    d = rmsd(aa[:, beads].astype(float), near)
+    assert its[1] == 10 * (np.argsort(d)[1] + 1)  # the second half of the starts: second-closest, then spread
+    compact, its_rg = start_structures(tmp_path, 4)
+    rg = np.sqrt(((aa - aa.mean(1, keepdims=True)) ** 2).sum(-1).mean(-1))
+    assert its_rg[0] == 10 * (np.argmin(rg) + 1)
+    with pytest.raises(ValueError, match="no all-atom frames"):
+        start_structures(tmp_path / "nothing", 2)

@@ -59,6 +59,7 @@ class CopiesConfig:
     spacing_nm: float = 10.0
     com_k_kj_per_nm2: float = 10.0
     start_from: str | None = None
+    start_near: str | None = None
     seed: int = 0
     platform: str = "CPU"
     threads: int = 1
@@ -91,11 +92,14 @@ def repeated_topology(topology: app.Topology, n: int) -> app.Topology:
     return out
 
 
-def start_structures(run_dir: str | Path, n: int) -> tuple[np.ndarray, list[int]]:
+def start_structures(run_dir: str | Path, n: int, near: np.ndarray | None = None,
+                     bead_atoms: list[int] | None = None) -> tuple[np.ndarray, list[int]]:
     """``n`` all-atom starts (nm) from the saved all-atom frames of an earlier run, and their iterations.
 
     Half are the most compact frames (smallest radius of gyration of the whole molecule, so starts near
-    folded states come from the run itself), the rest evenly spaced in time over the run.
+    folded states come from the run itself) or, given ``near`` (bead positions in Å, e.g. a folded
+    reference) and the ``bead_atoms``, the frames closest to it by bead RMSD; the rest are evenly spaced
+    in time over the run.
     """
     chunks = sorted(Path(run_dir).glob("chunk_*.npz"))
     frames, its = [], []
@@ -107,8 +111,13 @@ def start_structures(run_dir: str | Path, n: int) -> tuple[np.ndarray, list[int]
         raise ValueError(f"{run_dir} holds no all-atom frames to start from")
     xyz = np.concatenate(frames) / ANGSTROM_PER_NM
     its = np.concatenate(its)
-    rg = np.sqrt(((xyz - xyz.mean(1, keepdims=True)) ** 2).sum(-1).mean(-1))
-    compact = list(np.argsort(rg)[: n // 2])
+    if near is None:
+        closeness = np.sqrt(((xyz - xyz.mean(1, keepdims=True)) ** 2).sum(-1).mean(-1))  # radius of gyration
+    else:
+        from .folding import rmsd
+
+        closeness = rmsd(xyz[:, bead_atoms] * ANGSTROM_PER_NM, near)
+    compact = list(np.argsort(closeness)[: n // 2])
     rest = [i for i in np.linspace(0, len(xyz) - 1, len(xyz)).astype(int) if i not in compact]
     spread = [rest[int(j)] for j in np.linspace(0, len(rest) - 1, n - len(compact))] if n > len(compact) else []
     chosen = compact + spread
@@ -157,8 +166,14 @@ class CopiesMD:
     def _initial_positions(self) -> np.ndarray:
         cfg = self.config
         if cfg.start_from:
-            starts, its = start_structures(cfg.start_from, cfg.n_copies)
-            (self.out / "starts.json").write_text(json.dumps({"run": cfg.start_from, "aa_iterations": its}) + "\n")
+            near = None
+            if cfg.start_near:
+                from .folding import read_ca_pdb
+
+                near = read_ca_pdb(cfg.start_near)
+            starts, its = start_structures(cfg.start_from, cfg.n_copies, near, self.mol.bead_atoms)
+            (self.out / "starts.json").write_text(json.dumps({"run": cfg.start_from, "near": cfg.start_near,
+                                                              "aa_iterations": its}) + "\n")
         else:
             one = np.array(self.mol.positions.value_in_unit(u.nanometer))
             starts = np.repeat(one[None], cfg.n_copies, axis=0)
