@@ -107,6 +107,16 @@ def test_chignolin_build_ships_weights_reference_and_report(tmp_path):
     assert report["total_ns"] == pytest.approx(40.0) and len(report["per_trajectory"]) == 4
     registry = json.loads((data_dir / "registry.json").read_text())
     assert {"cln025", "cln025-histograms", "cln025-folded-reference", "cln025-folding-report"} <= set(registry)
+    # the reference histograms are those of the MSM-weighted frames
+    from opforce_tutorial.evaluation import ReferenceHistograms, chain_observables, make_reference
+
+    assert registry["cln025-histograms"]["weighted"] is True
+    saved = ReferenceHistograms.load(data_dir / "cln025_histograms.npz")
+    weighted = make_reference(ds.positions, chain_observables(10), ds.weights)
+    unweighted = make_reference(ds.positions, chain_observables(10))
+    name = "bond 0-1"
+    assert np.allclose(saved.probabilities[name], weighted.probabilities[name])
+    assert not np.allclose(saved.probabilities[name], unweighted.probabilities[name])
     xyz = HAIRPIN + 0.1
     write_ca_pdb(tmp_path / "x.pdb", xyz, ["GLY"] * 10)
     assert np.allclose(read_ca_pdb(tmp_path / "x.pdb"), xyz, atol=1e-3)

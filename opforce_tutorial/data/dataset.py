@@ -141,10 +141,10 @@ def build_dataset(name: str, run_dirs: list[str | Path], bead_names: list[str], 
 
     hist_path = data_dir / f"{name}_histograms.npz"
     observables = chain_observables(positions.shape[1], ramachandran=name == "ala2")  # φ/ψ: the ala2 backbone map
-    make_reference(positions, observables).save(hist_path)
+    make_reference(positions, observables, weights).save(hist_path)  # equilibrium-weighted when weights exist
     registry[f"{name}-histograms"] = {"file": hist_path.name, "sha256": sha256(hist_path),
                                       "command": BUILD_COMMANDS.get(name, ""), "made_from": path.name,
-                                      "created": time.strftime("%Y-%m-%d")}
+                                      "weighted": weights is not None, "created": time.strftime("%Y-%m-%d")}
     registry_path.write_text(json.dumps(registry, indent=2, sort_keys=True) + "\n")
     return registry[name]
 
