@@ -14,7 +14,7 @@ el() { echo $(( $(date +%s) - T0 )); }
 BUDGET=${BUDGET:-530}
 RUN=${RUN:-data/runs/cln025_340K_gpu_s1}
 PROBE=${PROBE:-"1 32 96"}
-BENCH_KERNELS_S=${BENCH_KERNELS_S:-80}   # session 3: kernels.py finished in ~80 s on an H200
+BENCH_KERNELS_S=${BENCH_KERNELS_S:-80}   # session 3: kernels.py finished inside 80 s on an H200
 BENCH_CG_S=${BENCH_CG_S:-150}            # session 3: 50 s was too short for cg_simulation.py
 LOG=$OUT/session.log
 exec > >(tee -a "$LOG") 2>&1
