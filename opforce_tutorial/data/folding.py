@@ -31,9 +31,9 @@ def rmsd(x: np.ndarray, ref: np.ndarray) -> np.ndarray:
     """Cα-RMSD (Å) of every frame of ``x`` (frames, n, 3) to ``ref`` (n, 3) after optimal superposition (Kabsch)."""
     x = x - x.mean(-2, keepdims=True)
     ref = ref - ref.mean(0)
-    s = np.linalg.svd(np.einsum("fni,nj->fij", x, ref), compute_uv=False)
-    det = np.sign(np.linalg.det(np.einsum("fni,nj->fij", x, ref)))
-    s[:, -1] *= det  # no reflections
+    cov = np.einsum("fni,nj->fij", x, ref)
+    s = np.linalg.svd(cov, compute_uv=False)
+    s[:, -1] *= np.sign(np.linalg.det(cov))  # no reflections
     msd = ((x**2).sum((1, 2)) + (ref**2).sum() - 2 * s.sum(1)) / len(ref)
     return np.sqrt(np.maximum(msd, 0.0))
 
