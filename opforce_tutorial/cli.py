@@ -40,6 +40,9 @@ def main(argv: list[str] | None = None) -> int:
     c.add_argument("--start-from", help="earlier run directory whose all-atom frames seed the copies (new run)")
     c.add_argument("--start-near", help="bead PDB (e.g. data/cln025_folded_ca.pdb): half the starts are the frames "
                                         "closest to it instead of the most compact ones (new run)")
+    c.add_argument("--equilibrium-starts", action="store_true",
+                   help="draw the starts at random from --start-from, a run sampling equilibrium at --temperature: "
+                        "the copies' frames are then equilibrium frames (new run)")
     c.add_argument("--platform", default="CPU", help="OpenMM platform for a new run: CPU, OpenCL, CUDA")
     c.add_argument("--threads", type=int, default=1, help="CPU threads for a new run")
     c.add_argument("--seed", type=int, default=0, help="seed for a new run")
@@ -147,7 +150,7 @@ def _copies(args) -> int:
     def config(n_copies: int) -> CopiesConfig:
         return CopiesConfig(system=args.system, n_copies=n_copies, temperature=args.temperature,
                             save_every_ps=args.interval_ps, chunk_frames=args.chunk_frames, start_from=args.start_from,
-                            start_near=args.start_near,
+                            start_near=args.start_near, equilibrium_starts=args.equilibrium_starts,
                             seed=args.seed, platform=args.platform, threads=args.threads)
 
     if args.probe:

@@ -60,6 +60,7 @@ class CopiesConfig:
     com_k_kj_per_nm2: float = 10.0
     start_from: str | None = None
     start_near: str | None = None
+    equilibrium_starts: bool = False
     seed: int = 0
     platform: str = "CPU"
     threads: int = 1
@@ -93,13 +94,21 @@ def repeated_topology(topology: app.Topology, n: int) -> app.Topology:
 
 
 def start_structures(run_dir: str | Path, n: int, near: np.ndarray | None = None,
-                     bead_atoms: list[int] | None = None) -> tuple[np.ndarray, list[int]]:
+                     bead_atoms: list[int] | None = None,
+                     equilibrium_seed: int | None = None) -> tuple[np.ndarray, list[int]]:
     """``n`` all-atom starts (nm) from the saved all-atom frames of an earlier run, and their iterations.
 
-    Half are the most compact frames (smallest radius of gyration of the whole molecule, so starts near
-    folded states come from the run itself) or, given ``near`` (bead positions in Å, e.g. a folded
-    reference) and the ``bead_atoms``, the frames closest to it by bead RMSD; the rest are evenly spaced
-    in time over the run.
+    With ``equilibrium_seed`` the starts are ``n`` distinct frames drawn uniformly at random (seeded):
+    a sample of the run's own distribution. When that run samples equilibrium at the copies'
+    temperature (e.g. the target replica of a replica-exchange run), plain MD from these starts stays
+    in equilibrium at every time (the Boltzmann distribution is stationary under Langevin dynamics),
+    so the copies' frames are equilibrium frames even where the copies themselves cross barriers
+    rarely; the starts set how well slow basins are represented (see ``data/README.md``).
+
+    Otherwise half are the most compact frames (smallest radius of gyration of the whole molecule, so
+    starts near folded states come from the run itself) or, given ``near`` (bead positions in Å, e.g. a
+    folded reference) and the ``bead_atoms``, the frames closest to it by bead RMSD; the rest are evenly
+    spaced in time over the run. Such starts are not an equilibrium sample: reweight (an MSM) after.
     """
     chunks = sorted(Path(run_dir).glob("chunk_*.npz"))
     frames, its = [], []
@@ -111,6 +120,11 @@ def start_structures(run_dir: str | Path, n: int, near: np.ndarray | None = None
         raise ValueError(f"{run_dir} holds no all-atom frames to start from")
     xyz = np.concatenate(frames) / ANGSTROM_PER_NM
     its = np.concatenate(its)
+    if n > len(xyz):
+        raise ValueError(f"{run_dir} holds {len(xyz)} all-atom frames, fewer than the {n} starts asked for")
+    if equilibrium_seed is not None:
+        chosen = np.sort(np.random.default_rng(equilibrium_seed).choice(len(xyz), n, replace=False))
+        return xyz[chosen], [int(its[i]) for i in chosen]
     if near is None:
         closeness = np.sqrt(((xyz - xyz.mean(1, keepdims=True)) ** 2).sum(-1).mean(-1))  # radius of gyration
     else:
@@ -171,8 +185,16 @@ class CopiesMD:
                 from .folding import read_ca_pdb
 
                 near = read_ca_pdb(cfg.start_near)
-            starts, its = start_structures(cfg.start_from, cfg.n_copies, near, self.mol.bead_atoms)
+            if cfg.equilibrium_starts:
+                source = json.loads((Path(cfg.start_from) / "run.json").read_text())
+                source_t = source.get("temperature", source.get("temperatures", [None])[0])
+                if source_t != cfg.temperature:
+                    raise ValueError(f"equilibrium starts need a run at the copies' temperature: {cfg.start_from} "
+                                     f"samples {source_t} K, the copies run at {cfg.temperature} K")
+            starts, its = start_structures(cfg.start_from, cfg.n_copies, near, self.mol.bead_atoms,
+                                           equilibrium_seed=cfg.seed if cfg.equilibrium_starts else None)
             (self.out / "starts.json").write_text(json.dumps({"run": cfg.start_from, "near": cfg.start_near,
+                                                              "equilibrium": cfg.equilibrium_starts,
                                                               "aa_iterations": its}) + "\n")
         else:
             one = np.array(self.mol.positions.value_in_unit(u.nanometer))
