@@ -56,7 +56,8 @@ def main(argv: list[str] | None = None) -> int:
     fo.add_argument("--check-against", help="a PDB whose Cα the folded reference is compared with (a check only)")
     b = dsub.add_parser("build", help="assemble data/<system>.npz from run directories and register its sha256")
     b.add_argument("system", choices=["ala2", "cln025"])
-    b.add_argument("runs", nargs="+", help="replica-exchange run directories")
+    b.add_argument("runs", nargs="+", help="run directories (replica-exchange, plain or copies runs); runs saved at "
+                                           "different intervals are thinned to the longest")
     t = sub.add_parser("train-kernel", help="train a molecular reverse-noise flow (coupling or CNF) and save it")
     t.add_argument("kind", choices=["coupling", "cnf"])
     t.add_argument("--dataset", required=True, help="registered dataset name, or an npz with positions (Å) and temperature (K)")
@@ -117,7 +118,16 @@ def main(argv: list[str] | None = None) -> int:
 
             entry = write_folding_results(args.runs, names)
         else:
-            entry = build_dataset(args.system, args.runs, names)
+            from .data.dataset import load_trajectories
+            from .data.report import ala2_report
+
+            trajs = load_trajectories(args.runs)
+            report = ala2_report(args.runs, trajectories=trajs)
+            summary = {"total_ns": report["total_ns"], "alphaL_visits": report["alphaL_visits"],
+                       "populations": report["populations"],
+                       "runs": {run: {k: r[k] for k in ("trajectories", "ns", "save_interval_ps", "alphaL_visits")}
+                                for run, r in report["runs"].items()}}
+            entry = build_dataset(args.system, args.runs, names, trajectories=trajs, provenance=summary)
         print(json.dumps(entry, indent=2, ensure_ascii=False))
         return 0
     if args.command == "data" and args.data_command == "copies":

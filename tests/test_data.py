@@ -110,11 +110,16 @@ def test_dihedral_sign_and_value_by_hand():
 
 
 def test_visit_counting_uses_hysteresis_and_block_errors():
-    from opforce_tutorial.data.report import block_mean, count_visits
+    from opforce_tutorial.data.report import committed_states, count_visits
+    from opforce_tutorial.evaluation import block_mean
 
     phi = np.array([-60, 30, -10, 25, -60, -70, 40, 50, -30, 60])
     # enters at 30, recrosses to -10 (not a core) and back: same visit; leaves at -60; enters at 40; at 60
     assert count_visits(phi > 20, phi < -20) == 3
+    assert count_visits(phi[1:] > 20, phi[1:] < -20) == 3  # a trajectory starting inside: that is a visit
+    assert count_visits(phi[:0] > 20, phi[:0] < -20) == 0
+    assert committed_states(phi[:4] > 20, phi[:4] < -20).tolist() == [1, 0, 0, 0]
+    assert committed_states(np.array([0, 0, 1], bool), np.zeros(3, bool)).tolist() == [-1, -1, 0]
     mean, err = block_mean(np.r_[np.zeros(50), np.ones(50)], n_blocks=2)
     assert mean == 0.5 and err == pytest.approx(0.5)
 
@@ -196,3 +201,70 @@ def test_copies_start_from_the_frames_closest_to_a_reference(tmp_path):
     assert its_rg[0] == 10 * (np.argmin(rg) + 1)
     with pytest.raises(ValueError, match="no all-atom frames"):
         start_structures(tmp_path / "nothing", 2)
+
+
+def test_equilibrium_starts_are_a_seeded_random_draw_at_the_runs_temperature(tmp_path):
+    from opforce_tutorial.data.copies import CopiesConfig, CopiesMD, start_structures
+
+    aa = np.arange(12 * 22 * 3, dtype=np.float32).reshape(12, 22, 3)
+    np.savez(tmp_path / "chunk_00000001.npz", aa_positions=aa, aa_iteration=np.arange(10, 130, 10))
+    starts, its = start_structures(tmp_path, 5, equilibrium_seed=3)
+    assert len(set(its)) == 5 and its == sorted(its) and its == start_structures(tmp_path, 5, equilibrium_seed=3)[1]
+    assert its != start_structures(tmp_path, 5, equilibrium_seed=4)[1]
+    assert np.allclose(starts[0], aa[its[0] // 10 - 1] / 10.0)  # Å → nm
+    with pytest.raises(ValueError, match="fewer than the 13 starts"):
+        start_structures(tmp_path, 13, equilibrium_seed=0)
+    (tmp_path / "run.json").write_text(json.dumps({"temperatures": [300.0, 400.0]}))
+    with pytest.raises(ValueError, match="samples 300.0 K, the copies run at 310.0 K"):
+        CopiesMD(tmp_path / "copies", CopiesConfig(system="ala2", n_copies=2, temperature=310.0,
+                                                   start_from=str(tmp_path), equilibrium_starts=True))
+
+
+def _ala2_frames(phis: list[float]) -> np.ndarray:
+    """5-bead frames (Å) whose φ (beads 0-1-2-3) takes the given values; ψ fixed."""
+    from opforce_tutorial.geometry import ramachandran
+
+    base = np.array([[0.0, 0, 0], [1.33, 0, 0], [1.9, 1.35, 0], [3.4, 1.4, 0], [4.0, 2.7, 0.3]])
+    frames = []
+    for phi in phis:
+        x = base.copy()
+        # rotate bead 0 about the 1→2 axis (Rodrigues)
+        axis = (x[2] - x[1]) / np.linalg.norm(x[2] - x[1])
+        a = np.radians(ramachandran(base[None])[0][0] - phi)  # turning bead 0 by +a about 1→2 lowers φ by a
+        v = x[0] - x[1]
+        x[0] = x[1] + v * np.cos(a) + np.cross(axis, v) * np.sin(a) + axis * (axis @ v) * (1 - np.cos(a))
+        frames.append(x)
+    return np.array(frames, dtype=np.float32)
+
+
+def test_ala2_report_and_build_pool_replica_exchange_and_copies_runs(tmp_path):
+    from opforce_tutorial.data.dataset import load_trajectories, thin_to_common_interval
+    from opforce_tutorial.data.report import ala2_report
+    from opforce_tutorial.geometry import ramachandran
+
+    phis = [-80, 60, 70, -80, -75, 65, -70, -60]  # 1 ps frames: αL entries at frames 1 and 5
+    x = _ala2_frames(phis)
+    assert np.allclose(ramachandran(x)[0], phis, atol=1e-3)
+    remd, copies = tmp_path / "ala2_remd", tmp_path / "ala2_copies"
+    remd.mkdir(), copies.mkdir()
+    (remd / "run.json").write_text(json.dumps({"temperatures": [300.0, 400.0], "exchange_every_ps": 1.0}))
+    np.savez(remd / "chunk_00000001.npz", cg_positions=x, cg_forces=np.zeros_like(x))
+    (copies / "run.json").write_text(json.dumps({"n_copies": 2, "temperature": 300.0, "save_every_ps": 2.0}))
+    xc = np.stack([_ala2_frames([70, 70, -80, -80]), _ala2_frames([-80] * 4)], axis=1)  # (frames, copies, beads, 3)
+    np.savez(copies / "chunk_00000001.npz", cg_positions=xc, cg_forces=np.zeros_like(xc))
+    report = ala2_report([remd, copies], n_blocks=2)
+    assert report["runs"]["ala2_remd"]["alphaL_visits"] == 2 and report["runs"]["ala2_copies"]["alphaL_visits"] == 1
+    assert report["runs"]["ala2_remd"]["ns"] == 0.008 and report["runs"]["ala2_copies"]["ns"] == 0.016
+    assert report["total_ns"] == 0.024 and report["alphaL_visits"] == 3
+    # populations on frames 2 ps apart: remd frames 0, 2, 4, 6 (φ −80, 70, −75, −70) and the 8 copy frames
+    assert report["runs"]["ala2_remd"]["populations"]["αL (φ > 0)"]["mean"] == pytest.approx(1 / 4)
+    assert report["populations"]["αL (φ > 0)"]["mean"] == pytest.approx(3 / 12)
+    entry = build_dataset("ala2", [remd, copies], ["C", "N", "CA", "C", "N"], data_dir=tmp_path / "data",
+                          provenance={"total_ns": report["total_ns"]})
+    ds = load_dataset("ala2", data_dir=tmp_path / "data")
+    assert ds.n_frames == entry["n_frames"] == 12 and ds.save_interval_ps == 2.0 and entry["total_ns"] == 0.024
+    assert np.bincount(ds.traj_ids).tolist() == [4, 4, 4]
+    odd = thin_to_common_interval(load_trajectories([remd]))[0]
+    odd.save_interval_ps = 1.5
+    with pytest.raises(ValueError, match="not a whole fraction of 2.0 ps"):
+        thin_to_common_interval([odd, load_trajectories([copies])[0]])

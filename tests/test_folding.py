@@ -7,7 +7,8 @@ import pytest
 
 from opforce_tutorial.data.dataset import DatasetError, load_dataset, load_trajectories
 from opforce_tutorial.data.folding import (analyse_folding, folded_reference, folding_msm, read_ca_pdb, rmsd, superpose,
-                                           transitions, write_ca_pdb, write_folding_results)
+                                           write_ca_pdb, write_folding_results)
+from opforce_tutorial.data.report import count_transitions
 
 HAIRPIN = np.array([[0.0, 0, 0], [3.8, 0, 0], [7.6, 0.5, 0], [11.0, 2.0, 0], [12.5, 5.0, 0.5],
                     [11.0, 8.0, 0], [7.6, 9.5, 0], [3.8, 10.0, 0], [0.0, 10.0, 0.3], [-3.0, 9.0, 1.0]])
@@ -50,8 +51,9 @@ def test_transitions_need_commitment_to_the_other_core():
     folded = np.array([1, 1, 0, 0, 0, 0, 1, 0, 0, 0, 1], bool)
     unfolded = np.array([0, 0, 0, 1, 0, 0, 0, 0, 1, 0, 0], bool)
     # f f . u . . f . u . f : unfold, fold, unfold, fold (the recrossing at index 6 counts, it came from u)
-    assert transitions(folded, unfolded) == (2, 2)
-    assert transitions(folded, np.zeros(11, bool)) == (0, 0)
+    assert count_transitions(folded, unfolded) == (2, 2)
+    assert count_transitions(folded, np.zeros(11, bool)) == (0, 0)
+    assert count_transitions(folded[:0], unfolded[:0]) == (0, 0)
 
 
 def _two_state_runs(tmp_path, rng, n_copies=6, n_frames=1500, p_fold=0.01, p_unfold=0.02):

@@ -107,18 +107,38 @@ def load_trajectories(run_dirs: list[str | Path]) -> list[Trajectory]:
     return out
 
 
+def thin_to_common_interval(trajs: list[Trajectory]) -> list[Trajectory]:
+    """Every trajectory at the longest saving interval of the set (every k-th frame; k must be whole).
+
+    Runs saved at 1 ps and at 2 ps pool into one dataset at 2 ps, so every frame stands for the same
+    span of time and plain frame averages stay time averages.
+    """
+    interval = max(t.save_interval_ps for t in trajs)
+    out = []
+    for t in trajs:
+        stride = interval / t.save_interval_ps
+        if abs(stride - round(stride)) > 1e-9:
+            raise ValueError(f"{t.source} saves every {t.save_interval_ps} ps: not a whole fraction of {interval} ps")
+        k = int(round(stride))
+        out.append(Trajectory(t.positions[::k], t.forces[::k], t.source, t.temperature, interval))
+    return out
+
+
 def build_dataset(name: str, run_dirs: list[str | Path], bead_names: list[str], data_dir: Path = DATA_DIR,
-                  weights: np.ndarray | None = None, provenance: dict | None = None) -> dict:
+                  weights: np.ndarray | None = None, provenance: dict | None = None,
+                  trajectories: list[Trajectory] | None = None) -> dict:
     """Concatenate the trajectories of ``run_dirs`` into ``data/<name>.npz`` and register it.
 
-    ``weights`` (one per frame, e.g. an MSM's equilibrium weights) are stored with the frames;
-    ``provenance`` is added to the registry entry.
+    Runs saved at different intervals are thinned to the longest (:func:`thin_to_common_interval`).
+    ``weights`` (one per frame of the thinned set, e.g. an MSM's equilibrium weights) are stored with
+    the frames; ``provenance`` is added to the registry entry; ``trajectories`` are the runs' already
+    loaded trajectories (:func:`load_trajectories`), to save reading them again.
     """
-    trajs = load_trajectories(run_dirs)
+    trajs = thin_to_common_interval(load_trajectories(run_dirs) if trajectories is None else trajectories)
     temperatures = {t.temperature for t in trajs}
     intervals = {t.save_interval_ps for t in trajs}
-    if len(temperatures) > 1 or len(intervals) > 1:
-        raise ValueError(f"runs differ in temperature {sorted(temperatures)} or saving interval {sorted(intervals)}")
+    if len(temperatures) > 1:
+        raise ValueError(f"runs differ in temperature: {sorted(temperatures)} K")
     positions = np.concatenate([t.positions for t in trajs])
     ids = np.concatenate([np.full(len(t.positions), k, dtype=np.int16) for k, t in enumerate(trajs)])
     if weights is not None and len(weights) != len(positions):

@@ -10,9 +10,9 @@ The steps, with their conventions (lengths in Å, lag times in frames of the run
    drawn evenly, the one with the most neighbours within ``radius`` Å Cα-RMSD (the cluster's medoid);
    the reference is the centroid of those neighbours, each superposed onto the medoid. For CLN025
    this is the β-hairpin; it is compared with the crystal structure only as a check.
-3. :func:`transitions` counts folding and unfolding events between two core sets with hysteresis
-   (RMSD ≤ ``folded_below`` and ≥ ``unfolded_above``): a recrossing of the boundary in between does not
-   count.
+3. :func:`.report.count_transitions` counts folding and unfolding events between two core sets with
+   hysteresis (RMSD ≤ ``folded_below`` and ≥ ``unfolded_above``): a recrossing of the boundary in
+   between does not count.
 4. :func:`folding_msm`: 45 Cα–Cα distances → TICA → k-means microstates → reversible maximum-likelihood
    MSM at ``lag`` (deeptime), implied timescales over several lags, a Bayesian MSM for the error of the
    folded fraction, and per-frame weights w = π(s)/N(s) (frames outside the MSM's connected set get 0).
@@ -24,7 +24,8 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-from .dataset import Trajectory, load_trajectories
+from .dataset import Trajectory, load_trajectories, thin_to_common_interval
+from .report import count_transitions
 
 
 def rmsd(x: np.ndarray, ref: np.ndarray) -> np.ndarray:
@@ -59,22 +60,6 @@ def folded_reference(trajectories: list[Trajectory], n_sample: int = 2000, radiu
     ref = np.mean([superpose(m, medoid) for m in members], axis=0)  # the cluster's centroid
     return ref, {"frame_index": int(pick[best]), "neighbours": int(counts[best]), "n_sample": len(sample),
                  "radius_A": radius, "fraction_within_radius": float(counts[best] / len(sample))}
-
-
-def transitions(in_a: np.ndarray, in_b: np.ndarray) -> tuple[int, int]:
-    """(a → b, b → a) transitions between two core sets, with hysteresis (commitment to the other core)."""
-    n_ab = n_ba = 0
-    state = None
-    for a, b in zip(in_a, in_b):
-        if a and state == "b":
-            n_ba += 1
-        if b and state == "a":
-            n_ab += 1
-        if a:
-            state = "a"
-        elif b:
-            state = "b"
-    return n_ab, n_ba
 
 
 def distance_features(x: np.ndarray) -> np.ndarray:
@@ -151,16 +136,21 @@ def timescales_converged(its_ns: dict[int, list[float]], tolerance: float = 0.1)
 
 
 def analyse_folding(run_dirs: list, folded_below: float = 1.0, unfolded_above: float = 3.0, n_blocks: int = 5,
-                    lag: int = 50, check_pdb: str | None = None) -> tuple[dict, np.ndarray, FoldingMSM]:
-    """Folding report of the runs, the folded reference (Å) and the MSM (its ``weights`` per trajectory)."""
-    trajs = load_trajectories(run_dirs)
+                    lag: int = 50, check_pdb: str | None = None,
+                    trajectories: list[Trajectory] | None = None) -> tuple[dict, np.ndarray, FoldingMSM]:
+    """Folding report of the runs, the folded reference (Å) and the MSM (its ``weights`` per trajectory).
+
+    Trajectories are thinned to a common saving interval first (the MSM's lag counts frames);
+    ``trajectories``: the runs' already loaded trajectories, if at hand.
+    """
+    trajs = thin_to_common_interval(load_trajectories(run_dirs) if trajectories is None else trajectories)
     ref, ref_info = folded_reference(trajs)
     dist = [rmsd(t.positions.astype(np.float64), ref) for t in trajs]
     folded = [d <= folded_below for d in dist]
     msm = folding_msm(trajs, folded, lag=lag)
     rows, runs = [], {}
     for t, d in zip(trajs, dist):
-        n_unfold, n_fold = transitions(d <= folded_below, d >= unfolded_above)
+        n_unfold, n_fold = count_transitions(d <= folded_below, d >= unfolded_above)
         ns = len(d) * t.save_interval_ps / 1000.0
         rows.append({"source": t.source, "ns": ns, "folded_fraction": round(float((d <= folded_below).mean()), 3),
                      "foldings": n_fold, "unfoldings": n_unfold, "min_rmsd_A": round(float(d.min()), 2)})
@@ -214,12 +204,13 @@ def write_folding_results(run_dirs: list, residue_names: list[str], data_dir=Non
 
     data_dir = DATA_DIR if data_dir is None else data_dir
     data_dir.mkdir(parents=True, exist_ok=True)
-    report, ref, msm = analyse_folding(run_dirs)
+    trajs = thin_to_common_interval(load_trajectories(run_dirs))
+    report, ref, msm = analyse_folding(run_dirs, trajectories=trajs)
     pdb, report_path = data_dir / "cln025_folded_ca.pdb", data_dir / "cln025_folding.json"
     write_ca_pdb(pdb, ref, residue_names)
     report_path.write_text(json.dumps(report, indent=2, ensure_ascii=False) + "\n")
     summary = {k: report[k] for k in ("total_ns", "trajectories", "foldings", "unfoldings", "folded_fraction_raw")}
-    entry = build_dataset("cln025", run_dirs, residue_names, data_dir, weights=np.concatenate(msm.weights),
+    entry = build_dataset("cln025", run_dirs, residue_names, data_dir, weights=np.concatenate(msm.weights), trajectories=trajs,
                           provenance={"weights": "MSM stationary distribution per frame (see cln025_folding.json)",
                                       **summary, "msm_folded_fraction": report["msm"]["folded_fraction"],
                                       "msm_folded_fraction_std": report["msm"]["folded_fraction_std"],
