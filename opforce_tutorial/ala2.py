@@ -117,6 +117,20 @@ def _dataset_sha() -> str:
     return registry_entry("ala2")["sha256"]
 
 
+def models_trained_on_other_data(models_registry: dict | None = None) -> list[str]:
+    """Chapter 2's registered models whose recorded training data is not the shipped ``data/ala2.npz``.
+
+    Every flow and CG model records the sha256 of the dataset it was trained on; after the dataset is
+    rebuilt (more MD) these are the models ``opforce pretrain`` should retrain.
+    """
+    from .pretrained import read_registry
+
+    registry = read_registry() if models_registry is None else models_registry
+    current = _dataset_sha()
+    return sorted(name for name, entry in registry.items()
+                  if name.startswith("ala2-") and entry.get("metrics", {}).get("dataset_sha256") != current)
+
+
 def _train_cg(source: str, noise_std: float | None):
     def train(device):
         from .pretrained import load_or_train

@@ -146,11 +146,17 @@ def samples(name: str, train: bool | None = None, device: str | None = None):
 
 
 def pretrain(name: str, device: str = "cpu", models_dir: Path = MODELS_DIR) -> dict:
-    """Train ``name``, write its weights to ``models_dir`` and record it in the registry."""
+    """Train ``name``, write its weights to ``models_dir`` and record it in the registry.
+
+    The trained model is also kept for this process (as :func:`load_or_train` keeps one), so that
+    ``opforce pretrain ala2-cnf-0.05 ala2-cg-cnf-0.05`` labels the CG model's data with the very flow it
+    has just saved, also where :func:`should_train` would train that flow afresh (a GPU).
+    """
     spec = _specs()[name]
     t0 = time.perf_counter()
     model, config, training, metrics, produced = spec.train(device)
     wall = time.perf_counter() - t0
+    _TRAINED[name] = (model.eval(), produced)
     models_dir.mkdir(parents=True, exist_ok=True)
     path = models_dir / spec.file
     torch.save(model.state_dict(), path)

@@ -31,6 +31,22 @@ def test_cg_model_of_the_coupling_kernel_trains_its_kernel_once_and_scores(tiny)
     assert model.net.config.hidden == 8
 
 
+def test_pretrain_chain_labels_with_the_flow_it_saved(tiny, tmp_path, monkeypatch):
+    trainings = []
+    train_flow = ala2.train_coupling_flow
+
+    def counted(*args, **kwargs):
+        trainings.append(1)
+        return train_flow(*args, **kwargs)
+
+    monkeypatch.setattr(ala2, "train_coupling_flow", counted)
+    pretrained.pretrain("ala2-coupling-0.05", models_dir=tmp_path)
+    saved = pretrained._TRAINED["ala2-coupling-0.05"][0]
+    pretrained.pretrain(ala2.cg_name("coupling", 0.05), models_dir=tmp_path)  # OPFORCE_TRAIN=always, as on a GPU
+    assert len(trainings) == 1 and pretrained._TRAINED["ala2-coupling-0.05"][0] is saved
+    assert set(pretrained.read_registry(tmp_path / "registry.json")) == {"ala2-coupling-0.05", "ala2-cg-coupling-0.05"}
+
+
 def test_every_chapter_object_is_registered_with_a_rebuild_command():
     specs = pretrained._specs()
     for sigma in ala2.NOISE_STDS:
@@ -41,3 +57,12 @@ def test_every_chapter_object_is_registered_with_a_rebuild_command():
     assert "ala2-cg-reference" in specs
     with pytest.raises(ValueError, match="no kernel"):
         ala2.make_kernel("reference", 0.05, 0.6)
+
+
+def test_models_trained_on_other_data_are_named():
+    current = ala2._dataset_sha()
+    registry = {"ala2-cg-reference": {"metrics": {"dataset_sha256": current}},
+                "ala2-cnf-0.05": {"metrics": {"dataset_sha256": "0" * 64}},
+                "ala2-coupling-0.1": {"metrics": {}},
+                "toy1d-flow": {"metrics": {}}}
+    assert ala2.models_trained_on_other_data(registry) == ["ala2-cnf-0.05", "ala2-coupling-0.1"]
