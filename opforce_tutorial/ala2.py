@@ -84,6 +84,13 @@ def labelled_set(source: str, noise_std: float | None, dataset, flow=None, setti
     return out.positions, out.forces, out.frame_index
 
 
+def training_frames():
+    """``data/ala2.npz`` (verified) as an unweighted equilibrium sample: the frames every label source,
+    flow and CG model of the chapter uses (:meth:`~opforce_tutorial.data.dataset.CGDataset.equilibrium_frames`;
+    the dataset's basin weights, if any, become repeated frames)."""
+    return load_dataset("ala2").equilibrium_frames()
+
+
 def reference_histograms() -> ReferenceHistograms:
     """The saved reference histograms of every ala2 observable (verified like a dataset)."""
     return ReferenceHistograms.load(verified_path("ala2-histograms"))
@@ -97,7 +104,7 @@ def score(trajectory, reference: ReferenceHistograms) -> dict:
 # ---------------------------------------------------------------------------------- registered models
 def _train_flow(source: str, noise_std: float):
     def train(device):
-        ds = load_dataset("ala2")
+        ds = training_frames()
         if source == "coupling":
             config = CouplingFlowConfig(bead_types=BEAD_TYPES, **SMALL_COUPLING)
             settings = CouplingTraining(noise_std=noise_std, n_steps=COUPLING_STEPS, batch_size=256)
@@ -135,7 +142,7 @@ def _train_cg(source: str, noise_std: float | None):
     def train(device):
         from .pretrained import load_or_train
 
-        ds = load_dataset("ala2")
+        ds = training_frames()
         kbt = thermal_energy(ds.temperature)
         flow = load_or_train(kernel_name(source, noise_std), device=device) if source in ("coupling", "cnf") else None
         if flow is not None:

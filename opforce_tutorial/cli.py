@@ -118,16 +118,23 @@ def main(argv: list[str] | None = None) -> int:
 
             entry = write_folding_results(args.runs, names)
         else:
-            from .data.dataset import load_trajectories
-            from .data.report import ala2_report
+            from .data.dataset import load_trajectories, thin_to_common_interval
+            from .data.report import ala2_report, basin_weights
 
             trajs = load_trajectories(args.runs)
             report = ala2_report(args.runs, trajectories=trajs)
+            thinned = thin_to_common_interval(trajs)
+            weights = basin_weights(thinned)
             summary = {"total_ns": report["total_ns"], "alphaL_visits": report["alphaL_visits"],
-                       "populations": report["populations"],
-                       "runs": {run: {k: r[k] for k in ("trajectories", "ns", "save_interval_ps", "alphaL_visits")}
+                       "populations": report["populations"], "populations_from": report["populations_from"],
+                       "runs": {run: {k: r[k] for k in ("trajectories", "ns", "save_interval_ps", "alphaL_visits",
+                                                        "populations")}
                                 for run, r in report["runs"].items()}}
-            entry = build_dataset(args.system, args.runs, names, trajectories=trajs, provenance=summary)
+            if weights is not None:
+                summary["weights"] = ("per frame: the basin populations of the replica-exchange runs spread over "
+                                      "each basin's frames (opforce_tutorial.data.report.basin_weights)")
+            entry = build_dataset(args.system, args.runs, names, trajectories=thinned, weights=weights,
+                                  provenance=summary)
         print(json.dumps(entry, indent=2, ensure_ascii=False))
         return 0
     if args.command == "data" and args.data_command == "copies":

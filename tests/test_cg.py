@@ -87,10 +87,13 @@ def test_schnet_energy_is_invariant_to_rotations_and_translations(gen, device):
 def test_validation_mask_is_set_by_source_frames():
     idx = np.array([0, 5, 9, 9, 3])
     assert validation_mask(idx, 10, 0.2).tolist() == [False, False, True, True, False]
-    traj = np.array([0] * 5 + [1] * 5)
-    assert validation_mask(idx, 10, 0.3, traj_ids=traj).tolist() == [False, True, True, True, False]
+    traj = np.array([0] * 4 + [1] * 6)  # held out: the last 30 % of each, frame 3 and frames 8, 9
+    assert validation_mask(idx, 10, 0.3, traj_ids=traj).tolist() == [False, False, True, True, True]
+    assert validation_mask(np.arange(10), 10, 0.3, traj_ids=traj).nonzero()[0].tolist() == [3, 8, 9]
     with pytest.raises(ValueError):
         validation_mask(idx, 10, 1.5)
+    with pytest.raises(ValueError, match="contiguous"):
+        validation_mask(idx, 10, 0.3, traj_ids=np.array([0, 1] * 5))
 
 
 def _harmonic_labelled_set(n=3000, seed=0):

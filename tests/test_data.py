@@ -250,7 +250,7 @@ def test_ala2_report_and_build_pool_replica_exchange_and_copies_runs(tmp_path):
     (remd / "run.json").write_text(json.dumps({"temperatures": [300.0, 400.0], "exchange_every_ps": 1.0}))
     np.savez(remd / "chunk_00000001.npz", cg_positions=x, cg_forces=np.zeros_like(x))
     (copies / "run.json").write_text(json.dumps({"n_copies": 2, "temperature": 300.0, "save_every_ps": 2.0}))
-    xc = np.stack([_ala2_frames([70, 70, -80, -80]), _ala2_frames([-80] * 4)], axis=1)  # (frames, copies, beads, 3)
+    xc = np.stack([_ala2_frames([70, 70, -80, -80]), _ala2_frames([-80] * 4)], axis=1)  # αL: 2 of 8 frames  # (frames, copies, beads, 3)
     np.savez(copies / "chunk_00000001.npz", cg_positions=xc, cg_forces=np.zeros_like(xc))
     report = ala2_report([remd, copies], n_blocks=2)
     assert report["runs"]["ala2_remd"]["alphaL_visits"] == 2 and report["runs"]["ala2_copies"]["alphaL_visits"] == 1
@@ -258,7 +258,8 @@ def test_ala2_report_and_build_pool_replica_exchange_and_copies_runs(tmp_path):
     assert report["total_ns"] == 0.024 and report["alphaL_visits"] == 3
     # populations on frames 2 ps apart: remd frames 0, 2, 4, 6 (φ −80, 70, −75, −70) and the 8 copy frames
     assert report["runs"]["ala2_remd"]["populations"]["αL (φ > 0)"]["mean"] == pytest.approx(1 / 4)
-    assert report["populations"]["αL (φ > 0)"]["mean"] == pytest.approx(3 / 12)
+    assert report["runs"]["ala2_copies"]["populations"]["αL (φ > 0)"]["mean"] == pytest.approx(2 / 8)
+    assert report["populations_from"] == ["ala2_remd"]  # the equilibrium estimate: replica-exchange frames only
     entry = build_dataset("ala2", [remd, copies], ["C", "N", "CA", "C", "N"], data_dir=tmp_path / "data",
                           provenance={"total_ns": report["total_ns"]})
     ds = load_dataset("ala2", data_dir=tmp_path / "data")
@@ -268,3 +269,37 @@ def test_ala2_report_and_build_pool_replica_exchange_and_copies_runs(tmp_path):
     odd.save_interval_ps = 1.5
     with pytest.raises(ValueError, match="not a whole fraction of 2.0 ps"):
         thin_to_common_interval([odd, load_trajectories([copies])[0]])
+
+
+def test_equilibrium_frames_resample_by_weight_and_keep_trajectories_in_order():
+    x = np.arange(8 * 5 * 3, dtype=np.float32).reshape(8, 5, 3)
+    ids = np.array([0, 0, 0, 0, 1, 1, 1, 1])
+    plain = CGDataset("t", x, -x, 300.0, ids, 1.0, ["C"] * 5)
+    assert plain.equilibrium_frames() is plain
+    assert CGDataset("t", x, -x, 300.0, ids, 1.0, ["C"] * 5, weights=np.full(8, 0.125)).equilibrium_frames().n_frames == 8
+    w = np.array([0, 0, 1, 1, 2, 2, 1, 1], float)  # sums to 8: frame counts 0 0 1 1 2 2 1 1
+    eq = CGDataset("t", x, -x, 300.0, ids, 1.0, ["C"] * 5, weights=w).equilibrium_frames()
+    frames = (eq.positions[:, 0, 0] / 15).astype(int).tolist()
+    assert frames == [2, 3, 4, 4, 5, 5, 6, 7] and eq.weights is None
+    assert np.array_equal(eq.forces, -eq.positions) and eq.traj_ids.tolist() == [0, 0, 1, 1, 1, 1, 1, 1]
+    with pytest.raises(ValueError, match="non-negative"):
+        CGDataset("t", x, -x, 300.0, ids, 1.0, ["C"] * 5, weights=-w).equilibrium_frames()
+
+
+def test_basin_weights_give_the_pool_the_replica_exchange_populations():
+    from opforce_tutorial.data.dataset import Trajectory
+    from opforce_tutorial.data.report import basin_weights
+    from opforce_tutorial.evaluation import basin_populations
+
+    remd = _ala2_frames([-80, 60, -80, -75])  # αL a quarter of the exchange frames
+    plain = _ala2_frames([-80] * 7 + [70])  # the plain copy: αL an eighth
+    trajs = [Trajectory(remd, remd, "remd", 300.0, 1.0, replica_exchange=True), Trajectory(plain, plain, "c", 300.0, 1.0)]
+    w = basin_weights(trajs)
+    pooled = np.concatenate([remd, plain])
+    phi_pos = np.array([-80, 60, -80, -75] + [-80] * 7 + [70]) > 0
+    assert w.sum() == pytest.approx(1.0) and w[phi_pos].sum() == pytest.approx(0.25)
+    assert np.allclose(w[phi_pos], 0.125) and np.allclose(w[~phi_pos], 0.75 / 10)
+    eq = CGDataset("t", pooled, pooled, 300.0, np.r_[np.zeros(4), np.ones(8)].astype(int), 1.0, ["C"] * 5,
+                   weights=w).equilibrium_frames()
+    assert basin_populations(eq.positions, n_blocks=2)["αL (φ > 0)"]["mean"] == pytest.approx(0.25)
+    assert basin_weights(trajs[1:]) is None

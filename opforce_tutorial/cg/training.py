@@ -38,19 +38,24 @@ class ForceMatchingSettings:
 def validation_mask(frame_index, n_frames: int, val_fraction: float = 0.1, traj_ids=None) -> np.ndarray:
     """Which labelled samples are for validation, decided by their source frame only.
 
-    With several trajectories the last ``ceil(val_fraction · n_traj)`` whole trajectories are held out;
-    with one, its final ``val_fraction`` in time (a contiguous block, so correlated neighbours of the
-    training frames are not used to validate). Every label source made from the same frames gets the
-    same split.
+    The final ``val_fraction`` in time of every trajectory is held out (contiguous blocks, so correlated
+    neighbours of the training frames are not used to validate, and every trajectory, with whatever
+    basins it visits, contributes to both sides). ``traj_ids`` (one per frame; default: one trajectory)
+    must keep each trajectory's frames contiguous and in time order, as the datasets do. Every label
+    source made from the same frames gets the same split.
     """
     if not 0 < val_fraction < 1:
         raise ValueError(f"val_fraction must be in (0, 1), got {val_fraction}")
-    frame_index = np.asarray(frame_index)
-    if traj_ids is not None and len(np.unique(traj_ids)) > 1:
-        trajs = np.unique(traj_ids)
-        held = trajs[-int(np.ceil(val_fraction * len(trajs))):]
-        return np.isin(np.asarray(traj_ids)[frame_index], held)
-    return frame_index >= int(round((1 - val_fraction) * n_frames))
+    traj_ids = np.zeros(n_frames, dtype=int) if traj_ids is None else np.asarray(traj_ids)
+    if len(traj_ids) != n_frames:
+        raise ValueError(f"{len(traj_ids)} trajectory ids for {n_frames} frames")
+    ids, first, counts = np.unique(traj_ids, return_index=True, return_counts=True)
+    if np.count_nonzero(np.diff(traj_ids)) != len(ids) - 1:
+        raise ValueError("every trajectory's frames must be contiguous (in time order)")
+    k = np.searchsorted(ids, traj_ids)
+    in_trajectory = np.arange(n_frames) - first[k]
+    held_out = in_trajectory >= np.round((1 - val_fraction) * counts).astype(int)[k]
+    return held_out[np.asarray(frame_index)]
 
 
 def train_cg_model(positions, labels, prior, config: SchNetConfig, settings: ForceMatchingSettings = ForceMatchingSettings(),

@@ -61,6 +61,26 @@ class CGDataset:
             raise ValueError(f"no element mass for some of the bead names {self.bead_names}")
         return np.array([[table[n[0]]] for n in self.bead_names])
 
+    def equilibrium_frames(self) -> "CGDataset":
+        """The dataset as an unweighted equilibrium sample, for code that treats every frame alike.
+
+        Without weights (or with equal ones) that is the dataset itself. Otherwise ``n_frames`` frames are
+        drawn by systematic resampling: frame i appears ⌊n wᵢ⌋ or ⌈n wᵢ⌉ times (w normalised), so the
+        resample is as close to the weighted distribution as whole copies allow; frames keep their
+        dataset order, so every trajectory stays contiguous and in time order (the saving interval no
+        longer spaces them evenly).
+        """
+        if self.weights is None or np.ptp(self.weights) <= 1e-12 * np.abs(self.weights).max():
+            return self
+        w = np.asarray(self.weights, dtype=float)
+        if (w < 0).any() or not w.sum() > 0:
+            raise ValueError("weights must be non-negative with a positive sum")
+        cdf = np.cumsum(w / w.sum())
+        idx = np.minimum(np.searchsorted(cdf, (np.arange(self.n_frames) + 0.5) / self.n_frames), self.n_frames - 1)
+        return CGDataset(name=self.name, positions=self.positions[idx], forces=self.forces[idx],
+                         temperature=self.temperature, traj_ids=self.traj_ids[idx],
+                         save_interval_ps=self.save_interval_ps, bead_names=self.bead_names)
+
     def topology(self):
         """An mdtraj topology of the beads (one residue per bead, CA-named atoms joined by bonds i, i+1)."""
         import mdtraj as md
@@ -87,6 +107,7 @@ class Trajectory:
     source: str
     temperature: float
     save_interval_ps: float
+    replica_exchange: bool = False  # the target replica of a replica-exchange run
 
 
 def load_trajectories(run_dirs: list[str | Path]) -> list[Trajectory]:
@@ -103,7 +124,8 @@ def load_trajectories(run_dirs: list[str | Path]) -> list[Trajectory]:
             out += [Trajectory(pos[:, k], frc[:, k], f"{run.name}/copy{k:02d}", cfg["temperature"], cfg["save_every_ps"])
                     for k in range(cfg["n_copies"])]
         else:
-            out.append(Trajectory(pos, frc, run.name, cfg["temperatures"][0], cfg["exchange_every_ps"]))
+            out.append(Trajectory(pos, frc, run.name, cfg["temperatures"][0], cfg["exchange_every_ps"],
+                                  replica_exchange=len(cfg["temperatures"]) > 1))
     return out
 
 
@@ -120,7 +142,7 @@ def thin_to_common_interval(trajs: list[Trajectory]) -> list[Trajectory]:
         if abs(stride - round(stride)) > 1e-9:
             raise ValueError(f"{t.source} saves every {t.save_interval_ps} ps: not a whole fraction of {interval} ps")
         k = int(round(stride))
-        out.append(Trajectory(t.positions[::k], t.forces[::k], t.source, t.temperature, interval))
+        out.append(Trajectory(t.positions[::k], t.forces[::k], t.source, t.temperature, interval, t.replica_exchange))
     return out
 
 

@@ -12,7 +12,7 @@ from pathlib import Path
 
 import numpy as np
 
-from ..evaluation import basin_populations
+from ..evaluation import BASINS, basin_populations
 from ..geometry import ramachandran
 
 
@@ -51,7 +51,6 @@ def ala2_report(run_dirs: list[str | Path], n_blocks: int = 10, trajectories: li
     from .dataset import load_trajectories, thin_to_common_interval
 
     report = {"runs": {}}
-    all_frames = []
     trajs = load_trajectories(run_dirs) if trajectories is None else trajectories
     for traj, thinned in zip(trajs, thin_to_common_interval(trajs)):
         run = traj.source.split("/")[0]
@@ -67,8 +66,32 @@ def ala2_report(run_dirs: list[str | Path], n_blocks: int = 10, trajectories: li
         frames = np.concatenate(entry.pop("frames"))
         entry["ns"] = round(entry["ns"], 3)
         entry["populations"] = basin_populations(frames, n_blocks)
-        all_frames.append(frames)
     report["total_ns"] = round(sum(r["ns"] for r in report["runs"].values()), 3)
     report["alphaL_visits"] = sum(r["alphaL_visits"] for r in report["runs"].values())
-    report["populations"] = basin_populations(np.concatenate(all_frames), n_blocks)
+    exchange = [t for t in thin_to_common_interval(trajs) if t.replica_exchange] or thin_to_common_interval(trajs)
+    report["populations_from"] = sorted({t.source.split("/")[0] for t in exchange})
+    report["populations"] = basin_populations(np.concatenate([t.positions for t in exchange]), n_blocks)
     return report
+
+
+def basin_weights(trajs: list) -> np.ndarray | None:
+    """Per-frame weights (summing to 1, frames of ``trajs`` in order) that give each Ramachandran basin
+    the population it has in the replica-exchange trajectories among ``trajs``; None if there are none.
+
+    Plain MD started from equilibrium frames keeps the equilibrium distribution only on average over
+    its starts; 300 K alanine dipeptide in GB almost never enters αL, so a few plain copies represent
+    the αL population badly, while the target replica of a replica-exchange run crosses every barrier
+    many times. Stratifying by basin, w = π_b / N_b for a frame in basin b (π_b: the replica-exchange
+    population of b, N_b: the frames of all trajectories in b), keeps the replica-exchange populations
+    and lets every frame, plain or exchanged, describe the distribution within its basin. ``trajs`` must
+    share a saving interval (:func:`.dataset.thin_to_common_interval`).
+    """
+    if not any(t.replica_exchange for t in trajs):
+        return None
+    phi, psi = ramachandran(np.concatenate([t.positions for t in trajs]))
+    exchange = np.concatenate([np.full(len(t.positions), t.replica_exchange) for t in trajs])
+    weights = np.zeros(len(phi))
+    for in_basin in (f(phi, psi) for f in BASINS.values()):
+        if in_basin.any():
+            weights[in_basin] = in_basin[exchange].mean() / in_basin.sum()
+    return weights / weights.sum()
