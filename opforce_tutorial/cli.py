@@ -127,7 +127,7 @@ def main(argv: list[str] | None = None) -> int:
             weights = basin_weights(thinned)
             summary = {"total_ns": report["total_ns"], "alphaL_visits": report["alphaL_visits"],
                        "populations": report["populations"], "populations_from": report["populations_from"],
-                       "runs": {run: {k: r[k] for k in ("trajectories", "ns", "save_interval_ps", "alphaL_visits",
+                       "per_run": {run: {k: r[k] for k in ("trajectories", "ns", "save_interval_ps", "alphaL_visits",
                                                         "populations")}
                                 for run, r in report["runs"].items()}}
             if weights is not None:

@@ -96,7 +96,7 @@ class CGDataset:
         return top
 
 
-BUILD_COMMANDS = {"ala2": "opforce data build ala2 data/runs/ala2_remd_*",
+BUILD_COMMANDS = {"ala2": "opforce data build ala2 data/runs/ala2_*",
                   "cln025": "opforce data build cln025 data/runs/cln025_340K_*"}
 
 
