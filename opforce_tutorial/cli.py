@@ -58,6 +58,7 @@ def main(argv: list[str] | None = None) -> int:
     b.add_argument("system", choices=["ala2", "cln025"])
     b.add_argument("runs", nargs="+", help="run directories (replica-exchange, plain or copies runs); runs saved at "
                                            "different intervals are thinned to the longest")
+    b.add_argument("--data-dir", help="folder to write the dataset and its registry to (default: the package's data/)")
     t = sub.add_parser("train-kernel", help="train a molecular reverse-noise flow (coupling or CNF) and save it")
     t.add_argument("kind", choices=["coupling", "cnf"])
     t.add_argument("--dataset", required=True, help="registered dataset name, or an npz with positions (Å) and temperature (K)")
@@ -109,32 +110,18 @@ def main(argv: list[str] | None = None) -> int:
         print(json.dumps(report, indent=2, ensure_ascii=False))
         return 0
     if args.command == "data" and args.data_command == "build":
-        from .data.dataset import build_dataset
         from .data.molecules import SYSTEMS
 
         names = SYSTEMS[args.system]().bead_names
+        data_dir = Path(args.data_dir) if args.data_dir else None
         if args.system == "cln025":
             from .data.folding import write_folding_results
 
-            entry = write_folding_results(args.runs, names)
+            entry = write_folding_results(args.runs, names, data_dir)
         else:
-            from .data.dataset import load_trajectories, thin_to_common_interval
-            from .data.report import ala2_report, basin_weights
+            from .data.report import write_ala2_dataset
 
-            trajs = load_trajectories(args.runs)
-            report = ala2_report(args.runs, trajectories=trajs)
-            thinned = thin_to_common_interval(trajs)
-            weights = basin_weights(thinned)
-            summary = {"total_ns": report["total_ns"], "alphaL_visits": report["alphaL_visits"],
-                       "populations": report["populations"], "populations_from": report["populations_from"],
-                       "per_run": {run: {k: r[k] for k in ("trajectories", "ns", "save_interval_ps", "alphaL_visits",
-                                                        "populations")}
-                                for run, r in report["runs"].items()}}
-            if weights is not None:
-                summary["weights"] = ("per frame: the basin populations of the replica-exchange runs spread over "
-                                      "each basin's frames (opforce_tutorial.data.report.basin_weights)")
-            entry = build_dataset(args.system, args.runs, names, trajectories=thinned, weights=weights,
-                                  provenance=summary)
+            entry = write_ala2_dataset(args.runs, names, data_dir)
         print(json.dumps(entry, indent=2, ensure_ascii=False))
         return 0
     if args.command == "data" and args.data_command == "copies":

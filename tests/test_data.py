@@ -260,11 +260,14 @@ def test_ala2_report_and_build_pool_replica_exchange_and_copies_runs(tmp_path):
     assert report["runs"]["ala2_remd"]["populations"]["αL (φ > 0)"]["mean"] == pytest.approx(1 / 4)
     assert report["runs"]["ala2_copies"]["populations"]["αL (φ > 0)"]["mean"] == pytest.approx(2 / 8)
     assert report["populations_from"] == ["ala2_remd"]  # the equilibrium estimate: replica-exchange frames only
-    entry = build_dataset("ala2", [remd, copies], ["C", "N", "CA", "C", "N"], data_dir=tmp_path / "data",
-                          provenance={"total_ns": report["total_ns"]})
+    from opforce_tutorial.cli import main
+
+    assert main(["data", "build", "ala2", str(remd), str(copies), "--data-dir", str(tmp_path / "data")]) == 0
+    entry = json.loads((tmp_path / "data" / "registry.json").read_text())["ala2"]
     ds = load_dataset("ala2", data_dir=tmp_path / "data")
     assert ds.n_frames == entry["n_frames"] == 12 and ds.save_interval_ps == 2.0 and entry["total_ns"] == 0.024
-    assert np.bincount(ds.traj_ids).tolist() == [4, 4, 4]
+    assert np.bincount(ds.traj_ids).tolist() == [4, 4, 4] and entry["per_run"]["ala2_copies"]["alphaL_visits"] == 1
+    assert ds.weights is not None and ds.weights.sum() == pytest.approx(1.0) and entry["populations_from"] == ["ala2_remd"]
     odd = thin_to_common_interval(load_trajectories([remd]))[0]
     odd.save_interval_ps = 1.5
     with pytest.raises(ValueError, match="not a whole fraction of 2.0 ps"):

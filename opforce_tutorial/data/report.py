@@ -95,3 +95,23 @@ def basin_weights(trajs: list) -> np.ndarray | None:
         if in_basin.any():
             weights[in_basin] = in_basin[exchange].mean() / in_basin.sum()
     return weights / weights.sum()
+
+
+def write_ala2_dataset(run_dirs: list[str | Path], bead_names: list[str], data_dir: Path | None = None) -> dict:
+    """``data/ala2.npz`` from replica-exchange and plain runs, with basin weights and the sampling report
+    (ns, αL visits, populations per run and at equilibrium) in its registry entry."""
+    from .dataset import DATA_DIR, build_dataset, load_trajectories, thin_to_common_interval
+
+    trajs = load_trajectories(run_dirs)
+    report = ala2_report(run_dirs, trajectories=trajs)
+    thinned = thin_to_common_interval(trajs)
+    weights = basin_weights(thinned)
+    summary = {"total_ns": report["total_ns"], "alphaL_visits": report["alphaL_visits"],
+               "populations": report["populations"], "populations_from": report["populations_from"],
+               "per_run": {run: {k: r[k] for k in ("trajectories", "ns", "save_interval_ps", "alphaL_visits", "populations")}
+                           for run, r in report["runs"].items()}}
+    if weights is not None:
+        summary["weights"] = ("per frame: the basin populations of the replica-exchange runs spread over each "
+                              "basin's frames (opforce_tutorial.data.report.basin_weights)")
+    return build_dataset("ala2", run_dirs, bead_names, DATA_DIR if data_dir is None else data_dir,
+                         weights=weights, provenance=summary, trajectories=thinned)
