@@ -159,3 +159,17 @@ def test_a_chunk_the_solver_cannot_finish_is_dropped_not_zero_filled(field, gen,
     assert out.metadata["n_dropped"] == 6 and out.n_labels == 0
     out = label_frames(frames, ok, 300.0, tmp_path / "ok.npz", LabelSettings(1.0, 1, 3), progress=False)
     assert out.metadata["n_dropped"] == 0 and np.isfinite(out.forces).all() and ok.failed_chunks == 0
+
+
+def test_the_step_cap_counts_the_steps_of_one_solve_not_all_solves(field, gen):
+    from opforce_tutorial.kernels.cnf import CNFKernel
+
+    x = _frames(gen, b=8)
+    probe = CNFKernel(field, noise_std=0.05, prior_std=0.3, kbt=0.6, chunk_size=2)
+    probe.sample_with_forces(x[:2], generator=torch.Generator().manual_seed(0))
+    one_chunk = probe.stats.accepted + probe.stats.rejected  # a forward and a backward solve
+    capped = CNFKernel(field, noise_std=0.05, prior_std=0.3, kbt=0.6, chunk_size=2, max_steps=2 * one_chunk)
+    for seed in range(3):  # 12 chunks: a running count would pass the cap after two
+        _, f = capped.sample_with_forces(x, generator=torch.Generator().manual_seed(seed))
+        assert torch.isfinite(f).all()
+    assert capped.failed_chunks == 0 and capped.stats.accepted + capped.stats.rejected > 5 * capped.max_steps

@@ -176,7 +176,8 @@ def integrate_adaptive(field: EGNNVectorField, x: torch.Tensor, t0: float, t1: f
     One step size for the whole batch. A step is accepted when, for every frame, the RMS over its
     components of e_k / (atol + rtol · max(|x_k|, |x_k'|)) is at most 1, where e is the difference of the
     5th- and 4th-order solutions (x in Å, so ``atol`` is in Å; l is included in the norm). The next step
-    is h · clip(0.9 · err^(−1/5), 0.2, 5). The 5th-order solution is propagated (local extrapolation)
+    is h · clip(0.9 · err^(−1/5), 0.2, 5); more than ``max_steps`` steps (accepted or rejected) in this
+    solve raise :class:`SolverStepLimit`. The 5th-order solution is propagated (local extrapolation)
     and the last stage is reused as the next first stage. Accepted steps stay in the autograd graph, so
     labels can be differentiated through the solver. Returns ``(x(t1), l or None)``.
     """
@@ -202,8 +203,9 @@ def integrate_adaptive(field: EGNNVectorField, x: torch.Tensor, t0: float, t1: f
 
     t, h = t0, 0.05 * total
     k1 = rhs(t, unflatten(state))
+    steps = 0  # of this solve: ``stats`` may be a running total over many solves
     while (t1 - t) * total > 1e-12 * abs(total):
-        if stats.accepted + stats.rejected >= max_steps:
+        if steps >= max_steps:
             raise SolverStepLimit(f"dopri5 needed more than {max_steps} steps (rtol={rtol}, atol={atol}); the vector "
                                "field may be stiff or badly trained")
         h = min(h, t1 - t) if total > 0 else max(h, t1 - t)
@@ -216,6 +218,7 @@ def integrate_adaptive(field: EGNNVectorField, x: torch.Tensor, t0: float, t1: f
         with torch.no_grad():
             scale = atol + rtol * torch.maximum(state.abs(), new.abs())
             err_norm = float((err / scale).pow(2).mean(dim=1).sqrt().max())
+        steps += 1
         if err_norm <= 1.0:
             t, state, k1 = t + h, new, ks[6]
             stats.accepted += 1
