@@ -61,14 +61,18 @@ def cg_name(source: str, noise_std: float | None = None) -> str:
     return "ala2-cg-reference" if source == "reference" else f"ala2-cg-{source}-{noise_std:g}"
 
 
-def make_kernel(source: str, noise_std: float, kbt: float, flow: torch.nn.Module | None = None):
-    """The kernel of a label source; ``flow`` is the trained coupling flow or CNF vector field."""
+def make_kernel(source: str, noise_std: float, kbt: float, flow: torch.nn.Module | None = None, device="cpu"):
+    """The kernel of a label source; ``flow`` is the trained coupling flow or CNF vector field.
+
+    CNF labels are solved in chunks of 32 frames on a CPU (memory grows with the chunk) and of 512 on
+    a GPU, where a small chunk leaves the device waiting on kernel launches.
+    """
     if source == "noise":
         return NoiseKernel(noise_std, kbt, mean_free=True)
     if source == "coupling":
         return CouplingFlowKernel(flow, noise_std, kbt)
     if source == "cnf":
-        return CNFKernel(flow, noise_std, noise_std, kbt, chunk_size=32)  # label memory grows with the chunk
+        return CNFKernel(flow, noise_std, noise_std, kbt, chunk_size=32 if str(device) == "cpu" else 512)
     raise ValueError(f"no kernel for label source {source!r}; kernels are noise, coupling and cnf")
 
 
@@ -77,7 +81,7 @@ def labelled_set(source: str, noise_std: float | None, dataset, flow=None, setti
     """(positions, labels, source frame index) of a label source over the dataset."""
     if source == "reference":
         return dataset.positions, dataset.forces, np.arange(dataset.n_frames)
-    kernel = make_kernel(source, noise_std, thermal_energy(dataset.temperature), flow)
+    kernel = make_kernel(source, noise_std, thermal_energy(dataset.temperature), flow, device)
     with tempfile.TemporaryDirectory() as tmp:
         out = label_frames(dataset.positions, kernel, dataset.temperature, Path(tmp) / "labels.npz", settings, device,
                            progress=progress)

@@ -57,6 +57,9 @@ def test_every_chapter_object_is_registered_with_a_rebuild_command():
     assert "ala2-cg-reference" in specs
     with pytest.raises(ValueError, match="no kernel"):
         ala2.make_kernel("reference", 0.05, 0.6)
+    field = pretrained.load("ala2-cnf-0.05")[0]
+    assert ala2.make_kernel("cnf", 0.05, 0.6, field).chunk_size == 32
+    assert ala2.make_kernel("cnf", 0.05, 0.6, field, device="cuda").chunk_size == 512
 
 
 def test_models_trained_on_other_data_are_named():
