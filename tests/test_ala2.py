@@ -69,3 +69,17 @@ def test_models_trained_on_other_data_are_named():
                 "ala2-coupling-0.1": {"metrics": {}},
                 "toy1d-flow": {"metrics": {}}}
     assert ala2.models_trained_on_other_data(registry) == ["ala2-cnf-0.05", "ala2-coupling-0.1"]
+
+
+def test_the_gpu_script_retrains_every_chapter_model_after_its_flow():
+    import re
+    from pathlib import Path
+
+    script = (Path(__file__).parent.parent / "benchmarks" / "gpu_chapter2.sh").read_text()
+    chains = re.search(r'CHAINS=\$\{CHAINS:-"(.*?)"\}', script, re.S).group(1).replace("\\\n", "").split(";")
+    names = [n for chain in chains for n in chain.split(",")]
+    assert sorted(names) == sorted(n for n in pretrained._specs() if n.startswith("ala2-"))
+    for chain in chains:  # a CG model of a flow comes after that flow, in the same process
+        *flows, cg = chain.split(",")
+        if flows:
+            assert cg == "ala2-cg-" + flows[0].removeprefix("ala2-")
