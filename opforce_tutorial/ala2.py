@@ -8,8 +8,8 @@ Label sources, each at the noise levels :data:`NOISE_STDS` (standard deviations 
 * ``coupling``: :class:`~opforce_tutorial.kernels.coupling.CouplingFlowKernel` (pretrained ``ala2-coupling-<σ>``);
 * ``cnf``: :class:`~opforce_tutorial.kernels.cnf.CNFKernel` (pretrained ``ala2-cnf-<σ>``).
 
-Every kernel labels ``data_fraction`` of the frames ``repeats`` times (as many labels as frames); every
-label source then trains the same CG model (:mod:`opforce_tutorial.cg`) with the same budget, on the
+Every label source makes the same number of labels (:data:`LABELS`: a kernel labels 4 000 frames 10
+times, the reference takes 40 000 frames with their forces); every label source then trains the same CG model (:mod:`opforce_tutorial.cg`) with the same budget, on the
 same validation split of source frames, and the model is simulated from the same data frames. Sizes
 are CPU-sized (``SMALL_COUPLING``, ``SMALL_EGNN``, :data:`CG_SETTINGS`); every trained object
 is a registered pretrained model, rebuilt by ``opforce pretrain <name>``.
@@ -43,10 +43,11 @@ NOISE_STDS = (0.05, 0.1)
 SOURCES = ("reference", "noise", "coupling", "cnf")
 BEAD_TYPES = [0, 1, 2, 3, 4]  # one type per bead along the backbone
 COUPLING_STEPS, CNF_STEPS = 4000, 8000
-#: Every kernel, the CNF included, labels 10 % of the frames 10 times (as many labels as frames). CNF labels
-#: are the costly ones (a backward ODE solve whose exact divergence is differentiated again): ~18 ms each
-#: on the 2-core CPU, so 40 000 of them take ~12 minutes.
-LABELS = LabelSettings(data_fraction=0.1, repeats=10, batch_size=256, seed=0)
+#: Every label source gets the same budget of 40 000 labels, whatever the size of the dataset: a kernel,
+#: the CNF included, labels 4 000 frames drawn at random 10 times (the seed's 10 draws per frame); the
+#: reference source takes 40 000 frames with their forces. CNF labels are the costly ones (a backward ODE
+#: solve whose exact divergence is differentiated again): ~18 ms each on the 2-core CPU, ~12 minutes in all.
+LABELS = LabelSettings(n_frames=4_000, repeats=10, batch_size=256, seed=0)
 CG_SETTINGS = CGRunSettings(hidden=64, n_interactions=2, n_rbf=32, cutoff=10.0,
                             force_matching=ForceMatchingSettings(n_steps=3000, batch_size=256, lr=1e-3, eval_every=100,
                                                                  patience=8),
@@ -79,8 +80,10 @@ def make_kernel(source: str, noise_std: float, kbt: float, flow: torch.nn.Module
 def labelled_set(source: str, noise_std: float | None, dataset, flow=None, settings: LabelSettings = LABELS,
                  device="cpu", progress: bool = True):
     """(positions, labels, source frame index) of a label source over the dataset."""
-    if source == "reference":
-        return dataset.positions, dataset.forces, np.arange(dataset.n_frames)
+    if source == "reference":  # as many frames as a kernel makes labels, chosen by the same seeded rule
+        n = min(dataset.n_frames, settings.frames_to_keep(dataset.n_frames) * settings.repeats)
+        idx = np.sort(np.random.default_rng(settings.seed).choice(dataset.n_frames, n, replace=False))
+        return dataset.positions[idx], dataset.forces[idx], idx
     kernel = make_kernel(source, noise_std, thermal_energy(dataset.temperature), flow, device)
     with tempfile.TemporaryDirectory() as tmp:
         out = label_frames(dataset.positions, kernel, dataset.temperature, Path(tmp) / "labels.npz", settings, device,
@@ -159,7 +162,7 @@ def _train_cg(source: str, noise_std: float | None):
                    "best_step": run.history["best_step"], "js": scores["js"], "populations": scores["populations"],
                    "dataset_sha256": _dataset_sha()}
         config = {"n_beads": 5, "n_fourier": run.model.prior.n_fourier, "schnet": asdict(run.model.net.config)}
-        training = {"labels": asdict(LABELS) if source != "reference" else None, "cg": asdict(CG_SETTINGS)}
+        training = {"labels": asdict(LABELS), "cg": asdict(CG_SETTINGS)}
         return run.model.cpu(), config, training, metrics, run.trajectory
 
     return train

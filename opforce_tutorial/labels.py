@@ -1,6 +1,6 @@
 """The labelling pipeline: frames through a kernel to a labelled set (positions y, force labels).
 
-Plan. From ``n`` input frames keep ``round(data_fraction · n)`` (a seeded random subset) and draw
+Plan. From ``n`` input frames keep ``round(data_fraction · n)``, or ``n_frames`` (a seeded random subset), and draw
 ``repeats`` kernel samples from each, so that a kernel yields about as many labelled samples as the
 full set (the seed labels 10 % of the frames 10 times). The (kept frame, repeat) work items are cut into
 batches of ``batch_size``; batch ``b`` takes its randomness from its own generator seeded with
@@ -40,18 +40,24 @@ from .storage import atomic_savez
 
 @dataclass
 class LabelSettings:
-    """How many labels to make: ``data_fraction`` of the frames, ``repeats`` kernel draws each."""
+    """How many labels to make: ``data_fraction`` of the frames (or ``n_frames`` of them, if given),
+    ``repeats`` kernel draws each."""
 
     data_fraction: float = 0.1
     repeats: int = 10
     batch_size: int = 256
     seed: int = 0
+    n_frames: int | None = None
 
     def __post_init__(self):
         if not 0 < self.data_fraction <= 1:
             raise ValueError(f"data_fraction must be in (0, 1], got {self.data_fraction}")
-        if self.repeats < 1 or self.batch_size < 1:
-            raise ValueError("repeats and batch_size must be at least 1")
+        if self.repeats < 1 or self.batch_size < 1 or (self.n_frames is not None and self.n_frames < 1):
+            raise ValueError("repeats, batch_size and n_frames must be at least 1")
+
+    def frames_to_keep(self, n: int) -> int:
+        """How many of ``n`` input frames are labelled: ``n_frames`` (at most n), else ``round(data_fraction · n)``."""
+        return min(n, self.n_frames) if self.n_frames is not None else max(1, round(self.data_fraction * n))
 
 
 @dataclass
@@ -114,7 +120,7 @@ def label_frames(positions, kernel, temperature: float, out: str | Path, setting
     out = Path(out)
     parts = out.with_name(out.name + ".parts")
 
-    n_keep = max(1, round(settings.data_fraction * len(positions)))
+    n_keep = settings.frames_to_keep(len(positions))
     kept = np.sort(np.random.default_rng(settings.seed).choice(len(positions), n_keep, replace=False))
     work = np.repeat(kept, settings.repeats)  # frame index of every work item
     n_batches = -(-len(work) // settings.batch_size)

@@ -83,3 +83,13 @@ def test_the_gpu_script_retrains_every_chapter_model_after_its_flow():
         *flows, cg = chain.split(",")
         if flows:
             assert cg == "ala2-cg-" + flows[0].removeprefix("ala2-")
+
+
+def test_the_reference_source_has_the_kernels_label_budget():
+    from opforce_tutorial.data.dataset import CGDataset
+
+    x = np.random.default_rng(0).normal(size=(100, 5, 3)).astype(np.float32)
+    ds = CGDataset("t", x, -x, 300.0, np.zeros(100, int), 1.0, ["C"] * 5)
+    y, f, idx = ala2.labelled_set("reference", None, ds, settings=LabelSettings(n_frames=4, repeats=5))
+    assert len(idx) == 20 and np.array_equal(y, x[idx]) and np.array_equal(f, -x[idx]) and (np.diff(idx) > 0).all()
+    assert len(ala2.labelled_set("reference", None, ds, settings=LabelSettings(n_frames=40, repeats=5))[2]) == 100

@@ -86,6 +86,17 @@ def test_bad_input_is_refused(tmp_path):
         label_frames(np.zeros((4, 5)), NoiseKernel(0.1, 0.6), 300.0, tmp_path / "x.npz")
     with pytest.raises(ValueError, match="data_fraction"):
         LabelSettings(data_fraction=0.0)
+    with pytest.raises(ValueError, match="n_frames"):
+        LabelSettings(n_frames=0)
+
+
+def test_a_fixed_number_of_frames_is_labelled_whatever_the_dataset_size(tmp_path):
+    assert LabelSettings(0.1).frames_to_keep(1000) == 100 and LabelSettings(n_frames=40).frames_to_keep(1000) == 40
+    assert LabelSettings(n_frames=40).frames_to_keep(25) == 25
+    frames = np.random.default_rng(0).normal(size=(50, 5, 3)).astype(np.float32)
+    out = label_frames(frames, NoiseKernel(0.1, 0.6), 300.0, tmp_path / "n.npz", LabelSettings(n_frames=6, repeats=3),
+                       progress=False)
+    assert out.n_labels == 18 and len(np.unique(out.frame_index)) == 6
 
 
 def _tiny_flow_file(path):
