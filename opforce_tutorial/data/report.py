@@ -52,7 +52,8 @@ def ala2_report(run_dirs: list[str | Path], n_blocks: int = 10, trajectories: li
 
     report = {"runs": {}}
     trajs = load_trajectories(run_dirs) if trajectories is None else trajectories
-    for traj, thinned in zip(trajs, thin_to_common_interval(trajs)):
+    thinned_all = thin_to_common_interval(trajs)
+    for traj, thinned in zip(trajs, thinned_all):
         run = traj.source.split("/")[0]
         phi = ramachandran(traj.positions)[0]
         entry = report["runs"].setdefault(run, {"trajectories": 0, "ns": 0.0, "save_interval_ps": traj.save_interval_ps,
@@ -68,7 +69,7 @@ def ala2_report(run_dirs: list[str | Path], n_blocks: int = 10, trajectories: li
         entry["populations"] = basin_populations(frames, n_blocks)
     report["total_ns"] = round(sum(r["ns"] for r in report["runs"].values()), 3)
     report["alphaL_visits"] = sum(r["alphaL_visits"] for r in report["runs"].values())
-    exchange = [t for t in thin_to_common_interval(trajs) if t.replica_exchange] or thin_to_common_interval(trajs)
+    exchange = [t for t in thinned_all if t.replica_exchange] or thinned_all
     report["populations_from"] = sorted({t.source.split("/")[0] for t in exchange})
     report["populations"] = basin_populations(np.concatenate([t.positions for t in exchange]), n_blocks)
     return report
