@@ -18,7 +18,7 @@ is a registered pretrained model, rebuilt by ``opforce pretrain <name>``.
 from __future__ import annotations
 
 import tempfile
-from dataclasses import asdict
+from dataclasses import asdict, replace
 from pathlib import Path
 
 import numpy as np
@@ -108,6 +108,40 @@ def score(trajectory, reference: ReferenceHistograms) -> dict:
     return {"js": evaluate(trajectory, reference), "populations": basin_populations(trajectory)}
 
 
+def cg_model_names() -> list[str]:
+    """The chapter's 7 CG models: reference forces, then noise, coupling, CNF at each noise level."""
+    return [cg_name("reference")] + [cg_name(s, g) for g in NOISE_STDS for s in ("noise", "coupling", "cnf")]
+
+
+def seed_metrics(models_registry: dict | None = None, replicates: dict | None = None):
+    """Every CG model's scores per training seed, one row per (model, seed), as a DataFrame.
+
+    Seed 0 is the registered model (``models/registry.json``); other seeds are its replicates
+    (``opforce replicate``, ``models/replicates.json``) recorded for the same registered weights; a
+    replicate of older weights is left out. Columns: basin populations (%), Ramachandran JS and the mean
+    JS over the bonds and over the angles (nats).
+    """
+    import pandas as pd
+
+    from .pretrained import read_registry, read_replicates
+
+    registry = read_registry() if models_registry is None else models_registry
+    replicates = read_replicates() if replicates is None else replicates
+    rows = []
+    for name in cg_model_names():
+        entry = registry[name]
+        runs = {0: entry["metrics"]} | {int(seed): r["metrics"] for seed, r in replicates.get(name, {}).items()
+                                        if r["model_sha256"] == entry["sha256"]}
+        for seed, m in sorted(runs.items()):
+            js = m["js"]
+            rows.append({"model": name, "seed": seed,
+                         **{f"{basin} %": 100 * p["mean"] for basin, p in m["populations"].items()},
+                         "JS ramachandran": js["ramachandran"]["js"],
+                         "mean JS bonds": float(np.mean([v["js"] for k, v in js.items() if k.startswith("bond")])),
+                         "mean JS angles": float(np.mean([v["js"] for k, v in js.items() if k.startswith("angle")]))})
+    return pd.DataFrame(rows)
+
+
 # ---------------------------------------------------------------------------------- registered models
 def _train_flow(source: str, noise_std: float):
     def train(device):
@@ -145,27 +179,51 @@ def models_trained_on_other_data(models_registry: dict | None = None) -> list[st
                   if name.startswith("ala2-") and entry.get("metrics", {}).get("dataset_sha256") != current)
 
 
+def _cg_run(source: str, noise_std: float | None, flow, seed: int, device):
+    """Labels → CG model → simulation → scores for one label source, every random choice seeded by ``seed``.
+
+    ``seed`` picks the labelled frames and kernel draws, the network's initialisation and batches, and the
+    simulation's starts and noise; seed 0 is the registered model. Returns ``(CGRun, metrics, settings)``.
+    """
+    ds = training_frames()
+    labels = replace(LABELS, seed=seed)
+    cg = replace(CG_SETTINGS, seed=seed, force_matching=replace(CG_SETTINGS.force_matching, seed=seed))
+    y, f, idx = labelled_set(source, noise_std, ds, flow, labels, device=device)
+    run = run_label_source(y, f, thermal_energy(ds.temperature), BEAD_TYPES, ds.bead_masses, ds.positions, cg,
+                           val_mask=validation_mask(idx, ds.n_frames, 0.1, ds.traj_ids), device=device)
+    scores = score(run.trajectory, reference_histograms())
+    metrics = {"n_labels": len(y), "best_val_force_mse": min(run.history["val_loss"]),
+               "best_step": run.history["best_step"], "js": scores["js"], "populations": scores["populations"],
+               "dataset_sha256": _dataset_sha()}
+    return run, metrics, {"labels": asdict(labels), "cg": asdict(cg)}
+
+
 def _train_cg(source: str, noise_std: float | None):
     def train(device):
         from .pretrained import load_or_train
 
-        ds = training_frames()
-        kbt = thermal_energy(ds.temperature)
         flow = load_or_train(kernel_name(source, noise_std), device=device) if source in ("coupling", "cnf") else None
-        if flow is not None:
-            flow = flow.to(device)
-        y, f, idx = labelled_set(source, noise_std, ds, flow, LABELS, device=device)
-        run = run_label_source(y, f, kbt, BEAD_TYPES, ds.bead_masses, ds.positions, CG_SETTINGS,
-                               val_mask=validation_mask(idx, ds.n_frames, 0.1, ds.traj_ids), device=device)
-        scores = score(run.trajectory, reference_histograms())
-        metrics = {"n_labels": len(y), "best_val_force_mse": min(run.history["val_loss"]),
-                   "best_step": run.history["best_step"], "js": scores["js"], "populations": scores["populations"],
-                   "dataset_sha256": _dataset_sha()}
+        run, metrics, training = _cg_run(source, noise_std, None if flow is None else flow.to(device), 0, device)
         config = {"n_beads": 5, "n_fourier": run.model.prior.n_fourier, "schnet": asdict(run.model.net.config)}
-        training = {"labels": asdict(LABELS), "cg": asdict(CG_SETTINGS)}
         return run.model.cpu(), config, training, metrics, run.trajectory
 
     return train
+
+
+def _replicate_cg(source: str, noise_std: float | None):
+    def replicate(seed, device):
+        """Metrics of a CG model retrained with ``seed``, its kernel's flow the registered one (fixed)."""
+        from .pretrained import load
+
+        metrics = {}
+        flow = None
+        if source in ("coupling", "cnf"):
+            flow, entry = load(kernel_name(source, noise_std))
+            flow = flow.to(device)
+            metrics["flow_sha256"] = entry["sha256"]
+        return {**_cg_run(source, noise_std, flow, seed, device)[1], **metrics}
+
+    return replicate
 
 
 def _build_cg(config: dict) -> CGModel:
@@ -184,7 +242,8 @@ def ala2_specs(model_spec) -> dict:
             build=lambda cfg: EGNNVectorField(EGNNConfig(**cfg)))
         for source in ("noise", "coupling", "cnf"):
             specs[cg_name(source, sigma)] = model_spec(train=_train_cg(source, sigma), build=_build_cg,
-                                                       file=f"ala2_cg_{source}_{sigma:g}.pt")
+                                                       file=f"ala2_cg_{source}_{sigma:g}.pt",
+                                                       replicate=_replicate_cg(source, sigma))
     specs[cg_name("reference")] = model_spec(train=_train_cg("reference", None), build=_build_cg,
-                                             file="ala2_cg_reference.pt")
+                                             file="ala2_cg_reference.pt", replicate=_replicate_cg("reference", None))
     return specs

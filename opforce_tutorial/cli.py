@@ -14,6 +14,12 @@ def main(argv: list[str] | None = None) -> int:
     p = sub.add_parser("pretrain", help="train a registered model and write it to models/ with its registry entry")
     p.add_argument("name", nargs="+", help="registered model name(s), e.g. toy1d-flow")
     p.add_argument("--device", default="cpu", help="torch device to train on (cpu, cuda)")
+    rep = sub.add_parser("replicate", help="retrain registered models with other seeds and record their metrics in "
+                                           "models/replicates.json (resumable: recorded seeds are skipped)")
+    rep.add_argument("name", nargs="+", help="registered model name(s) that have replicates, e.g. ala2-cg-reference")
+    rep.add_argument("--seeds", type=int, nargs="+", required=True, help="seeds other than 0 (0 is the registered model)")
+    rep.add_argument("--device", default="cpu", help="torch device to train on (cpu, cuda)")
+    rep.add_argument("--redo", action="store_true", help="rerun seeds already recorded for the registered model")
     sub.add_parser("models", help="list registered pretrained models and verify their checksums")
     d = sub.add_parser("data", help="generate reference MD data")
     dsub = d.add_subparsers(dest="data_command", required=True)
@@ -94,6 +100,8 @@ def main(argv: list[str] | None = None) -> int:
             print(f"{name}: wrote models/{entry['file']} in {entry['wall_time_s']} s")
             print(json.dumps(entry["metrics"], indent=2))
         return 0
+    if args.command == "replicate":
+        return _replicate(args)
     if args.command == "train-kernel":
         return _train_kernel(args)
     if args.command == "label":
@@ -166,6 +174,23 @@ def _copies(args) -> int:
         return 2
     new = not (Path(args.out) / "run.json").exists()
     CopiesMD(args.out, config(args.copies) if new else None).run(args.ns, max_minutes=args.max_minutes)
+    return 0
+
+
+def _replicate(args) -> int:
+    from . import pretrained
+
+    for name in args.name:
+        registered = pretrained.read_registry().get(name, {}).get("sha256")
+        for seed in args.seeds:
+            done = pretrained.read_replicates().get(name, {}).get(str(seed))
+            if done and done["model_sha256"] == registered and not args.redo:
+                print(f"{name} seed {seed}: recorded already ({done['created']}); --redo to rerun")
+                continue
+            entry = pretrained.replicate(name, seed, device=args.device)
+            print(f"{name} seed {seed}: {entry['wall_time_s']} s; populations "
+                  + json.dumps({b: round(p["mean"], 3) for b, p in entry["metrics"]["populations"].items()},
+                               ensure_ascii=False))
     return 0
 
 

@@ -279,3 +279,27 @@ def plot_prior_fits(fits, ncols: int = 5):
     axes.flat[0].legend(fontsize=6)
     axes.flat[0].set_ylabel("kcal/mol")
     return fig
+
+
+def plot_seed_spread(metrics, labels: dict, data_populations: dict,
+                     columns=("αL (φ > 0) %", "αR %", "β / PII %", "JS ramachandran")):
+    """One dot per training seed of every model (``metrics``: rows of model, seed and ``columns``).
+
+    ``labels`` maps a model name to its display name (its first word picks the colour); the data's basin
+    populations (fractions with block errors) are drawn as a band of ± 2 block errors.
+    """
+    models = list(dict.fromkeys(metrics["model"]))
+    fig, axes = plt.subplots(1, len(columns), figsize=(3.0 * len(columns), 3.4), sharex=True)
+    for ax, column in zip(axes, columns):
+        for i, name in enumerate(models):
+            values = metrics.loc[metrics["model"] == name, column].to_numpy()
+            ax.plot(np.full(len(values), i), values, "o", ms=5, alpha=0.8, color=source_color(labels[name]))
+            ax.plot([i - 0.25, i + 0.25], [values.mean()] * 2, color=source_color(labels[name]), lw=2)
+        basin = column.removesuffix(" %")
+        if basin in data_populations:
+            mean, err = (100 * data_populations[basin][k] for k in ("mean", "block_error"))
+            ax.axhspan(mean - 2 * err, mean + 2 * err, color="grey", alpha=0.25, lw=0, label="data ± 2 block errors")
+        ax.set(title=column, xticks=range(len(models)))
+        ax.set_xticklabels([labels[n] for n in models], rotation=60, ha="right")
+    axes[0].legend(loc="best")
+    return fig

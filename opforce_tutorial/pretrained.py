@@ -2,7 +2,9 @@
 
 ``models/registry.json`` records, for every pretrained model: its file, sha256, the model config,
 the training settings, the exact command that produced it, the metrics it reached, the machine, the
-wall time and the package versions. :func:`pretrain` writes file and entry; :func:`load_or_train`
+wall time and the package versions. ``models/replicates.json`` records the metrics of the same
+training repeated with other seeds (:func:`replicate`, ``opforce replicate``): one trained model is one
+draw, and its replicates say how far another draw would land. :func:`pretrain` writes file and entry; :func:`load_or_train`
 trains when a GPU is present and loads otherwise. Override with ``train=True/False`` or the
 environment variable ``OPFORCE_TRAIN`` (``always``/``1`` or ``never``/``0``; ``auto`` is the default).
 Files load with ``torch.load(..., weights_only=True)`` after their checksum is verified.
@@ -25,6 +27,7 @@ from .storage import sha256
 
 MODELS_DIR = Path(__file__).resolve().parent.parent / "models"
 REGISTRY = MODELS_DIR / "registry.json"
+REPLICATES = "replicates.json"
 ENV_VAR = "OPFORCE_TRAIN"
 
 
@@ -41,6 +44,8 @@ class ModelSpec:
     train: Callable[[str], tuple]
     build: Callable[[dict], torch.nn.Module]  # config -> untrained model
     file: str
+    # (seed, device) -> metrics of the same training run with another seed (see :func:`replicate`), or None
+    replicate: Callable[[int, str], dict] | None = None
 
 
 def _specs() -> dict[str, ModelSpec]:
@@ -176,7 +181,7 @@ def pretrain(name: str, device: str = "cpu", models_dir: Path = MODELS_DIR) -> d
         "training": training,
         "metrics": metrics,
         "wall_time_s": round(wall, 1),
-        "device": torch.cuda.get_device_name(0) if str(device).startswith("cuda") else f"CPU ({platform.processor() or platform.machine()}, {os.cpu_count()} cores)",
+        "device": _device_name(device),
         "versions": {"torch": torch.__version__, "python": platform.python_version()},
         "created": time.strftime("%Y-%m-%d"),
     }
@@ -185,6 +190,49 @@ def pretrain(name: str, device: str = "cpu", models_dir: Path = MODELS_DIR) -> d
         registry[name] = entry
         (models_dir / "registry.json").write_text(json.dumps(registry, indent=2, sort_keys=True) + "\n")
     return entry
+
+
+def replicate_command(name: str, seed: int) -> str:
+    return f"opforce replicate {name} --seeds {seed}"
+
+
+def read_replicates(models_dir: Path = MODELS_DIR) -> dict:
+    """``{model name: {seed (str): entry}}`` of every recorded replicate."""
+    return read_registry(models_dir / REPLICATES)
+
+
+def replicate(name: str, seed: int, device: str = "cpu", models_dir: Path = MODELS_DIR) -> dict:
+    """Repeat the training of ``name`` with ``seed`` and record its metrics (not its weights).
+
+    Seed 0 is the registered model itself. The entry records the sha256 of the registered weights the
+    replicate belongs to, so a replicate of an older model is recognisable after a retraining.
+    """
+    spec = _specs().get(name)
+    if spec is None or spec.replicate is None:
+        replicable = sorted(n for n, s in _specs().items() if s.replicate is not None)
+        raise PretrainedError(f"{name!r} has no replicate training; models that have one: {replicable}")
+    if seed == 0:
+        raise ValueError(f"seed 0 is the registered model itself; replicate {name!r} with seeds 1, 2, ...")
+    registered = read_registry(models_dir / "registry.json").get(name)
+    if registered is None:
+        raise PretrainedError(f"{name!r} has no entry in {models_dir / 'registry.json'}; "
+                              f"train it first with `{rebuild_command(name)}`")
+    t0 = time.perf_counter()
+    metrics = spec.replicate(seed, device)
+    entry = {"metrics": metrics, "model_sha256": registered["sha256"], "wall_time_s": round(time.perf_counter() - t0, 1),
+             "command": replicate_command(name, seed) + (f" --device {device}" if device != "cpu" else ""),
+             "device": _device_name(device), "created": time.strftime("%Y-%m-%d")}
+    with _registry_lock(models_dir):
+        replicates = read_replicates(models_dir)
+        replicates.setdefault(name, {})[str(seed)] = entry
+        (models_dir / REPLICATES).write_text(json.dumps(replicates, indent=2, sort_keys=True) + "\n")
+    return entry
+
+
+def _device_name(device) -> str:
+    if str(device).startswith("cuda"):
+        return torch.cuda.get_device_name(0)
+    return f"CPU ({platform.processor() or platform.machine()}, {os.cpu_count()} cores)"
 
 
 @contextlib.contextmanager

@@ -93,3 +93,31 @@ def test_the_reference_source_has_the_kernels_label_budget():
     y, f, idx = ala2.labelled_set("reference", None, ds, settings=LabelSettings(n_frames=4, repeats=5))
     assert len(idx) == 20 and np.array_equal(y, x[idx]) and np.array_equal(f, -x[idx]) and (np.diff(idx) > 0).all()
     assert len(ala2.labelled_set("reference", None, ds, settings=LabelSettings(n_frames=40, repeats=5))[2]) == 100
+
+
+def test_a_replicate_reruns_the_same_pipeline_with_another_seed(tiny, tmp_path):
+    name = ala2.cg_name("reference")
+    registered = pretrained.pretrain(name, models_dir=tmp_path)
+    assert registered["training"]["labels"]["seed"] == 0 and registered["training"]["cg"]["force_matching"]["seed"] == 0
+    same = ala2._cg_run("reference", None, None, 0, "cpu")[1]
+    assert same["best_val_force_mse"] == registered["metrics"]["best_val_force_mse"]  # seed 0 is the registered run
+    other = pretrained.replicate(name, 1, models_dir=tmp_path)["metrics"]
+    assert other["n_labels"] == registered["metrics"]["n_labels"]
+    assert other["best_val_force_mse"] != registered["metrics"]["best_val_force_mse"]
+    assert set(other["populations"]) == set(registered["metrics"]["populations"])
+
+
+def test_seed_metrics_pool_the_registered_model_and_its_current_replicates():
+    def metrics(a_r):
+        return {"populations": {"αL (φ > 0)": {"mean": 0.02}, "αR": {"mean": a_r}, "β / PII": {"mean": 0.98 - a_r}},
+                "js": {"bond 0-1": {"js": 0.1}, "bond 1-2": {"js": 0.3}, "angle 0-1-2": {"js": 0.05},
+                       "ramachandran": {"js": 0.04}}}
+
+    registry = {name: {"sha256": name, "metrics": metrics(0.3)} for name in ala2.cg_model_names()}
+    replicates = {"ala2-cg-reference": {"1": {"model_sha256": "ala2-cg-reference", "metrics": metrics(0.4)},
+                                        "2": {"model_sha256": "older weights", "metrics": metrics(0.9)}}}
+    table = ala2.seed_metrics(registry, replicates)
+    assert len(table) == 8 and len(ala2.cg_model_names()) == 7
+    ref = table[table.model == "ala2-cg-reference"]
+    assert ref.seed.tolist() == [0, 1] and ref["αR %"].tolist() == pytest.approx([30.0, 40.0])
+    assert ref["mean JS bonds"].tolist() == pytest.approx([0.2, 0.2]) and (table["mean JS angles"] == 0.05).all()

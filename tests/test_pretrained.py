@@ -91,3 +91,54 @@ def test_pretrain_writes_file_and_registry(monkeypatch, tmp_path):
     (tmp_path / "tiny_samples.npz").write_bytes(b"x")
     with pytest.raises(pretrained.PretrainedError, match="tiny_samples.npz is corrupt.*opforce pretrain tiny"):
         pretrained.load_samples("tiny", models_dir=tmp_path)
+
+
+def _replicable(tmp_path, monkeypatch):
+    seeds = []
+
+    def replicate(seed, device):
+        seeds.append(seed)
+        return {"loss": float(seed)}
+
+    spec = pretrained.ModelSpec(train=lambda d: (torch.nn.Linear(2, 1), {"n": 2}, {}, {"loss": 0.0}, None),
+                                build=lambda cfg: torch.nn.Linear(cfg["n"], 1), file="tiny.pt", replicate=replicate)
+    plain = pretrained.ModelSpec(train=spec.train, build=spec.build, file="plain.pt")
+    monkeypatch.setattr(pretrained, "_specs", lambda: {"tiny": spec, "plain": plain})
+    return seeds
+
+
+def test_replicate_records_metrics_of_other_seeds_against_the_registered_weights(monkeypatch, tmp_path):
+    seeds = _replicable(tmp_path, monkeypatch)
+    with pytest.raises(pretrained.PretrainedError, match="opforce pretrain tiny"):
+        pretrained.replicate("tiny", 1, models_dir=tmp_path)  # nothing registered yet
+    registered = pretrained.pretrain("tiny", models_dir=tmp_path)
+    entry = pretrained.replicate("tiny", 2, models_dir=tmp_path)
+    pretrained.replicate("tiny", 3, models_dir=tmp_path)
+    assert seeds == [2, 3] and entry["metrics"] == {"loss": 2.0}
+    assert entry["model_sha256"] == registered["sha256"] and entry["command"] == "opforce replicate tiny --seeds 2"
+    assert set(pretrained.read_replicates(tmp_path)["tiny"]) == {"2", "3"}
+    with pytest.raises(ValueError, match="seed 0 is the registered model"):
+        pretrained.replicate("tiny", 0, models_dir=tmp_path)
+    with pytest.raises(pretrained.PretrainedError, match="no replicate training.*'tiny'"):
+        pretrained.replicate("plain", 1, models_dir=tmp_path)
+
+
+def test_replicate_command_skips_seeds_recorded_for_the_registered_model(monkeypatch, capsys):
+    from opforce_tutorial import cli
+
+    ran = []
+    monkeypatch.setattr(pretrained, "read_registry", lambda *a: {"m": {"sha256": "new"}})
+    monkeypatch.setattr(pretrained, "read_replicates", lambda *a: {"m": {
+        "1": {"model_sha256": "new", "created": "today"}, "2": {"model_sha256": "old", "created": "before"}}})
+
+    def replicate(name, seed, device="cpu"):
+        ran.append(seed)
+        return {"wall_time_s": 1.0, "metrics": {"populations": {"αR": {"mean": 0.3}}}}
+
+    monkeypatch.setattr(pretrained, "replicate", replicate)
+    assert cli.main(["replicate", "m", "--seeds", "1", "2", "3"]) == 0
+    assert ran == [2, 3]  # seed 1 is recorded for these weights; seed 2 belongs to older weights
+    assert "m seed 1: recorded already" in capsys.readouterr().out
+    ran.clear()
+    cli.main(["replicate", "m", "--seeds", "1", "--redo"])
+    assert ran == [1]
