@@ -143,19 +143,28 @@ def seed_metrics(models_registry: dict | None = None, replicates: dict | None = 
 
 
 # ---------------------------------------------------------------------------------- registered models
+def _fit_flow(source: str, noise_std: float, seed: int, device):
+    """The coupling flow or CNF vector field of a label source, trained with ``seed`` (0: the registered one).
+
+    Returns ``(flow, config, settings, metrics)``.
+    """
+    ds = training_frames()
+    if source == "coupling":
+        config = CouplingFlowConfig(bead_types=BEAD_TYPES, **SMALL_COUPLING)
+        settings = CouplingTraining(noise_std=noise_std, n_steps=COUPLING_STEPS, batch_size=256, seed=seed)
+        flow, history = train_coupling_flow(ds.positions, config, settings, device)
+    else:
+        config = EGNNConfig(bead_types=BEAD_TYPES, **SMALL_EGNN)
+        settings = CNFTraining(noise_std=noise_std, prior_std=noise_std, n_steps=CNF_STEPS, batch_size=256, seed=seed)
+        flow, history = train_cnf(ds.positions, config, settings, device)
+    metrics = {"final_val_loss": history["val_loss"][-1], "val_loss": history["val_loss"],
+               "dataset_sha256": _dataset_sha()}
+    return flow, config, settings, metrics
+
+
 def _train_flow(source: str, noise_std: float):
     def train(device):
-        ds = training_frames()
-        if source == "coupling":
-            config = CouplingFlowConfig(bead_types=BEAD_TYPES, **SMALL_COUPLING)
-            settings = CouplingTraining(noise_std=noise_std, n_steps=COUPLING_STEPS, batch_size=256)
-            flow, history = train_coupling_flow(ds.positions, config, settings, device)
-        else:
-            config = EGNNConfig(bead_types=BEAD_TYPES, **SMALL_EGNN)
-            settings = CNFTraining(noise_std=noise_std, prior_std=noise_std, n_steps=CNF_STEPS, batch_size=256)
-            flow, history = train_cnf(ds.positions, config, settings, device)
-        metrics = {"final_val_loss": history["val_loss"][-1], "val_loss": history["val_loss"],
-                   "dataset_sha256": _dataset_sha()}
+        flow, config, settings, metrics = _fit_flow(source, noise_std, 0, device)
         return flow.cpu(), asdict(config), asdict(settings), metrics, None
 
     return train
@@ -212,15 +221,11 @@ def _train_cg(source: str, noise_std: float | None):
 
 def _replicate_cg(source: str, noise_std: float | None):
     def replicate(seed, device):
-        """Metrics of a CG model retrained with ``seed``, its kernel's flow the registered one (fixed)."""
-        from .pretrained import load
-
-        metrics = {}
-        flow = None
+        """Metrics of the whole pipeline of a CG model (its kernel's flow included) rerun with ``seed``."""
+        metrics, flow = {}, None
         if source in ("coupling", "cnf"):
-            flow, entry = load(kernel_name(source, noise_std))
-            flow = flow.to(device)
-            metrics["flow_sha256"] = entry["sha256"]
+            flow, _, _, flow_metrics = _fit_flow(source, noise_std, seed, device)
+            metrics["flow_final_val_loss"] = flow_metrics["final_val_loss"]
         return {**_cg_run(source, noise_std, flow, seed, device)[1], **metrics}
 
     return replicate

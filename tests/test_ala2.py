@@ -121,3 +121,17 @@ def test_seed_metrics_pool_the_registered_model_and_its_current_replicates():
     ref = table[table.model == "ala2-cg-reference"]
     assert ref.seed.tolist() == [0, 1] and ref["αR %"].tolist() == pytest.approx([30.0, 40.0])
     assert ref["mean JS bonds"].tolist() == pytest.approx([0.2, 0.2]) and (table["mean JS angles"] == 0.05).all()
+
+
+def test_a_flow_kernel_replicate_retrains_its_flow_with_the_seed(tiny, tmp_path, monkeypatch):
+    seeds = []
+    train_flow = ala2.train_coupling_flow
+
+    def recorded(positions, config, settings, device):
+        seeds.append(settings.seed)
+        return train_flow(positions, config, settings, device)
+
+    monkeypatch.setattr(ala2, "train_coupling_flow", recorded)
+    pretrained.pretrain(ala2.cg_name("coupling", 0.05), models_dir=tmp_path)
+    entry = pretrained.replicate(ala2.cg_name("coupling", 0.05), 2, models_dir=tmp_path)
+    assert seeds == [0, 2] and np.isfinite(entry["metrics"]["flow_final_val_loss"])
