@@ -59,3 +59,20 @@ def test_integration_by_parts_identity_holds_for_exact_forces_and_flags_wrong_on
     assert all(abs(b["z"]) > 10 for b in bad), bad
     hot = integration_by_parts_check(x, f, 1.3 * kbt)  # labels at the wrong temperature
     assert all(abs(h["z"]) > 10 for h in hot), hot
+
+
+def test_dihedral_integration_by_parts_holds_for_exact_forces_and_flags_wrong_ones():
+    from opforce_tutorial.evaluation import dihedral_integration_by_parts_check
+
+    rng = np.random.default_rng(4)
+    kbt, k = 0.6, 60.0  # stiff enough that no frame comes near a collinear (undefined) dihedral
+    x0 = np.array([[0.0, 1.0, 0], [0, 0, 0], [1.5, 0, 0], [1.8, 0.7, 0.9]])
+    x = rng.normal(scale=np.sqrt(kbt / k), size=(30_000, 4, 3)) + x0
+    f = -k * (x - x0)
+    good = dihedral_integration_by_parts_check(x, f, kbt)
+    assert [g["function"] for g in good] == ["cos dihedral 0-1-2-3", "sin dihedral 0-1-2-3"]
+    assert all(abs(g["z"]) < 4 for g in good), good
+    assert all(abs(b["z"]) > 8 for b in dihedral_integration_by_parts_check(x, 0.7 * f, kbt))
+    assert all(abs(h["z"]) > 6 for h in dihedral_integration_by_parts_check(x, f, 1.3 * kbt))
+    with pytest.raises(ValueError, match="beads ≥ 4"):
+        dihedral_integration_by_parts_check(x[:, :3], f[:, :3], kbt)
