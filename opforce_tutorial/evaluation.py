@@ -10,6 +10,8 @@ observable's Jensen–Shannon divergence next to its finite-sample floor: the JS
 independent samples from the reference itself would show.
 
 Basin populations (alanine dipeptide β/PII, αR, αL) come with block errors (:func:`basin_populations`).
+Forces are checked without any model by integration by parts, ⟨F·∇h⟩ = −k_BT⟨Δh⟩, along the bonds
+(:func:`integration_by_parts_check`) and along the dihedrals (:func:`dihedral_integration_by_parts_check`).
 """
 
 from __future__ import annotations
