@@ -135,3 +135,23 @@ def test_a_flow_kernel_replicate_retrains_its_flow_with_the_seed(tiny, tmp_path,
     pretrained.pretrain(ala2.cg_name("coupling", 0.05), models_dir=tmp_path)
     entry = pretrained.replicate(ala2.cg_name("coupling", 0.05), 2, models_dir=tmp_path)
     assert seeds == [0, 2] and np.isfinite(entry["metrics"]["flow_final_val_loss"])
+
+
+def test_seed_spread_plot_draws_one_dot_per_seed_and_the_data_band():
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import pandas as pd
+
+    from opforce_tutorial import plotting
+
+    metrics = pd.DataFrame({"model": ["a", "a", "b"], "seed": [0, 1, 0], "αR %": [30.0, 40.0, 20.0],
+                            "JS ramachandran": [0.05, 0.06, 0.07]})
+    fig = plotting.plot_seed_spread(metrics, {"a": "noise σ=0.05", "b": "cnf σ=0.05"},
+                                    {"αR": {"mean": 0.31, "block_error": 0.01}}, columns=("αR %", "JS ramachandran"))
+    population, js = fig.axes
+    dots = [line for line in population.lines if line.get_marker() == "o"]
+    assert [len(d.get_ydata()) for d in dots] == [2, 1] and list(dots[0].get_ydata()) == [30.0, 40.0]
+    band = population.patches[0]
+    assert (band.get_y(), band.get_y() + band.get_height()) == pytest.approx((29.0, 33.0))  # data ± 2 block errors, in %
+    assert not js.patches and [t.get_text() for t in js.get_xticklabels()] == ["noise σ=0.05", "cnf σ=0.05"]
