@@ -24,9 +24,9 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from .cg import ForceMatchingSettings, PriorEnergy, SchNetConfig, SchNetEnergy
+from .cg import ForceMatchingSettings, PriorEnergy, SchNetConfig, SchNetEnergy, fit_priors
 from .cg.network import CGModel
-from .cg.pipeline import CGRunSettings, run_label_source
+from .cg.pipeline import CGRunSettings, run_label_source, simulate_cg
 from .cg.training import validation_mask
 from .data.dataset import load_dataset, registry_entry, verified_path
 from .evaluation import ReferenceHistograms, basin_populations, chain_observables, evaluate
@@ -106,6 +106,18 @@ def reference_histograms() -> ReferenceHistograms:
 def score(trajectory, reference: ReferenceHistograms) -> dict:
     """JS divergences (with floors) of every observable and basin populations of a CG trajectory."""
     return {"js": evaluate(trajectory, reference), "populations": basin_populations(trajectory)}
+
+
+def prior_only_trajectory(progress: bool = False) -> np.ndarray:
+    """The baseline of every CG model: its prior alone (fitted to the training frames, no network),
+    simulated with the chapter's simulation settings (:data:`CG_SETTINGS`, seed 0).
+
+    What a trained model adds to the global free energy is measured against this.
+    """
+    ds = training_frames()
+    kbt = thermal_energy(ds.temperature)
+    prior, _ = fit_priors(ds.positions, kbt)
+    return simulate_cg(prior, ds.positions, kbt, ds.bead_masses, CG_SETTINGS, progress=progress)
 
 
 def cg_model_names() -> list[str]:

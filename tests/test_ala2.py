@@ -155,3 +155,8 @@ def test_seed_spread_plot_draws_one_dot_per_seed_and_the_data_band():
     band = population.patches[0]
     assert (band.get_y(), band.get_y() + band.get_height()) == pytest.approx((29.0, 33.0))  # data ± 2 block errors, in %
     assert not js.patches and [t.get_text() for t in js.get_xticklabels()] == ["noise σ=0.05", "cnf σ=0.05"]
+
+
+def test_prior_only_baseline_simulates_the_fitted_prior_with_the_chapter_settings(tiny):
+    traj = ala2.prior_only_trajectory()
+    assert traj.shape == (4, 4, 5, 3) and traj.dtype == np.float32 and np.isfinite(traj).all()
