@@ -128,22 +128,19 @@ def cg_model_names() -> list[str]:
 def seed_metrics(models_registry: dict | None = None, replicates: dict | None = None):
     """Every CG model's scores per training seed, one row per (model, seed), as a DataFrame.
 
-    Seed 0 is the registered model (``models/registry.json``); other seeds are its replicates
-    (``opforce replicate``, ``models/replicates.json``) recorded for the same registered weights; a
-    replicate of older weights is left out. Columns: basin populations (%), Ramachandran JS and the mean
-    JS over the bonds and over the angles (nats).
+    Seed 0 is the registered model (``models/registry.json``); other seeds are its replicates recorded
+    for the same registered weights (``opforce replicate``, :func:`~.pretrained.replicates_of`).
+    Columns: basin populations (%), Ramachandran JS and the mean JS over the bonds and over the angles (nats).
     """
     import pandas as pd
 
-    from .pretrained import read_registry, read_replicates
+    from .pretrained import read_registry, read_replicates, replicates_of
 
     registry = read_registry() if models_registry is None else models_registry
-    replicates = read_replicates() if replicates is None else replicates
+    replicates = replicates_of(registry, read_replicates() if replicates is None else replicates)
     rows = []
     for name in cg_model_names():
-        entry = registry[name]
-        runs = {0: entry["metrics"]} | {int(seed): r["metrics"] for seed, r in replicates.get(name, {}).items()
-                                        if r["model_sha256"] == entry["sha256"]}
+        runs = {0: registry[name]["metrics"]} | {int(seed): r["metrics"] for seed, r in replicates.get(name, {}).items()}
         for seed, m in sorted(runs.items()):
             js = m["js"]
             rows.append({"model": name, "seed": seed,

@@ -181,10 +181,9 @@ def _replicate(args) -> int:
     from . import pretrained
 
     for name in args.name:
-        registered = pretrained.read_registry().get(name, {}).get("sha256")
         for seed in args.seeds:
-            done = pretrained.read_replicates().get(name, {}).get(str(seed))
-            if done and done["model_sha256"] == registered and not args.redo:
+            done = pretrained.current_replicates().get(name, {}).get(str(seed))
+            if done and not args.redo:
                 print(f"{name} seed {seed}: recorded already ({done['created']}); --redo to rerun")
                 continue
             entry = pretrained.replicate(name, seed, device=args.device)

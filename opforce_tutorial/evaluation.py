@@ -178,7 +178,6 @@ def integration_by_parts_check(positions, forces, kbt: float, pairs=None, n_bloc
     return out
 
 
-
 def dihedral_integration_by_parts_check(positions, forces, kbt: float, n_blocks: int = 10,
                                         batch_size: int = 8192) -> list[dict]:
     r"""The identity of :func:`integration_by_parts_check` along the chain's dihedrals.

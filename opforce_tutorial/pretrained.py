@@ -201,6 +201,17 @@ def read_replicates(models_dir: Path = MODELS_DIR) -> dict:
     return read_registry(models_dir / REPLICATES)
 
 
+def replicates_of(registry: dict, replicates: dict) -> dict:
+    """The replicates recorded for the weights in ``registry`` (a retraining leaves older ones behind)."""
+    return {name: {seed: r for seed, r in runs.items() if r["model_sha256"] == registry.get(name, {}).get("sha256")}
+            for name, runs in replicates.items()}
+
+
+def current_replicates(models_dir: Path = MODELS_DIR) -> dict:
+    """:func:`replicates_of` the registered models in ``models_dir``."""
+    return replicates_of(read_registry(models_dir / "registry.json"), read_replicates(models_dir))
+
+
 def replicate(name: str, seed: int, device: str = "cpu", models_dir: Path = MODELS_DIR) -> dict:
     """Repeat the training of ``name`` with ``seed`` and record its metrics (not its weights).
 
