@@ -152,12 +152,12 @@ def seed_metrics(models_registry: dict | None = None, replicates: dict | None = 
 
 
 # ---------------------------------------------------------------------------------- registered models
-def _fit_flow(source: str, noise_std: float, seed: int, device):
-    """The coupling flow or CNF vector field of a label source, trained with ``seed`` (0: the registered one).
+def _fit_flow(ds, source: str, noise_std: float, seed: int, device):
+    """The coupling flow or CNF vector field of a label source, trained on the frames of ``ds``
+    (:func:`training_frames`) with ``seed`` (0: the registered one).
 
     Returns ``(flow, config, settings, metrics)``.
     """
-    ds = training_frames()
     if source == "coupling":
         config = CouplingFlowConfig(bead_types=BEAD_TYPES, **SMALL_COUPLING)
         settings = CouplingTraining(noise_std=noise_std, n_steps=COUPLING_STEPS, batch_size=256, seed=seed)
@@ -173,7 +173,7 @@ def _fit_flow(source: str, noise_std: float, seed: int, device):
 
 def _train_flow(source: str, noise_std: float):
     def train(device):
-        flow, config, settings, metrics = _fit_flow(source, noise_std, 0, device)
+        flow, config, settings, metrics = _fit_flow(training_frames(), source, noise_std, 0, device)
         return flow.cpu(), asdict(config), asdict(settings), metrics, None
 
     return train
@@ -197,8 +197,9 @@ def models_trained_on_other_data(models_registry: dict | None = None) -> list[st
                   if name.startswith("ala2-") and entry.get("metrics", {}).get("dataset_sha256") != current)
 
 
-def _cg_run(source: str, noise_std: float | None, flow, seed: int, device):
-    """Labels → CG model → simulation → scores for one label source, every random choice seeded by ``seed``.
+def _cg_run(ds, source: str, noise_std: float | None, flow, seed: int, device):
+    """Labels → CG model → simulation → scores for one label source on the frames of ``ds``
+    (:func:`training_frames`), every random choice seeded by ``seed``.
 
     ``seed`` picks the labelled frames and kernel draws, the network's initialisation and batches, and the
     simulation's starts and noise; seed 0 is the registered model. Returns ``(CGRun, metrics, settings)``.
@@ -221,7 +222,8 @@ def _train_cg(source: str, noise_std: float | None):
         from .pretrained import load_or_train
 
         flow = load_or_train(kernel_name(source, noise_std), device=device) if source in ("coupling", "cnf") else None
-        run, metrics, training = _cg_run(source, noise_std, None if flow is None else flow.to(device), 0, device)
+        flow = None if flow is None else flow.to(device)
+        run, metrics, training = _cg_run(training_frames(), source, noise_std, flow, 0, device)
         config = {"n_beads": 5, "n_fourier": run.model.prior.n_fourier, "schnet": asdict(run.model.net.config)}
         return run.model.cpu(), config, training, metrics, run.trajectory
 
@@ -231,11 +233,11 @@ def _train_cg(source: str, noise_std: float | None):
 def _replicate_cg(source: str, noise_std: float | None):
     def replicate(seed, device):
         """Metrics of the whole pipeline of a CG model (its kernel's flow included) rerun with ``seed``."""
-        metrics, flow = {}, None
+        ds, metrics, flow = training_frames(), {}, None
         if source in ("coupling", "cnf"):
-            flow, _, _, flow_metrics = _fit_flow(source, noise_std, seed, device)
+            flow, _, _, flow_metrics = _fit_flow(ds, source, noise_std, seed, device)
             metrics["flow_final_val_loss"] = flow_metrics["final_val_loss"]
-        return {**_cg_run(source, noise_std, flow, seed, device)[1], **metrics}
+        return {**_cg_run(ds, source, noise_std, flow, seed, device)[1], **metrics}
 
     return replicate
 

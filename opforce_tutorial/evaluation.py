@@ -186,10 +186,15 @@ def dihedral_integration_by_parts_check(positions, forces, kbt: float, n_blocks:
     ⟨F · ∇h⟩ = −k_BT ⟨Δh⟩ (Δ the Laplacian over all bead coordinates). With h = cos θ and h = sin θ of
     every dihedral θ of the chain (for alanine dipeptide φ and ψ), it tests the forces along the slow
     coordinates that set the basin populations, which the bond check does not see. ∇h and Δh are
-    computed by automatic differentiation (float64). Returns one row per test function, as
-    :func:`integration_by_parts_check`.
+    computed from θ's own gradient and Laplacian by the chain rule,
+
+    .. math:: ∇\cos θ = -\sin θ\,∇θ, \quad Δ\cos θ = -\cos θ\,|∇θ|^2 - \sin θ\,Δθ,
+              \qquad ∇\sin θ = \cos θ\,∇θ, \quad Δ\sin θ = -\sin θ\,|∇θ|^2 + \cos θ\,Δθ,
+
+    with ∇θ and Δθ of all dihedrals at once by automatic differentiation (float64). Returns one row per
+    test function, as :func:`integration_by_parts_check`.
     """
-    from torch.func import grad, hessian, vmap
+    from torch.func import jacfwd, jacrev, vmap
 
     x = torch.as_tensor(np.asarray(positions), dtype=torch.float64)
     f = np.asarray(forces, dtype=np.float64)
@@ -197,19 +202,27 @@ def dihedral_integration_by_parts_check(positions, forces, kbt: float, n_blocks:
         raise ValueError(f"positions {tuple(x.shape)} and forces {f.shape} must be (n, beads ≥ 4, 3)")
     quads = chain_indices(x.shape[1], 4)
     n_coords = 3 * x.shape[1]
+
+    def theta(frame):
+        return dihedral_angles(frame, quads)
+
+    def laplacian(frame):  # (dihedrals,): trace of each dihedral's Hessian
+        return jacfwd(jacrev(theta))(frame).reshape(len(quads), n_coords, n_coords).diagonal(dim1=1, dim2=2).sum(-1)
+
+    angles, grads, laps = [], [], []
+    for chunk in torch.split(x, batch_size):
+        angles.append(theta(chunk).numpy())
+        grads.append(vmap(jacrev(theta))(chunk).numpy())  # (n, dihedrals, beads, 3)
+        laps.append(vmap(laplacian)(chunk).numpy())
+    th, g, lap = np.concatenate(angles), np.concatenate(grads), np.concatenate(laps)
+    f_dot_g = np.einsum("nbk,ndbk->nd", f, g)
+    g2 = np.einsum("ndbk,ndbk->nd", g, g)
+    cos, sin = np.cos(th), np.sin(th)
+    tests = {"cos": (-sin * f_dot_g, -cos * g2 - sin * lap), "sin": (cos * f_dot_g, -sin * g2 + cos * lap)}
     out = []
     for d, quad in enumerate(quads.tolist()):
-        for name, trig in (("cos", torch.cos), ("sin", torch.sin)):
-            def h(frame, d=d, trig=trig):
-                return trig(dihedral_angles(frame, quads)[d])
-
-            lap = vmap(lambda frame: hessian(h)(frame).reshape(n_coords, n_coords).trace())
-            grads, laps = [], []
-            for chunk in torch.split(x, batch_size):
-                grads.append(vmap(grad(h))(chunk).numpy())
-                laps.append(lap(chunk).numpy())
-            lhs = np.einsum("nbk,nbk->n", f, np.concatenate(grads))
-            rhs = -kbt * np.concatenate(laps)
+        for name, (f_grad_h, lap_h) in tests.items():
+            lhs, rhs = f_grad_h[:, d], -kbt * lap_h[:, d]
             diff, err = block_mean(lhs - rhs, n_blocks)
             out.append({"function": f"{name} dihedral {'-'.join(map(str, quad))}", "<F·∇h>": float(lhs.mean()),
                         "-kBT <Δh>": float(rhs.mean()), "difference": diff, "block error": err,

@@ -99,7 +99,7 @@ def test_a_replicate_reruns_the_same_pipeline_with_another_seed(tiny, tmp_path):
     name = ala2.cg_name("reference")
     registered = pretrained.pretrain(name, models_dir=tmp_path)
     assert registered["training"]["labels"]["seed"] == 0 and registered["training"]["cg"]["force_matching"]["seed"] == 0
-    same = ala2._cg_run("reference", None, None, 0, "cpu")[1]
+    same = ala2._cg_run(ala2.training_frames(), "reference", None, None, 0, "cpu")[1]
     assert same["best_val_force_mse"] == registered["metrics"]["best_val_force_mse"]  # seed 0 is the registered run
     other = pretrained.replicate(name, 1, models_dir=tmp_path)["metrics"]
     assert other["n_labels"] == registered["metrics"]["n_labels"]

@@ -134,15 +134,16 @@ def test_copies_in_one_system_feel_the_lone_molecules_forces(tmp_path):
     md = CopiesMD(tmp_path, CopiesConfig(system="ala2", n_copies=3, spacing_nm=10.0, save_every_ps=0.1))
     assert md.system.getNumParticles() == 3 * 22
     md.integrator.step(50)  # copies now differ from each other
-    cg, mapped = md.frame()
-    assert cg.shape == mapped.shape == (3, 5, 3)
+    cg, mapped, energy = md.frame()
+    assert cg.shape == mapped.shape == (3, 5, 3) and energy.shape == (3,)
     xyz = md.context.getState(getPositions=True).getPositions(asNumpy=True).value_in_unit(u.nanometer).reshape(3, 22, 3)
     lone = mm.Context(md.mol.system, mm.VerletIntegrator(0.001), mm.Platform.getPlatformByName("Reference"))
     for k in range(3):
         lone.setPositions(xyz[k])
         f = lone.getState(getForces=True).getForces(asNumpy=True).value_in_unit(u.kilojoule_per_mole / u.nanometer)
         expected = md.force_map.map_forces(f) * FORCE_KJ_NM_TO_KCAL_A
-        # the other copies (10 nm away, screened by the solvent) and the restraint (left out) change nothing
+        e = lone.getState(getEnergy=True).getPotentialEnergy().value_in_unit(u.kilocalorie_per_mole)
+        assert energy[k] == pytest.approx(e, abs=1e-4)  # the lone molecule's energy, kcal/mol        # the other copies (10 nm away, screened by the solvent) and the restraint (left out) change nothing
         assert np.abs(mapped[k] - expected).max() < 1e-3 * np.abs(expected).max()
         # positions are relative to the copy's lattice site, in Å
         assert np.allclose(cg[k], (xyz[k][md.mol.bead_atoms] - md.sites[k]) * 10.0, atol=1e-4)
@@ -161,7 +162,7 @@ def test_copies_run_resumes_and_stops_on_time(tmp_path):
     run.run(0.0008, progress=False)
     chunks = sorted(tmp_path.glob("chunk_*.npz"))
     assert np.concatenate([np.load(c)["iteration"] for c in chunks]).tolist() == list(range(1, 9))
-    assert np.load(chunks[0])["cg_positions"].shape == (3, 2, 5, 3)
+    assert np.load(chunks[0])["cg_positions"].shape == (3, 2, 5, 3) and np.load(chunks[0])["energy_kcal"].shape == (3, 2)
     assert CopiesMD(tmp_path).run(1.0, max_minutes=0.0, progress=False) > 0  # one frame, then a clean stop
     assert CopiesMD(tmp_path).iteration == 9
     with pytest.raises(ValueError, match="different configuration"):
@@ -196,6 +197,7 @@ def test_copies_start_from_the_frames_closest_to_a_reference(tmp_path):
     assert its[0] == 50 and starts.shape == (4, 8, 3) and np.allclose(starts[0], aa[4] / 10.0, atol=1e-6)
     d = rmsd(aa[:, beads].astype(float), near)
     assert its[1] == 10 * (np.argsort(d)[1] + 1)  # the second half of the starts: second-closest, then spread
+    assert start_structures(tmp_path, 1, near, beads)[1] == [50]  # a single start is the closest frame
     compact, its_rg = start_structures(tmp_path, 4)
     rg = np.sqrt(((aa - aa.mean(1, keepdims=True)) ** 2).sum(-1).mean(-1))
     assert its_rg[0] == 10 * (np.argmin(rg) + 1)

@@ -21,7 +21,10 @@ check that every copy's mapped forces equal those of the lone molecule to a smal
 Every copy is its own trajectory; all copies share temperature, friction and time step. Frames are
 saved every ``save_every_ps`` in chunk files ``chunk_<first iteration>.npz`` with CG positions (Å,
 relative to the copy's lattice site) and mapped CG forces (kcal/mol/Å), shaped (frames, copies,
-beads, 3); each chunk is followed by an atomic checkpoint, as in :mod:`.remd`.
+beads, 3), and every copy's potential energy as a lone molecule (kcal/mol, shaped (frames, copies);
+evaluated in a separate one-molecule context, so neither the restraint nor the other copies enter it:
+the energy that reweighting to another temperature needs); each chunk is followed by an atomic
+checkpoint, as in :mod:`.remd`.
 """
 
 from __future__ import annotations
@@ -39,7 +42,7 @@ import openmm.unit as u
 from tqdm.auto import tqdm
 
 from ..storage import atomic_savez
-from ..units import ANGSTROM_PER_NM
+from ..units import ANGSTROM_PER_NM, KJ_PER_KCAL
 from .molecules import SYSTEMS
 from .remd import FORCE_KJ_NM_TO_KCAL_A, log_invocation, run_config
 
@@ -105,7 +108,7 @@ def start_structures(run_dir: str | Path, n: int, near: np.ndarray | None = None
     so the copies' frames are equilibrium frames even where the copies themselves cross barriers
     rarely; the starts set how well slow basins are represented (see ``data/README.md``).
 
-    Otherwise half are the most compact frames (smallest radius of gyration of the whole molecule, so
+    Otherwise half (rounded up, so a single start is the closest frame) are the most compact frames (smallest radius of gyration of the whole molecule, so
     starts near folded states come from the run itself) or, given ``near`` (bead positions in Å, e.g. a
     folded reference) and the ``bead_atoms``, the frames closest to it by bead RMSD; the rest are evenly
     spaced in time over the run. Such starts are not an equilibrium sample: reweight (an MSM) after.
@@ -131,7 +134,7 @@ def start_structures(run_dir: str | Path, n: int, near: np.ndarray | None = None
         from .folding import rmsd
 
         closeness = rmsd(xyz[:, bead_atoms] * ANGSTROM_PER_NM, near)
-    compact = list(np.argsort(closeness)[: n // 2])
+    compact = list(np.argsort(closeness)[: n - n // 2])
     rest = [i for i in np.linspace(0, len(xyz) - 1, len(xyz)).astype(int) if i not in compact]
     spread = [rest[int(j)] for j in np.linspace(0, len(rest) - 1, n - len(compact))] if n > len(compact) else []
     chosen = compact + spread
@@ -213,6 +216,7 @@ class CopiesMD:
                                                       cfg.timestep_fs * u.femtosecond)
         self.integrator.setRandomNumberSeed((cfg.seed * 7919 + self.iteration * 131) % 2_000_000_000 + 1)
         self.context = mm.Context(self.system, self.integrator, plat, props)
+        self.lone = mm.Context(self.mol.system, mm.VerletIntegrator(cfg.timestep_fs * u.femtosecond), plat, props)
         if self.positions is None:
             self.context.setPositions(self._initial_positions() * u.nanometer)
             if not cfg.start_from:
@@ -229,13 +233,18 @@ class CopiesMD:
                      velocities=st.getVelocities(asNumpy=True).value_in_unit(u.nanometer / u.picosecond))
 
     def frame(self) -> tuple[np.ndarray, np.ndarray]:
-        """CG positions (copies, beads, 3) in Å relative to each site, and mapped forces in kcal/mol/Å."""
+        """CG positions (copies, beads, 3) in Å relative to each site, mapped forces in kcal/mol/Å, and
+        every copy's lone-molecule potential energy (copies,) in kcal/mol."""
         st = self.context.getState(getPositions=True, getForces=True, groups=set(range(RESTRAINT_GROUP)))
         shape = (self.config.n_copies, self.n_atoms, 3)
         xyz = st.getPositions(asNumpy=True).value_in_unit(u.nanometer).reshape(shape)
         f = st.getForces(asNumpy=True).value_in_unit(u.kilojoule_per_mole / u.nanometer).reshape(shape)
         cg = (self.force_map.map_positions(xyz) - self.sites[:, None, :]) * ANGSTROM_PER_NM
-        return cg, self.force_map.map_forces(f) * FORCE_KJ_NM_TO_KCAL_A
+        energy = np.empty(self.config.n_copies)
+        for k in range(self.config.n_copies):
+            self.lone.setPositions(xyz[k])
+            energy[k] = self.lone.getState(getEnergy=True).getPotentialEnergy().value_in_unit(u.kilojoule_per_mole)
+        return cg, self.force_map.map_forces(f) * FORCE_KJ_NM_TO_KCAL_A, energy / KJ_PER_KCAL
 
     def run(self, target_ns: float, max_minutes: float | None = None, progress: bool = True) -> float:
         """Extend every copy to ``target_ns`` ns, or stop cleanly after ``max_minutes``; returns ns/day per copy."""
@@ -244,7 +253,7 @@ class CopiesMD:
         deadline = None if max_minutes is None else time.monotonic() + 60.0 * max_minutes
         log_invocation(self.out, f"{cfg.n_copies} copies on {cfg.platform}: extend from frame {self.iteration} "
                                  f"to {n_total} ({target_ns} ns per copy)")
-        its, pos, frc = [], [], []
+        its, pos, frc, ene = [], [], [], []
         t0, it0 = time.perf_counter(), self.iteration
         bar = tqdm(total=n_total, initial=self.iteration, desc=f"MD {cfg.system} ({cfg.n_copies} copies)",
                    unit="frame", disable=not progress, mininterval=5.0)
@@ -252,16 +261,18 @@ class CopiesMD:
         while self.iteration < n_total:
             self.integrator.step(cfg.steps_per_frame)
             self.iteration += 1
-            x, f = self.frame()
+            x, f, e = self.frame()
             its.append(self.iteration)
             pos.append(x)
             frc.append(f)
+            ene.append(e)
             out_of_time = deadline is not None and time.monotonic() > deadline
             if len(its) == cfg.chunk_frames or self.iteration == n_total or out_of_time:
                 atomic_savez(self.out / f"chunk_{its[0]:08d}.npz", iteration=np.array(its),
-                             cg_positions=np.array(pos, dtype=np.float32), cg_forces=np.array(frc, dtype=np.float32))
+                             cg_positions=np.array(pos, dtype=np.float32), cg_forces=np.array(frc, dtype=np.float32),
+                             energy_kcal=np.array(ene, dtype=np.float32))
                 self._save_checkpoint()
-                its, pos, frc = [], [], []
+                its, pos, frc, ene = [], [], [], []
             bar.update(1)
             rate = (self.iteration - it0) * cfg.save_every_ps * 1e-3 / max(time.perf_counter() - t0, 1e-9) * 86400
             bar.set_postfix(ns_day_per_copy=f"{rate:.0f}", ns_day_total=f"{rate * cfg.n_copies:.0f}", refresh=False)
