@@ -132,3 +132,41 @@ def test_force_matching_learns_the_residual_stops_early_and_resumes(tmp_path):
     assert hist3["stopped_early"] and hist3["step"][-1] < 400
     with pytest.raises(ValueError, match="non-finite"):
         train_cg_model(np.full_like(x, np.nan), f, prior, cfg, settings, progress=False)
+
+
+def test_weight_average_follows_its_formula_with_warm_up():
+    from opforce_tutorial.kernels.training import update_average
+
+    model = torch.nn.Linear(2, 1)
+    with torch.no_grad():
+        model.weight.fill_(1.0)
+    avg = update_average(None, model, 0.99, 1)
+    assert torch.equal(avg["weight"], model.weight.detach())  # starts at the first iterate
+    with torch.no_grad():
+        model.weight.fill_(3.0)
+    update_average(avg, model, 0.99, 2)  # warm-up: d = min(0.99, 3/12) = 0.25
+    assert torch.allclose(avg["weight"], torch.full((1, 2), 0.25 * 1.0 + 0.75 * 3.0))
+    update_average(avg, model, 0.5, 10_000)  # late: d = the decay
+    assert torch.allclose(avg["weight"], torch.full((1, 2), 0.5 * 2.5 + 0.5 * 3.0))
+    assert avg["weight"].data_ptr() != model.weight.data_ptr()  # a copy, not the live weights
+
+
+def test_force_matching_with_weight_averaging_keeps_the_average_and_resumes_exactly(tmp_path):
+    x, f = _harmonic_labelled_set()
+    prior = toy_prior(4)
+    cfg = SchNetConfig(bead_types=[0, 1, 2, 3], hidden=16, n_interactions=1, n_rbf=8)
+    settings = ForceMatchingSettings(n_steps=200, batch_size=64, lr=3e-3, eval_every=50, checkpoint_every=100,
+                                     patience=None, ema_decay=0.99)
+    model, hist = train_cg_model(x, f, prior, cfg, settings, progress=False)
+    last = ForceMatchingSettings(**{**settings.__dict__, "ema_decay": None})
+    model_last, hist_last = train_cg_model(x, f, prior, cfg, last, progress=False)
+    assert hist["train_loss"] == hist_last["train_loss"]  # the same iterates: averaging only reads them
+    val = torch.as_tensor(x[int(0.9 * len(x)):])
+    mse = float(((model.forces(val) - torch.as_tensor(f[int(0.9 * len(x)):])) ** 2).mean())
+    assert mse == pytest.approx(hist["val_loss"][-1], rel=1e-4)  # validated and returned: the average
+    assert not torch.allclose(model.forces(val), model_last.forces(val))
+    ckpt = str(tmp_path / "ema.pt")
+    train_cg_model(x, f, prior, cfg, ForceMatchingSettings(**{**settings.__dict__, "n_steps": 100}),
+                   checkpoint=ckpt, progress=False)  # interrupted after 100 steps
+    resumed, hist_resumed = train_cg_model(x, f, prior, cfg, settings, checkpoint=ckpt, progress=False)
+    assert hist_resumed == hist and torch.equal(resumed.forces(val), model.forces(val))

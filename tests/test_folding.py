@@ -56,8 +56,9 @@ def test_transitions_need_commitment_to_the_other_core():
     assert count_transitions(folded[:0], unfolded[:0]) == (0, 0)
 
 
-def _two_state_runs(tmp_path, rng, n_copies=6, n_frames=1500, p_fold=0.01, p_unfold=0.02):
-    """A copies run whose copies jump between a hairpin and coils by a Markov chain: π(folded) = 1/3."""
+def _two_state_runs(tmp_path, rng, n_copies=6, n_frames=1500, p_fold=0.01, p_unfold=0.02, energies=False):
+    """A copies run whose copies jump between a hairpin and coils by a Markov chain: π(folded) = 1/3;
+    with ``energies``, each copy's potential energy is −10 kcal/mol folded, 0 unfolded, plus noise."""
     run = tmp_path / "runs" / "cln025_340K_toy"
     run.mkdir(parents=True)
     json.dump({"n_copies": n_copies, "temperature": 340.0, "save_every_ps": 10.0}, open(run / "run.json", "w"))
@@ -69,9 +70,11 @@ def _two_state_runs(tmp_path, rng, n_copies=6, n_frames=1500, p_fold=0.01, p_unf
     coils = _coil(rng, n_frames * n_copies).reshape(n_frames, n_copies, 10, 3)
     hairpins = HAIRPIN + rng.normal(scale=0.25, size=(n_frames, n_copies, 10, 3))
     pos = np.where(states[..., None, None], hairpins, coils).astype(np.float32)
+    energy = (np.where(states, -10.0, 0.0) + rng.normal(scale=3.0, size=states.shape)).astype(np.float32)
     for start in range(0, n_frames, 500):
+        extra = {"energy_kcal": energy[start:start + 500]} if energies else {}
         np.savez(run / f"chunk_{start + 1:08d}.npz", iteration=np.arange(start + 1, start + 501),
-                 cg_positions=pos[start:start + 500], cg_forces=np.zeros_like(pos[start:start + 500]))
+                 cg_positions=pos[start:start + 500], cg_forces=np.zeros_like(pos[start:start + 500]), **extra)
     return run, states
 
 
@@ -97,7 +100,9 @@ def test_msm_recovers_the_folded_population_and_weights_frames():
 
 def test_chignolin_build_ships_weights_reference_and_report(tmp_path):
     rng = np.random.default_rng(3)
-    run, _ = _two_state_runs(tmp_path, rng, n_copies=4, n_frames=1000)
+    run, states = _two_state_runs(tmp_path, rng, n_copies=4, n_frames=1000, energies=True)
+    trajs = load_trajectories([run])
+    assert trajs[1].energies.shape == (1000,) and trajs[1].energies[states[:, 1]].mean() < -8  # per copy, kcal/mol
     data_dir = tmp_path / "data"
     entry = write_folding_results([run], ["TYR"] * 10, data_dir)
     ds = load_dataset("cln025", data_dir=data_dir)
@@ -107,6 +112,10 @@ def test_chignolin_build_ships_weights_reference_and_report(tmp_path):
     assert rmsd(ref[None], HAIRPIN)[0] < 0.3
     report = json.loads((data_dir / "cln025_folding.json").read_text())
     assert report["total_ns"] == pytest.approx(40.0) and len(report["per_trajectory"]) == 4
+    melting = report["melting"]  # from the saved energies: folding lowers U by 10 kcal/mol, so heating melts
+    assert len(melting["trajectories"]) == 4 and melting["delta_u_folded_minus_unfolded_kcal"] == pytest.approx(-10, abs=0.5)
+    curve = {row["T_K"]: row["folded_fraction"] for row in melting["curve"]}
+    assert curve[340.0] == pytest.approx(report["msm"]["folded_fraction"], abs=1e-4) and curve[300.0] > curve[380.0]
     registry = json.loads((data_dir / "registry.json").read_text())
     assert {"cln025", "cln025-histograms", "cln025-folded-reference", "cln025-folding-report"} <= set(registry)
     # the reference histograms are those of the MSM-weighted frames
@@ -147,7 +156,32 @@ def test_folding_and_copies_commands(tmp_path, capsys):
     assert main(["data", "folding", str(run)]) == 0
     report = json.loads(capsys.readouterr().out)
     assert report["trajectories"] == 4 and report["foldings"] + report["unfoldings"] > 10
+    assert "melting" not in report  # these runs saved no energies
     assert main(["data", "copies", "ala2", "--probe", "1", "--interval-ps", "0.1"]) == 0
     row = json.loads(capsys.readouterr().out.strip().splitlines()[-1])
     assert row["n_copies"] == 1 and row["ns_day_per_copy"] > 0
     assert main(["data", "copies", "ala2"]) == 2
+
+
+def test_melting_curve_reweights_each_state_exactly_for_gaussian_energies():
+    from opforce_tutorial.data.folding import melting_curve
+    from opforce_tutorial.units import KB_KCAL_PER_MOL_K
+
+    rng = np.random.default_rng(5)
+    t0, p0, mu_f, mu_u, sd = 340.0, 0.2, -15.0, 0.0, 6.0  # kcal/mol: folding lowers the energy
+    folded = rng.random(40_000) < 0.3  # the frames' mix need not be the equilibrium one: only K(T0) sets it
+    energy = np.where(folded, mu_f, mu_u) + sd * rng.standard_normal(len(folded))
+    temps = np.arange(300.0, 381.0, 10.0)
+    curve = melting_curve([energy[:25_000], energy[25_000:]], [folded[:25_000], folded[25_000:]], t0, p0, 0.01, temps)
+    dbeta = 1 / (KB_KCAL_PER_MOL_K * temps) - 1 / (KB_KCAL_PER_MOL_K * t0)
+    exact = 1 / (1 + (1 - p0) / p0 * np.exp(dbeta * (mu_f - mu_u)))  # equal widths: the σ² terms cancel
+    assert curve.folded_fraction[temps == t0][0] == pytest.approx(p0)
+    assert np.all(np.abs(curve.folded_fraction - exact) < 3 * curve.folded_fraction_err + 0.005)
+    assert (np.diff(curve.folded_fraction) < 0).all()  # melts on heating
+    t_mid = 1 / (KB_KCAL_PER_MOL_K * (1 / (KB_KCAL_PER_MOL_K * t0) + np.log(p0 / (1 - p0)) / (mu_f - mu_u)))
+    assert curve.midpoint() == pytest.approx(t_mid, abs=2.0)  # 320 K
+    assert curve.delta_u == pytest.approx(mu_f - mu_u, abs=0.2) and curve.delta_u_err < 0.2
+    far = melting_curve([energy], [folded], t0, p0, 0.01, [150.0, 340.0], min_ess=50)
+    assert far.reliable.tolist() == [False, True] and far.ess_folded[1] == pytest.approx(folded.sum())
+    with pytest.raises(ValueError, match="both the folded and the unfolded"):
+        melting_curve([energy], [np.zeros(len(energy), bool)], t0, p0, 0.01, temps)

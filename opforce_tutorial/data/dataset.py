@@ -108,6 +108,7 @@ class Trajectory:
     temperature: float
     save_interval_ps: float
     replica_exchange: bool = False  # the target replica of a replica-exchange run
+    energies: np.ndarray | None = None  # (frames,) potential energy, kcal/mol, where the run saved it
 
 
 def load_trajectories(run_dirs: list[str | Path]) -> list[Trajectory]:
@@ -118,14 +119,18 @@ def load_trajectories(run_dirs: list[str | Path]) -> list[Trajectory]:
         chunks = sorted(run.glob("chunk_*.npz"))
         if not chunks:
             raise DatasetError(f"{run} has no frames yet (no chunk_*.npz)")
-        pos = np.concatenate([np.load(c)["cg_positions"] for c in chunks])
-        frc = np.concatenate([np.load(c)["cg_forces"] for c in chunks])
+        data = [np.load(c) for c in chunks]
+        pos = np.concatenate([d["cg_positions"] for d in data])
+        frc = np.concatenate([d["cg_forces"] for d in data])
+        # energies only where every chunk has them (copies runs saved them from session 6 on)
+        energy = np.concatenate([d["energy_kcal"] for d in data]) if all("energy_kcal" in d for d in data) else None
         if "n_copies" in cfg:
-            out += [Trajectory(pos[:, k], frc[:, k], f"{run.name}/copy{k:02d}", cfg["temperature"], cfg["save_every_ps"])
+            out += [Trajectory(pos[:, k], frc[:, k], f"{run.name}/copy{k:02d}", cfg["temperature"], cfg["save_every_ps"],
+                               energies=None if energy is None else energy[:, k])
                     for k in range(cfg["n_copies"])]
         else:
             out.append(Trajectory(pos, frc, run.name, cfg["temperatures"][0], cfg["exchange_every_ps"],
-                                  replica_exchange=len(cfg["temperatures"]) > 1))
+                                  replica_exchange=len(cfg["temperatures"]) > 1, energies=energy))
     return out
 
 
@@ -142,7 +147,8 @@ def thin_to_common_interval(trajs: list[Trajectory]) -> list[Trajectory]:
         if abs(stride - round(stride)) > 1e-9:
             raise ValueError(f"{t.source} saves every {t.save_interval_ps} ps: not a whole fraction of {interval} ps")
         k = int(round(stride))
-        out.append(Trajectory(t.positions[::k], t.forces[::k], t.source, t.temperature, interval, t.replica_exchange))
+        out.append(Trajectory(t.positions[::k], t.forces[::k], t.source, t.temperature, interval, t.replica_exchange,
+                              None if t.energies is None else t.energies[::k]))
     return out
 
 

@@ -16,6 +16,8 @@ The steps, with their conventions (lengths in Å, lag times in frames of the run
 4. :func:`folding_msm`: 45 Cα–Cα distances → TICA → k-means microstates → reversible maximum-likelihood
    MSM at ``lag`` (deeptime), implied timescales over several lags, a Bayesian MSM for the error of the
    folded fraction, and per-frame weights w = π(s)/N(s) (frames outside the MSM's connected set get 0).
+5. :func:`melting_curve`: the folded fraction at other temperatures, reweighting each state's frames
+   with their potential energies (runs that saved them), anchored on the MSM's folded fraction.
 """
 
 from __future__ import annotations
@@ -24,6 +26,7 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
+from ..units import KB_KCAL_PER_MOL_K
 from .dataset import Trajectory, load_trajectories, thin_to_common_interval
 from .report import count_transitions
 
@@ -135,10 +138,113 @@ def timescales_converged(its_ns: dict[int, list[float]], tolerance: float = 0.1)
     return abs(b - a) <= tolerance * b
 
 
+@dataclass
+class MeltingCurve:
+    """Folded fraction against temperature from one temperature's data (see :func:`melting_curve`)."""
+
+    temperature: float  # K, where the data were sampled
+    temperatures: np.ndarray  # K
+    folded_fraction: np.ndarray
+    folded_fraction_err: np.ndarray  # one standard error (MSM error at T0 and block jackknife of the reweighting)
+    ess_folded: np.ndarray  # Kish effective sample size of each state's reweighted frames
+    ess_unfolded: np.ndarray
+    reliable: np.ndarray  # both effective sample sizes ≥ ``min_ess``
+    delta_u: float  # ⟨U⟩_folded − ⟨U⟩_unfolded at the sampled temperature, kcal/mol
+    delta_u_err: float
+    frames_folded: int
+    frames_unfolded: int
+
+    def midpoint(self) -> float | None:
+        """Temperature (K) where the folded fraction crosses ½ between two reliable points (linear), or None."""
+        t, p = self.temperatures[self.reliable], self.folded_fraction[self.reliable]
+        for i in np.flatnonzero(np.diff(np.sign(p - 0.5)) != 0):
+            return float(t[i] + (0.5 - p[i]) * (t[i + 1] - t[i]) / (p[i + 1] - p[i]))
+        return None
+
+    def summary(self) -> dict:
+        mid = self.midpoint()
+        return {"sampled_at_K": self.temperature,
+                "delta_u_folded_minus_unfolded_kcal": round(self.delta_u, 2), "delta_u_err_kcal": round(self.delta_u_err, 2),
+                "frames_with_energies": {"folded": self.frames_folded, "unfolded": self.frames_unfolded},
+                "midpoint_K": None if mid is None else round(mid, 1),
+                "curve": [{"T_K": float(t), "folded_fraction": round(float(p), 4), "err": round(float(e), 4),
+                           "ess_folded": round(float(ef), 1), "ess_unfolded": round(float(eu), 1), "reliable": bool(r)}
+                          for t, p, e, ef, eu, r in zip(self.temperatures, self.folded_fraction, self.folded_fraction_err,
+                                                        self.ess_folded, self.ess_unfolded, self.reliable)]}
+
+
+def melting_curve(energies: list[np.ndarray], folded: list[np.ndarray], temperature: float, folded_fraction: float,
+                  folded_fraction_err: float, temperatures, n_blocks: int = 10, min_ess: float = 50.0) -> MeltingCurve:
+    r"""The folded fraction p_f(T) near the sampled temperature T₀, by reweighting each state's frames.
+
+    The potential does not depend on T (implicit solvent with fixed parameters), so the population of a
+    state s at T follows from its frames at T₀ exactly,
+
+    .. math:: \frac{Z_s(T)}{Z_s(T_0)} = \bigl\langle e^{-(β - β_0) U} \bigr\rangle_{s, T_0}, \qquad
+              K(T) = \frac{p_f(T)}{1 - p_f(T)} = K(T_0)\,
+              \frac{\langle e^{-(β - β_0) U}\rangle_{f}}{\langle e^{-(β - β_0) U}\rangle_{u}},
+
+    with β = 1/(k_B T) and U in kcal/mol. Only averages *within* each state enter: they need frames in
+    equilibrium within the folded and the unfolded state, not the right balance between them, which comes
+    from K(T₀) (the MSM's folded fraction, ``folded_fraction`` ± ``folded_fraction_err``). ``energies``
+    and ``folded`` hold, per trajectory with saved energies, the frames' energies and folded flags (time
+    order). The error adds in ln K the MSM's error and a jackknife over ``n_blocks`` contiguous blocks
+    of the pooled frames. Far from T₀ the weights concentrate on a few frames: a temperature counts as
+    reliable only while each state keeps a Kish effective sample size (Σw)²/Σw² ≥ ``min_ess`` (frames are
+    correlated, so the true number is smaller still).
+    """
+    u = np.concatenate([np.asarray(e, dtype=np.float64) for e in energies])
+    f = np.concatenate([np.asarray(x, dtype=bool) for x in folded])
+    if len(u) != len(f) or not np.isfinite(u).all():
+        raise ValueError("energies and folded flags must match frame by frame and be finite")
+    if not (f.any() and (~f).any()):
+        raise ValueError("need frames of both the folded and the unfolded state to reweight")
+    if not 0.0 < folded_fraction < 1.0:
+        raise ValueError(f"folded_fraction must lie in (0, 1), got {folded_fraction}")
+    temps = np.asarray(temperatures, dtype=np.float64)
+    dbeta = 1.0 / (KB_KCAL_PER_MOL_K * temps) - 1.0 / (KB_KCAL_PER_MOL_K * temperature)  # (T,)
+    logw = -dbeta[:, None] * (u - u.mean())[None, :]  # (T, frames)
+
+    def log_mean(mask):  # ln ⟨e^{−Δβ U}⟩ over the frames in mask, for every T (log-sum-exp)
+        lw = logw[:, mask]
+        top = lw.max(1, keepdims=True)
+        return top[:, 0] + np.log(np.exp(lw - top).mean(1))
+
+    def log_ratio(keep):
+        return log_mean(keep & f) - log_mean(keep & ~f)
+
+    def ess(mask):
+        w = np.exp(logw[:, mask] - logw[:, mask].max(1, keepdims=True))
+        return w.sum(1) ** 2 / (w**2).sum(1)
+
+    blocks = np.array_split(np.arange(len(u)), n_blocks)
+    jack, du_jack = [], []
+    for b in blocks:
+        keep = np.ones(len(u), bool)
+        keep[b] = False
+        if (keep & f).any() and (keep & ~f).any():
+            jack.append(log_ratio(keep))
+            du_jack.append(u[keep & f].mean() - u[keep & ~f].mean())
+    m = len(jack)
+    var_ratio = (m - 1) / m * ((np.array(jack) - np.mean(jack, axis=0)) ** 2).sum(0) if m > 1 else np.full(len(temps), np.inf)
+    du_err = float(np.sqrt((m - 1) / m * ((np.array(du_jack) - np.mean(du_jack)) ** 2).sum())) if m > 1 else float("inf")
+    ln_k0 = np.log(folded_fraction / (1.0 - folded_fraction))
+    var_ln_k0 = (folded_fraction_err / (folded_fraction * (1.0 - folded_fraction))) ** 2
+    ln_k = ln_k0 + log_ratio(np.ones(len(u), bool))
+    p = 1.0 / (1.0 + np.exp(-ln_k))
+    err = p * (1.0 - p) * np.sqrt(var_ln_k0 + var_ratio)
+    ess_f, ess_u = ess(f), ess(~f)
+    return MeltingCurve(temperature, temps, p, err, ess_f, ess_u, (ess_f >= min_ess) & (ess_u >= min_ess),
+                        float(u[f].mean() - u[~f].mean()), du_err, int(f.sum()), int((~f).sum()))
+
+
 def analyse_folding(run_dirs: list, folded_below: float = 1.0, unfolded_above: float = 3.0, n_blocks: int = 5,
-                    lag: int = 50, check_pdb: str | None = None,
-                    trajectories: list[Trajectory] | None = None) -> tuple[dict, np.ndarray, FoldingMSM]:
+                    lag: int = 50, check_pdb: str | None = None, trajectories: list[Trajectory] | None = None,
+                    melting_temperatures=tuple(range(300, 381, 5))) -> tuple[dict, np.ndarray, FoldingMSM]:
     """Folding report of the runs, the folded reference (Å) and the MSM (its ``weights`` per trajectory).
+
+    Where runs saved potential energies, the report also holds the :func:`melting_curve` at
+    ``melting_temperatures`` (K), anchored on the MSM's folded fraction.
 
     Trajectories are thinned to a common saving interval first (the MSM's lag counts frames);
     ``trajectories``: the runs' already loaded trajectories, if at hand.
@@ -171,6 +277,11 @@ def analyse_folding(run_dirs: list, folded_below: float = 1.0, unfolded_above: f
         "msm": {**msm.summary(), "implied_timescales_converged": timescales_converged(msm.implied_timescales_ns)},
         "reference": ref_info, "runs": per_run, "per_trajectory": rows,
     }
+    with_energy = [i for i, t in enumerate(trajs) if t.energies is not None]
+    if with_energy:
+        curve = melting_curve([trajs[i].energies for i in with_energy], [folded[i] for i in with_energy],
+                              trajs[0].temperature, msm.folded_fraction, msm.folded_fraction_std, melting_temperatures)
+        report["melting"] = {"trajectories": [trajs[i].source for i in with_energy], **curve.summary()}
     if check_pdb:
         report["reference"]["rmsd_to_check_structure_A"] = round(float(rmsd(ref[None], read_ca_pdb(check_pdb))[0]), 3)
         report["reference"]["check_structure"] = str(check_pdb)
