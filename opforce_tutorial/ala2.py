@@ -29,7 +29,7 @@ from .cg.network import CGModel
 from .cg.pipeline import CGRunSettings, run_label_source, simulate_cg
 from .cg.training import validation_mask
 from .data.dataset import load_dataset, registry_entry, verified_path
-from .evaluation import ReferenceHistograms, basin_populations, chain_observables, evaluate
+from .evaluation import BASINS, ReferenceHistograms, basin_populations, chain_observables, evaluate, observable_values
 from .kernels import NoiseKernel
 from .kernels.cnf import SMALL_EGNN, CNFKernel, CNFTraining, EGNNConfig, EGNNVectorField, train_cnf
 from .kernels.coupling import SMALL_COUPLING, CouplingFlow, CouplingFlowConfig, CouplingFlowKernel, CouplingTraining, train_coupling_flow
@@ -118,6 +118,36 @@ def prior_only_trajectory(progress: bool = False) -> np.ndarray:
     kbt = thermal_energy(ds.temperature)
     prior, _ = fit_priors(ds.positions, kbt)
     return simulate_cg(prior, ds.positions, kbt, ds.bead_masses, CG_SETTINGS, progress=progress)
+
+
+def basin_exchange(trajectory) -> dict:
+    """Is a CG simulation (time, replicas, 5, 3) long enough for the populations it reports?
+
+    Counts, over all replicas, how many start in αL and how often the replicas enter and leave it
+    (committed to αL at φ > 20°, to the rest at φ < −20°, as the data's αL visits), and the αL and αR
+    populations (%) in the first and second half of the saved time. A population that drifts between the
+    halves, or an αL population carried by the replicas that started there with few entries and exits,
+    is set by the starts (data frames) and the simulation's length, not by the model's free energy.
+    """
+    from .data.report import count_transitions
+
+    traj = np.asarray(trajectory)
+    if traj.ndim != 4 or traj.shape[2:] != (5, 3):
+        raise ValueError(f"expected a simulation of shape (time, replicas, 5, 3), got {traj.shape}")
+    n_time, n_rep = traj.shape[:2]
+    phi, psi = observable_values(traj.reshape(-1, 5, 3), "ramachandran").T
+    phi, psi = phi.reshape(n_time, n_rep), psi.reshape(n_time, n_rep)
+    exits = entries = 0
+    for r in range(n_rep):
+        out, into = count_transitions(phi[:, r] > 20, phi[:, r] < -20)
+        exits, entries = exits + out, entries + into
+    half = n_time // 2
+    row = {"replicas": n_rep, "starting in αL": int((phi[0] > 0).sum()), "αL entries": entries, "αL exits": exits}
+    for basin in ("αL (φ > 0)", "αR"):
+        short = basin.split()[0]
+        for name, sl in (("first half", slice(0, half)), ("second half", slice(half, None))):
+            row[f"{short} % {name}"] = 100 * float(BASINS[basin](phi[sl], psi[sl]).mean())
+    return row
 
 
 def cg_model_names() -> list[str]:

@@ -16,6 +16,7 @@ Forces are checked without any model by integration by parts, ⟨F·∇h⟩ = �
 
 from __future__ import annotations
 
+import copy
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -117,6 +118,43 @@ def evaluate(frames, reference: ReferenceHistograms, names: list[str] | None = N
                      "js_floor": js_floor(with_outside[0], len(v), n_draws=floor_draws),
                      "n_samples": len(v)}
     return out
+
+
+def mirror_asymmetry(probabilities, kbt: float) -> np.ndarray:
+    r"""The chiral part of a Ramachandran free energy: A(φ, ψ) = ½[F(φ, ψ) − F(−φ, −ψ)] (kcal/mol).
+
+    ``probabilities`` is a histogram on a grid symmetric about 0 in both angles (the 60 × 60 grid of
+    :func:`make_reference`), so bin (i, j) mirrors to (n−1−i, n−1−j); A = −½ k_BT ln[p(i, j)/p(mirror)],
+    NaN where either bin is empty. A reflection of a configuration flips the sign of every dihedral, so
+    A is what a mirror-blind model cannot learn (compare :func:`mirror_energy_asymmetry`).
+    """
+    p = np.asarray(probabilities, dtype=float)
+    mirror = p[::-1, ::-1]
+    with np.errstate(divide="ignore", invalid="ignore"):
+        a = -0.5 * kbt * np.log(p / mirror)
+    a[(p <= 0) | (mirror <= 0)] = np.nan
+    return a
+
+
+def mirror_energy_asymmetry(model, frames, edges, batch_size: int = 8192) -> np.ndarray:
+    r"""A CG model's ½[E(x) − E(x̄)] (kcal/mol) averaged over the ``frames`` in each (φ, ψ) bin of ``edges``,
+    with x̄ the mirror image of x (z → −z), which has (−φ, −ψ). NaN in empty bins.
+
+    For a model whose energy is mirror-symmetric except for terms in (φ, ψ) alone (a distance-only
+    network plus a prior whose odd part is its dihedral sine terms), this is exactly the chiral part A of
+    the model's Ramachandran free energy (:func:`mirror_asymmetry`): the other coordinates' contribution
+    is the same for x and x̄ and cancels.
+    """
+    x = torch.as_tensor(np.asarray(frames), dtype=torch.float64)
+    model = copy.deepcopy(model).double()  # float64, leaving the caller's model as it is
+    flip = torch.tensor([1.0, 1.0, -1.0], dtype=torch.float64)
+    with torch.no_grad():
+        half = torch.cat([0.5 * (model.energy(b) - model.energy(b * flip)) for b in torch.split(x, batch_size)]).numpy()
+    phi, psi = observable_values(np.asarray(frames), "ramachandran").T
+    total, _, _ = np.histogram2d(phi, psi, bins=edges, weights=half)
+    count, _, _ = np.histogram2d(phi, psi, bins=edges)
+    with np.errstate(invalid="ignore"):
+        return np.where(count > 0, total / np.maximum(count, 1), np.nan)
 
 
 #: Alanine dipeptide basins on (φ, ψ) in degrees.

@@ -160,3 +160,21 @@ def test_seed_spread_plot_draws_one_dot_per_seed_and_the_data_band():
 def test_prior_only_baseline_simulates_the_fitted_prior_with_the_chapter_settings(tiny):
     traj = ala2.prior_only_trajectory()
     assert traj.shape == (4, 4, 5, 3) and traj.dtype == np.float32 and np.isfinite(traj).all()
+
+
+def test_basin_exchange_counts_alpha_l_entries_exits_and_drift():
+    from chains import chain_from_internal
+
+    phi = np.array([[70, 70, -80, -80, -80, 70, 70, 70],  # replica 0: starts in αL, leaves, comes back
+                    [-80, -80, -80, 10, -80, -80, -80, -80],  # replica 1: φ = 10° is no commitment to αL
+                    [-80, -80, -80, -80, -80, -80, -80, -80]], float).T  # (time, replicas)
+    psi = np.full_like(phi, -40.0)  # αR where φ ≤ 0
+    n = phi.size
+    x = chain_from_internal(np.full((n, 4), 1.5), np.full((n, 3), np.radians(110)),
+                            np.radians(np.stack([phi.ravel(), psi.ravel()], 1))).reshape(*phi.shape, 5, 3)
+    row = ala2.basin_exchange(x)
+    assert row["replicas"] == 3 and row["starting in αL"] == 1 and row["αL entries"] == 1 and row["αL exits"] == 1
+    assert row["αL % first half"] == pytest.approx(100 * 3 / 12) and row["αL % second half"] == pytest.approx(100 * 3 / 12)
+    assert row["αR % first half"] == pytest.approx(100 * 9 / 12)
+    with pytest.raises(ValueError, match="time, replicas, 5, 3"):
+        ala2.basin_exchange(x[0])

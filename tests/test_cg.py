@@ -59,12 +59,14 @@ def _random_chain(gen, n_frames=6, n_beads=5):
     return torch.cumsum(steps, dim=1)
 
 
-def _schnet(n_beads=5):
+def _schnet(n_beads=5, dihedral_hidden=0):
     torch.manual_seed(0)
-    return SchNetEnergy(SchNetConfig(bead_types=list(range(n_beads)), hidden=16, n_interactions=2, n_rbf=8)).double()
+    return SchNetEnergy(SchNetConfig(bead_types=list(range(n_beads)), hidden=16, n_interactions=2, n_rbf=8,
+                                     dihedral_hidden=dihedral_hidden)).double()
 
 
-@pytest.mark.parametrize("make", [toy_prior, _schnet, lambda: CGModel(toy_prior(), _schnet())], ids=["prior", "schnet", "cg"])
+@pytest.mark.parametrize("make", [toy_prior, _schnet, lambda: _schnet(dihedral_hidden=8), lambda: CGModel(toy_prior(), _schnet())],
+                         ids=["prior", "schnet", "schnet+dihedrals", "cg"])
 def test_forces_are_minus_the_finite_difference_gradient(make, gen):
     model = make()
     x = _random_chain(gen)
@@ -76,12 +78,27 @@ def test_forces_are_minus_the_finite_difference_gradient(make, gen):
     assert torch.allclose(f.sum(dim=1), torch.zeros(len(x), 3, dtype=x.dtype), atol=1e-8)  # no net force
 
 
-def test_schnet_energy_is_invariant_to_rotations_and_translations(gen, device):
-    net = _schnet().to(device)
+@pytest.mark.parametrize("dihedral_hidden", [0, 8])
+def test_schnet_energy_is_invariant_to_rotations_and_translations(gen, device, dihedral_hidden):
+    net = _schnet(dihedral_hidden=dihedral_hidden).to(device)
     x = _random_chain(gen).to(device)
     rot = random_rotations(len(x), torch.float64, generator=gen).to(device)
     moved = x @ rot.transpose(1, 2) + torch.tensor([1.0, -2.0, 3.0], dtype=torch.float64, device=device)
     assert torch.allclose(net.energy(moved), net.energy(x), atol=1e-10)
+
+
+def test_distances_cannot_tell_a_chain_from_its_mirror_image_signed_dihedrals_can(gen):
+    from opforce_tutorial.geometry import dihedral_angles
+
+    x = _random_chain(gen)
+    mirror = x * torch.tensor([1.0, 1.0, -1.0], dtype=x.dtype)  # a reflection flips every dihedral's sign
+    quads = torch.tensor([[0, 1, 2, 3], [1, 2, 3, 4]])
+    assert torch.allclose(dihedral_angles(mirror, quads), -dihedral_angles(x, quads))
+    assert torch.allclose(_schnet().energy(mirror), _schnet().energy(x), atol=1e-10)  # αR and its mirror: one energy
+    chiral = _schnet(dihedral_hidden=8)
+    assert (chiral.energy(mirror) - chiral.energy(x)).abs().min() > 1e-6
+    with pytest.raises(ValueError, match="at least 4 beads"):
+        _schnet(n_beads=3, dihedral_hidden=8)
 
 
 def test_validation_mask_is_set_by_source_frames():

@@ -76,3 +76,40 @@ def test_dihedral_integration_by_parts_holds_for_exact_forces_and_flags_wrong_on
     assert all(abs(h["z"]) > 6 for h in dihedral_integration_by_parts_check(x, f, 1.3 * kbt))
     with pytest.raises(ValueError, match="beads ≥ 4"):
         dihedral_integration_by_parts_check(x[:, :3], f[:, :3], kbt)
+
+
+def test_mirror_asymmetry_is_the_odd_part_of_the_free_energy():
+    from opforce_tutorial.evaluation import mirror_asymmetry
+
+    kbt, a = 0.6, 0.8
+    centres = np.linspace(-180, 180, 61)[:-1] + 3.0  # the 60 × 60 grid's bin centres, symmetric about 0
+    phi, psi = np.meshgrid(np.radians(centres), np.radians(centres), indexing="ij")
+    u = a * np.sin(phi) + 0.5 * np.cos(psi) + 0.3 * np.cos(phi) * np.cos(psi)  # odd part: a sin φ
+    p = np.exp(-u / kbt)
+    p /= p.sum()
+    assert np.allclose(mirror_asymmetry(p, kbt), a * np.sin(phi))
+    p[0, 0] = 0.0
+    A = mirror_asymmetry(p, kbt)
+    assert np.isnan(A[0, 0]) and np.isnan(A[-1, -1]) and np.isfinite(A[1:-1]).all()
+
+
+def test_mirror_energy_asymmetry_of_a_distance_network_is_the_priors_sine_part():
+    import torch
+    from chains import chain_from_internal, toy_prior
+
+    from opforce_tutorial.cg import SchNetConfig, SchNetEnergy
+    from opforce_tutorial.cg.network import CGModel
+    from opforce_tutorial.evaluation import mirror_energy_asymmetry
+
+    torch.manual_seed(0)
+    angles = np.radians([[-60.0, -45.0], [-150.0, 150.0], [60.0, 45.0]])  # αR, β and αR's mirror
+    x = chain_from_internal(np.full((3, 4), 1.5), np.full((3, 3), 1.9), angles)
+    edges = [np.linspace(-180.0, 180.0, 61)] * 2
+    model = CGModel(toy_prior(), SchNetEnergy(SchNetConfig(bead_types=[0, 1, 2, 3, 4], hidden=8, n_rbf=8)))
+    grid = mirror_energy_asymmetry(model, x, edges)
+    n = np.arange(1, 4)
+    odd = -0.2 * np.sin(angles[:, :, None] * n).sum((1, 2))  # toy prior: dihedral_sin = −0.2 for n = 1, 2, 3
+    i, j = (np.digitize(np.degrees(angles[:, k]), edges[0]) - 1 for k in (0, 1))
+    assert np.allclose(grid[i, j], odd) and np.isnan(grid).sum() == 60 * 60 - 3
+    assert grid[i[0], j[0]] == pytest.approx(-grid[i[2], j[2]])  # mirror bins: opposite values
+    assert next(model.parameters()).dtype == torch.float32  # the caller's model is left in float32

@@ -11,6 +11,18 @@ features e_k(d_ij) = exp(−(d_ij − μ_k)² / 2w²), with ``n_rbf`` centres μ
 with W a two-layer filter network. The energy (kcal/mol) is Σ_i MLP(h_i). It depends on distances only,
 so it is invariant to rotations, translations and (for equal types) permutations, and its forces have
 zero net sum.
+
+Distances are also blind to mirror images: a configuration and its reflection have the same distances,
+and the reflection flips the sign of every dihedral. A distance-only network therefore gives
+(φ, ψ) and (−φ, −ψ) the same energy; for alanine dipeptide's 5-bead map it cannot tell αR
+(φ ≈ −60°, ψ ≈ −45°) from its mirror in αL, and only the prior's sin terms (one dihedral at a time)
+carry the molecule's chirality. With ``dihedral_hidden > 0`` the energy gains a term on the signed
+chain dihedrals θ_d (beads d … d+3),
+
+.. math::  E_\mathrm{dih} = \mathrm{MLP}\bigl(\cos θ_1, \sin θ_1, …, \cos θ_D, \sin θ_D\bigr),
+
+which can learn the joint, chiral part of the free energy (CGnet's dihedral features serve the same end).
+It keeps the rotation and translation invariance, not the reflection invariance.
 """
 
 from __future__ import annotations
@@ -22,6 +34,7 @@ import torch
 from torch import nn
 
 from ..forcefield import EnergyModel
+from ..geometry import chain_indices, dihedral_angles
 
 
 @dataclass
@@ -33,6 +46,7 @@ class SchNetConfig:
     n_interactions: int = 2
     n_rbf: int = 32
     cutoff: float = 12.0
+    dihedral_hidden: int = 0  # width of the MLP on (cos, sin) of the chain dihedrals; 0: distances only
 
 
 class _Interaction(nn.Module):
@@ -65,6 +79,13 @@ class SchNetEnergy(EnergyModel):
         self.embed = nn.Embedding(max(config.bead_types) + 1, config.hidden)
         self.interactions = nn.ModuleList(_Interaction(config.hidden, config.n_rbf) for _ in range(config.n_interactions))
         self.readout = nn.Sequential(nn.Linear(config.hidden, config.hidden), nn.SiLU(), nn.Linear(config.hidden, 1))
+        if config.dihedral_hidden:
+            if n < 4:
+                raise ValueError(f"dihedral features need at least 4 beads, got {n}")
+            self.register_buffer("quads", chain_indices(n, 4))
+            width = config.dihedral_hidden
+            self.dihedral_mlp = nn.Sequential(nn.Linear(2 * len(self.quads), width), nn.SiLU(),
+                                              nn.Linear(width, width), nn.SiLU(), nn.Linear(width, 1))
 
     def energy(self, x: torch.Tensor) -> torch.Tensor:
         d = (x[..., self.j, :] - x[..., self.i, :]).norm(dim=-1)  # (B, P), no self-pairs
@@ -73,7 +94,11 @@ class SchNetEnergy(EnergyModel):
         h = self.embed(self.types).to(x.dtype).expand(*x.shape[:-2], -1, -1)
         for block in self.interactions:
             h = block(h, rbf, envelope, self.i, self.j)
-        return self.readout(h).squeeze(-1).sum(-1)
+        e = self.readout(h).squeeze(-1).sum(-1)
+        if self.config.dihedral_hidden:
+            theta = dihedral_angles(x, self.quads)
+            e = e + self.dihedral_mlp(torch.cat([torch.cos(theta), torch.sin(theta)], -1)).squeeze(-1)
+        return e
 
 
 class CGModel(EnergyModel):

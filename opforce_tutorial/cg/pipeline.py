@@ -29,6 +29,7 @@ class CGRunSettings:
     n_interactions: int = 2
     n_rbf: int = 32
     cutoff: float = 12.0
+    dihedral_hidden: int = 0  # SchNetConfig.dihedral_hidden: 0 = distances only (blind to mirror images)
     force_matching: ForceMatchingSettings = field(default_factory=ForceMatchingSettings)
     n_replicas: int = 64
     n_steps: int = 20_000
@@ -57,7 +58,7 @@ def fit_cg_model(positions, labels, kbt: float, bead_types: list[int], settings:
     """
     prior, fits = fit_priors(positions, kbt)
     config = SchNetConfig(bead_types=bead_types, hidden=settings.hidden, n_interactions=settings.n_interactions,
-                          n_rbf=settings.n_rbf, cutoff=settings.cutoff)
+                          n_rbf=settings.n_rbf, cutoff=settings.cutoff, dihedral_hidden=settings.dihedral_hidden)
     model, history = train_cg_model(positions, labels, prior, config, settings.force_matching, val_mask, device,
                                     checkpoint, progress)
     return model, fits, history
