@@ -13,7 +13,7 @@ el() { echo $(( $(date +%s) - T0 )); }
 BUDGET=${BUDGET:-540}
 DEVICE=${DEVICE:-cuda}
 CHAINS=${CHAINS:-"ala2-cnf-0.05,ala2-cg-cnf-0.05;ala2-cnf-0.1,ala2-cg-cnf-0.1;ala2-coupling-0.05,ala2-cg-coupling-0.05;\
-ala2-coupling-0.1,ala2-cg-coupling-0.1;ala2-cg-noise-0.05;ala2-cg-noise-0.1;ala2-cg-reference"}
+ala2-coupling-0.1,ala2-cg-coupling-0.1;ala2-cg-noise-0.05;ala2-cg-noise-0.1;ala2-cg-reference;ala2-cg-reference-chiral"}
 export PYTHONPATH=$PWD PYTHONUNBUFFERED=1 OMP_NUM_THREADS=2
 exec > >(tee -a "$OUT/chapter2.log") 2>&1
 opf() { python3 -c "import sys; from opforce_tutorial.cli import main; sys.exit(main(sys.argv[1:]))" "$@"; }

@@ -52,6 +52,10 @@ CG_SETTINGS = CGRunSettings(hidden=64, n_interactions=2, n_rbf=32, cutoff=10.0,
                             force_matching=ForceMatchingSettings(n_steps=3000, batch_size=256, lr=1e-3, eval_every=100,
                                                                  patience=8),
                             n_replicas=64, n_steps=50_000, dt=0.002, friction=1.0, save_every=250, burn_in=2000)
+#: The chirality-aware model: :data:`CG_SETTINGS` with a network that also sees the signed dihedrals
+#: (``SchNetConfig.dihedral_hidden`` = :data:`CHIRAL_WIDTH`), trained on the reference forces. The
+#: distance-only network cannot tell a configuration from its mirror image (αR from its mirror in αL).
+CHIRAL_REFERENCE, CHIRAL_WIDTH = "ala2-cg-reference-chiral", 64
 
 
 def kernel_name(source: str, noise_std: float) -> str:
@@ -155,8 +159,9 @@ def cg_model_names() -> list[str]:
     return [cg_name("reference")] + [cg_name(s, g) for g in NOISE_STDS for s in ("noise", "coupling", "cnf")]
 
 
-def seed_metrics(models_registry: dict | None = None, replicates: dict | None = None):
-    """Every CG model's scores per training seed, one row per (model, seed), as a DataFrame.
+def seed_metrics(models_registry: dict | None = None, replicates: dict | None = None, names: list[str] | None = None):
+    """The scores of the CG models ``names`` (default :func:`cg_model_names`) per training seed, one row
+    per (model, seed), as a DataFrame.
 
     Seed 0 is the registered model (``models/registry.json``); other seeds are its replicates recorded
     for the same registered weights (``opforce replicate``, :func:`~.pretrained.replicates_of`).
@@ -169,7 +174,7 @@ def seed_metrics(models_registry: dict | None = None, replicates: dict | None = 
     registry = read_registry() if models_registry is None else models_registry
     replicates = replicates_of(registry, read_replicates() if replicates is None else replicates)
     rows = []
-    for name in cg_model_names():
+    for name in cg_model_names() if names is None else names:
         runs = {0: registry[name]["metrics"]} | {int(seed): r["metrics"] for seed, r in replicates.get(name, {}).items()}
         for seed, m in sorted(runs.items()):
             js = m["js"]
@@ -227,16 +232,18 @@ def models_trained_on_other_data(models_registry: dict | None = None) -> list[st
                   if name.startswith("ala2-") and entry.get("metrics", {}).get("dataset_sha256") != current)
 
 
-def _cg_run(ds, source: str, noise_std: float | None, flow, seed: int, device):
+def _cg_run(ds, source: str, noise_std: float | None, flow, seed: int, device, dihedral_hidden: int = 0):
     """Labels → CG model → simulation → scores for one label source on the frames of ``ds``
-    (:func:`training_frames`), every random choice seeded by ``seed``.
+    (:func:`training_frames`) with :data:`CG_SETTINGS` (and a network with ``dihedral_hidden``), every
+    random choice seeded by ``seed``.
 
     ``seed`` picks the labelled frames and kernel draws, the network's initialisation and batches, and the
     simulation's starts and noise; seed 0 is the registered model. Returns ``(CGRun, metrics, settings)``.
     """
     ds = training_frames()
     labels = replace(LABELS, seed=seed)
-    cg = replace(CG_SETTINGS, seed=seed, force_matching=replace(CG_SETTINGS.force_matching, seed=seed))
+    cg = replace(CG_SETTINGS, seed=seed, force_matching=replace(CG_SETTINGS.force_matching, seed=seed),
+                 dihedral_hidden=dihedral_hidden)
     y, f, idx = labelled_set(source, noise_std, ds, flow, labels, device=device)
     run = run_label_source(y, f, thermal_energy(ds.temperature), BEAD_TYPES, ds.bead_masses, ds.positions, cg,
                            val_mask=validation_mask(idx, ds.n_frames, 0.1, ds.traj_ids), device=device)
@@ -247,27 +254,27 @@ def _cg_run(ds, source: str, noise_std: float | None, flow, seed: int, device):
     return run, metrics, {"labels": asdict(labels), "cg": asdict(cg)}
 
 
-def _train_cg(source: str, noise_std: float | None):
+def _train_cg(source: str, noise_std: float | None, dihedral_hidden: int = 0):
     def train(device):
         from .pretrained import load_or_train
 
         flow = load_or_train(kernel_name(source, noise_std), device=device) if source in ("coupling", "cnf") else None
         flow = None if flow is None else flow.to(device)
-        run, metrics, training = _cg_run(training_frames(), source, noise_std, flow, 0, device)
+        run, metrics, training = _cg_run(training_frames(), source, noise_std, flow, 0, device, dihedral_hidden)
         config = {"n_beads": 5, "n_fourier": run.model.prior.n_fourier, "schnet": asdict(run.model.net.config)}
         return run.model.cpu(), config, training, metrics, run.trajectory
 
     return train
 
 
-def _replicate_cg(source: str, noise_std: float | None):
+def _replicate_cg(source: str, noise_std: float | None, dihedral_hidden: int = 0):
     def replicate(seed, device):
         """Metrics of the whole pipeline of a CG model (its kernel's flow included) rerun with ``seed``."""
         ds, metrics, flow = training_frames(), {}, None
         if source in ("coupling", "cnf"):
             flow, _, _, flow_metrics = _fit_flow(ds, source, noise_std, seed, device)
             metrics["flow_final_val_loss"] = flow_metrics["final_val_loss"]
-        return {**_cg_run(ds, source, noise_std, flow, seed, device)[1], **metrics}
+        return {**_cg_run(ds, source, noise_std, flow, seed, device, dihedral_hidden)[1], **metrics}
 
     return replicate
 
@@ -292,4 +299,7 @@ def ala2_specs(model_spec) -> dict:
                                                        replicate=_replicate_cg(source, sigma))
     specs[cg_name("reference")] = model_spec(train=_train_cg("reference", None), build=_build_cg,
                                              file="ala2_cg_reference.pt", replicate=_replicate_cg("reference", None))
+    specs[CHIRAL_REFERENCE] = model_spec(train=_train_cg("reference", None, CHIRAL_WIDTH), build=_build_cg,
+                                         file="ala2_cg_reference_chiral.pt",
+                                         replicate=_replicate_cg("reference", None, CHIRAL_WIDTH))
     return specs

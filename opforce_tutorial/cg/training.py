@@ -24,9 +24,7 @@ from .network import CGModel, SchNetConfig, SchNetEnergy
 
 @dataclass
 class ForceMatchingSettings:
-    """Optimiser settings (forces in kcal/mol/Å); ``patience`` counts validations without improvement;
-    ``ema_decay`` (e.g. 0.999) validates and keeps the moving average of the weights
-    (:func:`~opforce_tutorial.kernels.training.update_average`) instead of the last iterate."""
+    """Optimiser settings (forces in kcal/mol/Å); ``patience`` counts validations without improvement."""
 
     n_steps: int = 4000
     batch_size: int = 256
@@ -34,7 +32,6 @@ class ForceMatchingSettings:
     eval_every: int = 100
     checkpoint_every: int = 500
     patience: int | None = 10
-    ema_decay: float | None = None
     seed: int = 0
 
 

@@ -9,45 +9,23 @@ import torch
 
 
 def save_checkpoint(path: str, model, optimizer, generator: torch.Generator, step: int, history: dict,
-                    best_state: dict | None = None, average: dict | None = None) -> None:
-    """Write model, optimiser, RNG, step, history (and the best and averaged weights so far) to ``path`` atomically."""
+                    best_state: dict | None = None) -> None:
+    """Write model, optimiser, RNG, step, history (and the best weights so far) to ``path`` atomically."""
     tmp = path + ".tmp"
     torch.save({"model": model.state_dict(), "optimizer": optimizer.state_dict(), "generator": generator.get_state(),
-                "step": step, "history": history, "best_state": best_state, "average": average}, tmp)
+                "step": step, "history": history, "best_state": best_state}, tmp)
     os.replace(tmp, path)
 
 
 def load_checkpoint(path: str | None, model, optimizer, generator: torch.Generator, device):
-    """Restore a checkpoint if ``path`` exists; returns ``(step, history, best_state, average)``
-    (``(0, None, None, None)`` when starting)."""
+    """Restore a checkpoint if ``path`` exists; returns ``(step, history, best_state)`` (``(0, None, None)`` when starting)."""
     if path is None or not os.path.exists(path):
-        return 0, None, None, None
+        return 0, None, None
     state = torch.load(path, map_location=device, weights_only=True)
     model.load_state_dict(state["model"])
     optimizer.load_state_dict(state["optimizer"])
     generator.set_state(state["generator"])
-    return state["step"], state["history"], state.get("best_state"), state.get("average")
-
-
-def update_average(average: dict | None, model, decay: float, step: int) -> dict:
-    r"""Exponential moving average of the weights (Polyak averaging) after optimiser step ``step`` (1, 2, …):
-
-    .. math:: \bar w_t = d_t \bar w_{t-1} + (1 - d_t) w_t, \qquad d_t = \min\bigl(d, (1 + t)/(10 + t)\bigr),
-
-    the warm-up d_t letting early steps count while the average has little history. With noisy labels
-    (force labels are the mean force plus a large zero-mean noise) the iterates of constant-rate Adam
-    jitter around the optimum with an amplitude set by the learning rate; their average does not.
-    """
-    if average is None:
-        return {k: v.detach().clone() for k, v in model.state_dict().items()}
-    d = min(decay, (1.0 + step) / (10.0 + step))
-    with torch.no_grad():
-        for k, v in model.state_dict().items():
-            if v.dtype.is_floating_point:
-                average[k].mul_(d).add_(v.detach(), alpha=1.0 - d)
-            else:
-                average[k].copy_(v)
-    return average
+    return state["step"], state["history"], state.get("best_state")
 
 
 def split_frames(positions, val_fraction: float, generator: torch.Generator):
@@ -64,18 +42,15 @@ def optimise(model, loss_fn, make_batch, val_batch, settings, generator: torch.G
 
     ``make_batch()`` draws a training batch; ``settings`` needs ``lr``, ``n_steps``, ``eval_every`` and
     ``checkpoint_every``, and may set ``patience``: then training stops after ``patience`` validations
-    without improvement and the weights of the best validation loss are restored (early stopping);
-    and ``ema_decay``: then validation, early stopping and the returned weights use the exponential
-    moving average of the iterates (:func:`update_average`) instead of the last iterate.
+    without improvement and the weights of the best validation loss are restored (early stopping).
     Resumes from ``checkpoint`` when it exists. Returns the history ``{"step", "train_loss", "val_loss"}``
     (with ``patience`` also ``best_step`` and ``stopped_early``).
     """
     from tqdm.auto import tqdm
 
     patience = getattr(settings, "patience", None)
-    ema_decay = getattr(settings, "ema_decay", None)
     opt = torch.optim.Adam(model.parameters(), lr=settings.lr)
-    step, history, best_state, average = load_checkpoint(checkpoint, model, opt, generator, device)
+    step, history, best_state = load_checkpoint(checkpoint, model, opt, generator, device)
     history = history or {"step": [], "train_loss": [], "val_loss": []}
     if patience is not None:
         history.setdefault("best_step", 0)
@@ -88,14 +63,8 @@ def optimise(model, loss_fn, make_batch, val_batch, settings, generator: torch.G
         loss.backward()
         opt.step()
         done = step + 1
-        if ema_decay is not None:
-            average = update_average(average, model, ema_decay, done)
         stop = False
         if done % settings.eval_every == 0 or done == settings.n_steps:
-            current = None
-            if average is not None:  # validate (and keep as best) the averaged weights
-                current = {k: v.detach().clone() for k, v in model.state_dict().items()}
-                model.load_state_dict(average)
             with torch.no_grad():
                 val_loss = loss_fn(model, val_batch).item()
             history["step"].append(done)
@@ -108,17 +77,13 @@ def optimise(model, loss_fn, make_batch, val_batch, settings, generator: torch.G
                     history["best_step"] = done
                 stop = (done - history["best_step"]) >= patience * settings.eval_every
                 history["stopped_early"] = stop
-            if current is not None:
-                model.load_state_dict(current)
         if checkpoint is not None and (stop or done % settings.checkpoint_every == 0 or done == settings.n_steps):
-            save_checkpoint(checkpoint, model, opt, generator, done, history, best_state, average)
+            save_checkpoint(checkpoint, model, opt, generator, done, history, best_state)
         if stop:
             break
     bar.close()
     if best_state is not None:
         model.load_state_dict(best_state)
-    elif average is not None:
-        model.load_state_dict(average)
     return history
 
 
