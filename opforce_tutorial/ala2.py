@@ -128,7 +128,8 @@ def basin_exchange(trajectory) -> dict:
     """Is a CG simulation (time, replicas, 5, 3) long enough for the populations it reports?
 
     Counts, over all replicas, how many start in αL and how often the replicas enter and leave it
-    (committed to αL at φ > 20°, to the rest at φ < −20°, as the data's αL visits), and the αL and αR
+    (committed to αL at φ > 20°, to the rest at φ < −20°, as the data's αL visits), the mean number of
+    changes between αR and β per replica (committed to the basin last visited), and the αL and αR
     populations (%) in the first and second half of the saved time. A population that drifts between the
     halves, or an αL population carried by the replicas that started there with few entries and exits,
     is set by the starts (data frames) and the simulation's length, not by the model's free energy.
@@ -141,12 +142,15 @@ def basin_exchange(trajectory) -> dict:
     n_time, n_rep = traj.shape[:2]
     phi, psi = observable_values(traj.reshape(-1, 5, 3), "ramachandran").T
     phi, psi = phi.reshape(n_time, n_rep), psi.reshape(n_time, n_rep)
-    exits = entries = 0
+    in_ar, in_b = BASINS["αR"](phi, psi), BASINS["β / PII"](phi, psi)
+    exits = entries = ar_b = 0
     for r in range(n_rep):
         out, into = count_transitions(phi[:, r] > 20, phi[:, r] < -20)
         exits, entries = exits + out, entries + into
+        ar_b += sum(count_transitions(in_ar[:, r], in_b[:, r]))
     half = n_time // 2
-    row = {"replicas": n_rep, "starting in αL": int((phi[0] > 0).sum()), "αL entries": entries, "αL exits": exits}
+    row = {"replicas": n_rep, "starting in αL": int((phi[0] > 0).sum()), "αL entries": entries, "αL exits": exits,
+           "αR ↔ β changes per replica": ar_b / n_rep}
     for basin in ("αL (φ > 0)", "αR"):
         short = basin.split()[0]
         for name, sl in (("first half", slice(0, half)), ("second half", slice(half, None))):

@@ -239,6 +239,20 @@ def plot_ramachandran_panels(samples: dict, kbt: float, max_kcal: float = 6.0, n
     return fig
 
 
+def plot_mirror_asymmetry(grids: dict, edges, max_kcal: float = 3.0):
+    """Chiral parts A(φ, ψ) = ½[F(φ, ψ) − F(−φ, −ψ)] (kcal/mol, :func:`~.evaluation.mirror_asymmetry`)
+    side by side, one panel per entry of ``grids`` (NaN bins blank), on a diverging scale."""
+    fig, axes = plt.subplots(1, len(grids), figsize=(2.9 * len(grids), 2.8), sharey=True, squeeze=False)
+    for ax, (name, grid) in zip(axes[0], grids.items()):
+        im = ax.pcolormesh(edges, edges, np.asarray(grid).T, vmin=-max_kcal, vmax=max_kcal, cmap="RdBu_r", rasterized=True)
+        ax.set_title(name, fontsize=9)
+        ax.set_aspect("equal")
+        ax.set_xlabel("φ (°)")
+    axes[0, 0].set_ylabel("ψ (°)")
+    fig.colorbar(im, ax=axes, shrink=0.8, label="½[F(φ, ψ) − F(−φ, −ψ)] (kcal/mol)")
+    return fig
+
+
 def plot_observable_overlays(samples: dict, reference, names: list[str], ncols: int = 4):
     """Histograms of internal coordinates of every entry of ``samples`` over the reference (filled)."""
     from .evaluation import observable_values

@@ -169,12 +169,14 @@ def test_basin_exchange_counts_alpha_l_entries_exits_and_drift():
                     [-80, -80, -80, 10, -80, -80, -80, -80],  # replica 1: φ = 10° is no commitment to αL
                     [-80, -80, -80, -80, -80, -80, -80, -80]], float).T  # (time, replicas)
     psi = np.full_like(phi, -40.0)  # αR where φ ≤ 0
+    psi[2:4, 2] = 150.0  # replica 2: αR → β → αR
     n = phi.size
     x = chain_from_internal(np.full((n, 4), 1.5), np.full((n, 3), np.radians(110)),
                             np.radians(np.stack([phi.ravel(), psi.ravel()], 1))).reshape(*phi.shape, 5, 3)
     row = ala2.basin_exchange(x)
     assert row["replicas"] == 3 and row["starting in αL"] == 1 and row["αL entries"] == 1 and row["αL exits"] == 1
+    assert row["αR ↔ β changes per replica"] == pytest.approx(2 / 3)
     assert row["αL % first half"] == pytest.approx(100 * 3 / 12) and row["αL % second half"] == pytest.approx(100 * 3 / 12)
-    assert row["αR % first half"] == pytest.approx(100 * 9 / 12)
+    assert row["αR % first half"] == pytest.approx(100 * 7 / 12) and row["αR % second half"] == pytest.approx(100 * 9 / 12)
     with pytest.raises(ValueError, match="time, replicas, 5, 3"):
         ala2.basin_exchange(x[0])

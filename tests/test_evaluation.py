@@ -113,3 +113,20 @@ def test_mirror_energy_asymmetry_of_a_distance_network_is_the_priors_sine_part()
     assert np.allclose(grid[i, j], odd) and np.isnan(grid).sum() == 60 * 60 - 3
     assert grid[i[0], j[0]] == pytest.approx(-grid[i[2], j[2]])  # mirror bins: opposite values
     assert next(model.parameters()).dtype == torch.float32  # the caller's model is left in float32
+
+
+def test_mirror_asymmetry_plot_draws_one_panel_per_grid_with_blank_empty_bins():
+    import matplotlib
+
+    matplotlib.use("Agg")
+    from opforce_tutorial import plotting
+
+    edges = np.linspace(-180.0, 180.0, 61)
+    grid = np.zeros((60, 60))
+    grid[0, 0] = np.nan
+    fig = plotting.plot_mirror_asymmetry({"data": grid, "model": grid + 1.0}, edges)
+    panels = [ax for ax in fig.axes if ax.get_title()]
+    assert [ax.get_title() for ax in panels] == ["data", "model"]
+    mesh = panels[1].collections[0]
+    assert np.ma.is_masked(mesh.get_array()[0]) or np.isnan(mesh.get_array()[0])  # the empty bin stays blank
+    assert mesh.get_clim() == (-3.0, 3.0)
