@@ -29,6 +29,7 @@ from .cg.network import CGModel
 from .cg.pipeline import CGRunSettings, run_label_source, simulate_cg
 from .cg.training import validation_mask
 from .data.dataset import load_dataset, registry_entry, verified_path
+from .data.report import count_transitions
 from .evaluation import BASINS, ReferenceHistograms, basin_populations, chain_observables, evaluate, observable_values
 from .kernels import NoiseKernel
 from .kernels.cnf import SMALL_EGNN, CNFKernel, CNFTraining, EGNNConfig, EGNNVectorField, train_cnf
@@ -134,8 +135,6 @@ def basin_exchange(trajectory) -> dict:
     halves, or an αL population carried by the replicas that started there with few entries and exits,
     is set by the starts (data frames) and the simulation's length, not by the model's free energy.
     """
-    from .data.report import count_transitions
-
     traj = np.asarray(trajectory)
     if traj.ndim != 4 or traj.shape[2:] != (5, 3):
         raise ValueError(f"expected a simulation of shape (time, replicas, 5, 3), got {traj.shape}")

@@ -108,10 +108,11 @@ def start_structures(run_dir: str | Path, n: int, near: np.ndarray | None = None
     so the copies' frames are equilibrium frames even where the copies themselves cross barriers
     rarely; the starts set how well slow basins are represented (see ``data/README.md``).
 
-    Otherwise half (rounded up, so a single start is the closest frame) are the most compact frames (smallest radius of gyration of the whole molecule, so
-    starts near folded states come from the run itself) or, given ``near`` (bead positions in Å, e.g. a
-    folded reference) and the ``bead_atoms``, the frames closest to it by bead RMSD; the rest are evenly
-    spaced in time over the run. Such starts are not an equilibrium sample: reweight (an MSM) after.
+    Otherwise half (rounded up, so a single start is the closest frame) are the most compact frames
+    (smallest radius of gyration of the whole molecule, so starts near folded states come from the run
+    itself) or, given ``near`` (bead positions in Å, e.g. a folded reference) and the ``bead_atoms``,
+    the frames closest to it by bead RMSD; the rest are evenly spaced in time over the run. Such starts
+    are not an equilibrium sample: reweight (an MSM) after.
     """
     chunks = sorted(Path(run_dir).glob("chunk_*.npz"))
     frames, its = [], []
