@@ -30,7 +30,8 @@ from .cg.pipeline import CGRunSettings, run_label_source, simulate_cg
 from .cg.training import validation_mask
 from .data.dataset import load_dataset, registry_entry, verified_path
 from .data.report import count_transitions
-from .evaluation import BASINS, ReferenceHistograms, basin_populations, chain_observables, evaluate, observable_values
+from .evaluation import (BASINS, ReferenceHistograms, basin_populations, chain_observables,
+                         dihedral_integration_by_parts_check, evaluate, observable_values)
 from .kernels import NoiseKernel
 from .kernels.cnf import SMALL_EGNN, CNFKernel, CNFTraining, EGNNConfig, EGNNVectorField, train_cnf
 from .kernels.coupling import SMALL_COUPLING, CouplingFlow, CouplingFlowConfig, CouplingFlowKernel, CouplingTraining, train_coupling_flow
@@ -155,6 +156,28 @@ def basin_exchange(trajectory) -> dict:
         for name, sl in (("first half", slice(0, half)), ("second half", slice(half, None))):
             row[f"{short} % {name}"] = 100 * float(BASINS[basin](phi[sl], psi[sl]).mean())
     return row
+
+
+def model_dihedral_checks(models: dict, frames, kbt: float, batch_size: int = 4096):
+    """The dihedral integration-by-parts check of every CG model's forces at the data's ``frames``.
+
+    A model whose Boltzmann density were the data's would pass it: its forces at the data's frames
+    would satisfy ⟨F·∇h⟩ = −k_BT⟨Δh⟩ for every h
+    (:func:`~opforce_tutorial.evaluation.dihedral_integration_by_parts_check`, h = cos and sin of φ and ψ).
+    The difference is k_BT⟨∇ log(p_model/p_data) · ∇h⟩ over the data: it sees where the model's
+    density differs from the data's *along* the frames, and little of a difference in weight between
+    basins separated by a sparsely sampled barrier. No simulation is needed. Returns a DataFrame of z
+    values, one row per model (the keys of ``models``), one column per test function.
+    """
+    import pandas as pd
+
+    x = torch.as_tensor(np.asarray(frames, dtype=np.float32))
+    forces = {name: torch.cat([model.forces(b).detach() for b in torch.split(x, batch_size)]).numpy()
+              for name, model in models.items()}
+    checks = dihedral_integration_by_parts_check(np.asarray(frames), forces, kbt)
+    names = {"cos dihedral 0-1-2-3": "cos φ", "sin dihedral 0-1-2-3": "sin φ",
+             "cos dihedral 1-2-3-4": "cos ψ", "sin dihedral 1-2-3-4": "sin ψ"}
+    return pd.DataFrame({name: {f"z {names[r['function']]}": r["z"] for r in rows} for name, rows in checks.items()}).T
 
 
 def cg_model_names() -> list[str]:

@@ -217,7 +217,7 @@ def integration_by_parts_check(positions, forces, kbt: float, pairs=None, n_bloc
 
 
 def dihedral_integration_by_parts_check(positions, forces, kbt: float, n_blocks: int = 10,
-                                        batch_size: int = 8192) -> list[dict]:
+                                        batch_size: int = 8192) -> list[dict] | dict[str, list[dict]]:
     r"""The identity of :func:`integration_by_parts_check` along the chain's dihedrals.
 
     For any smooth function h of the configuration, integration by parts gives
@@ -231,13 +231,18 @@ def dihedral_integration_by_parts_check(positions, forces, kbt: float, n_blocks:
 
     with ∇θ and Δθ of all dihedrals at once by automatic differentiation (float64). Returns one row per
     test function, as :func:`integration_by_parts_check`.
+
+    ``forces`` may also be a dict of force sets at the same positions (e.g. several CG models' forces at
+    the data's frames: a model whose Boltzmann density is the data's passes, without simulating it);
+    the derivatives are computed once and the result is a dict of row lists.
     """
     from torch.func import jacfwd, jacrev, vmap
 
+    force_sets = forces if isinstance(forces, dict) else {None: forces}
     x = torch.as_tensor(np.asarray(positions), dtype=torch.float64)
-    f = np.asarray(forces, dtype=np.float64)
-    if x.ndim != 3 or x.shape != f.shape or x.shape[1] < 4:
-        raise ValueError(f"positions {tuple(x.shape)} and forces {f.shape} must be (n, beads ≥ 4, 3)")
+    for f in force_sets.values():
+        if x.ndim != 3 or x.shape != np.shape(f) or x.shape[1] < 4:
+            raise ValueError(f"positions {tuple(x.shape)} and forces {np.shape(f)} must be (n, beads ≥ 4, 3)")
     quads = chain_indices(x.shape[1], 4)
     n_coords = 3 * x.shape[1]
 
@@ -253,16 +258,20 @@ def dihedral_integration_by_parts_check(positions, forces, kbt: float, n_blocks:
         grads.append(vmap(jacrev(theta))(chunk).numpy())  # (n, dihedrals, beads, 3)
         laps.append(vmap(laplacian)(chunk).numpy())
     th, g, lap = np.concatenate(angles), np.concatenate(grads), np.concatenate(laps)
-    f_dot_g = np.einsum("nbk,ndbk->nd", f, g)
     g2 = np.einsum("ndbk,ndbk->nd", g, g)
     cos, sin = np.cos(th), np.sin(th)
-    tests = {"cos": (-sin * f_dot_g, -cos * g2 - sin * lap), "sin": (cos * f_dot_g, -sin * g2 + cos * lap)}
-    out = []
-    for d, quad in enumerate(quads.tolist()):
-        for name, (f_grad_h, lap_h) in tests.items():
-            lhs, rhs = f_grad_h[:, d], -kbt * lap_h[:, d]
-            diff, err = block_mean(lhs - rhs, n_blocks)
-            out.append({"function": f"{name} dihedral {'-'.join(map(str, quad))}", "<F·∇h>": float(lhs.mean()),
-                        "-kBT <Δh>": float(rhs.mean()), "difference": diff, "block error": err,
-                        "z": diff / err if err > 0 else float("inf")})
-    return out
+    lap_h = {"cos": -cos * g2 - sin * lap, "sin": -sin * g2 + cos * lap}
+    grad_factor = {"cos": -sin, "sin": cos}  # ∇h = factor · ∇θ
+    results = {}
+    for key, f in force_sets.items():
+        f_dot_g = np.einsum("nbk,ndbk->nd", np.asarray(f, dtype=np.float64), g)
+        rows = []
+        for d, quad in enumerate(quads.tolist()):
+            for name in ("cos", "sin"):
+                lhs, rhs = grad_factor[name][:, d] * f_dot_g[:, d], -kbt * lap_h[name][:, d]
+                diff, err = block_mean(lhs - rhs, n_blocks)
+                rows.append({"function": f"{name} dihedral {'-'.join(map(str, quad))}", "<F·∇h>": float(lhs.mean()),
+                             "-kBT <Δh>": float(rhs.mean()), "difference": diff, "block error": err,
+                             "z": diff / err if err > 0 else float("inf")})
+        results[key] = rows
+    return results if isinstance(forces, dict) else results[None]

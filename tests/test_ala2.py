@@ -1,6 +1,7 @@
 """Chapter 2's pipeline through the registry, on the shipped dataset with tiny settings."""
 
 import numpy as np
+import torch
 import pytest
 
 from opforce_tutorial import ala2, pretrained
@@ -180,3 +181,27 @@ def test_basin_exchange_counts_alpha_l_entries_exits_and_drift():
     assert row["αR % first half"] == pytest.approx(100 * 7 / 12) and row["αR % second half"] == pytest.approx(100 * 9 / 12)
     with pytest.raises(ValueError, match="time, replicas, 5, 3"):
         ala2.basin_exchange(x[0])
+
+
+def test_model_dihedral_checks_pass_the_model_that_made_the_frames_and_fail_its_mirror_image():
+    """Frames of a known chiral 5-bead energy: its own forces pass, its mirror image's fail."""
+    import copy
+
+    from chains import chain_from_internal, toy_prior
+
+    from opforce_tutorial.cg.pipeline import simulate_cg
+
+    prior = toy_prior()  # bonds 3.8 Å, angles 1.9 rad, Fourier dihedrals
+    with torch.no_grad():
+        prior.dihedral_sin.fill_(-1.0)  # strongly chiral (k_BT = 0.6 kcal/mol)
+    mirror = copy.deepcopy(prior)
+    with torch.no_grad():
+        mirror.dihedral_sin.fill_(1.0)  # E_mirror(x) = E(x̄): the same energy for the mirror-image molecule
+    rng = np.random.default_rng(0)
+    x0 = chain_from_internal(np.full((64, 4), 3.8), np.full((64, 3), 1.9), rng.uniform(-np.pi, np.pi, (64, 2)))
+    traj = simulate_cg(prior, x0, 0.6, np.full((5, 1), 12.0), CGRunSettings(n_replicas=64, n_steps=6000, save_every=20,
+                                                                           burn_in=1000, dt=0.004, seed=3), progress=False)
+    table = ala2.model_dihedral_checks({"own": prior, "mirror": mirror}, traj.reshape(-1, 5, 3), 0.6)
+    assert list(table.columns) == ["z cos φ", "z sin φ", "z cos ψ", "z sin ψ"] and list(table.index) == ["own", "mirror"]
+    assert (table.loc["own"].abs() < 4).all(), table
+    assert (table.loc["mirror"].abs() > 6).any(), table

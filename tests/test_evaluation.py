@@ -74,8 +74,12 @@ def test_dihedral_integration_by_parts_holds_for_exact_forces_and_flags_wrong_on
     assert all(abs(g["z"]) < 4 for g in good), good
     assert all(abs(b["z"]) > 8 for b in dihedral_integration_by_parts_check(x, 0.7 * f, kbt))
     assert all(abs(h["z"]) > 6 for h in dihedral_integration_by_parts_check(x, f, 1.3 * kbt))
+    several = dihedral_integration_by_parts_check(x, {"exact": f, "scaled": 0.7 * f}, kbt)  # one set of derivatives
+    assert several["exact"] == good and all(abs(b["z"]) > 8 for b in several["scaled"])
     with pytest.raises(ValueError, match="beads ≥ 4"):
         dihedral_integration_by_parts_check(x[:, :3], f[:, :3], kbt)
+    with pytest.raises(ValueError, match="must be"):
+        dihedral_integration_by_parts_check(x, {"exact": f, "short": f[:10]}, kbt)
 
 
 def test_mirror_asymmetry_is_the_odd_part_of_the_free_energy():
