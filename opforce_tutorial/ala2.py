@@ -114,15 +114,16 @@ def score(trajectory, reference: ReferenceHistograms) -> dict:
     return {"js": evaluate(trajectory, reference), "populations": basin_populations(trajectory)}
 
 
-def prior_only_trajectory(progress: bool = False) -> np.ndarray:
+def prior_only_trajectory(ds=None, prior=None, progress: bool = False) -> np.ndarray:
     """The baseline of every CG model: its prior alone (fitted to the training frames, no network),
     simulated with the chapter's simulation settings (:data:`CG_SETTINGS`, seed 0).
 
-    What a trained model adds to the global free energy is measured against this.
+    What a trained model adds to the global free energy is measured against this. ``ds`` and
+    ``prior``: the :func:`training_frames` and the prior fitted to them, if at hand (default: load, fit).
     """
-    ds = training_frames()
+    ds = training_frames() if ds is None else ds
     kbt = thermal_energy(ds.temperature)
-    prior, _ = fit_priors(ds.positions, kbt)
+    prior = fit_priors(ds.positions, kbt)[0] if prior is None else prior
     return simulate_cg(prior, ds.positions, kbt, ds.bead_masses, CG_SETTINGS, progress=progress)
 
 

@@ -161,6 +161,11 @@ def test_seed_spread_plot_draws_one_dot_per_seed_and_the_data_band():
 def test_prior_only_baseline_simulates_the_fitted_prior_with_the_chapter_settings(tiny):
     traj = ala2.prior_only_trajectory()
     assert traj.shape == (4, 4, 5, 3) and traj.dtype == np.float32 and np.isfinite(traj).all()
+    from opforce_tutorial.cg import fit_priors
+    from opforce_tutorial.units import kbt
+
+    ds = ala2.training_frames()  # the chapter passes the frames and the prior it already has
+    assert np.array_equal(ala2.prior_only_trajectory(ds, fit_priors(ds.positions, kbt(ds.temperature))[0]), traj)
 
 
 def test_basin_exchange_counts_alpha_l_entries_exits_and_drift():
