@@ -5,9 +5,10 @@ import json
 import numpy as np
 import pytest
 
-from opforce_tutorial.data.dataset import DatasetError, load_dataset, load_trajectories
-from opforce_tutorial.data.folding import (analyse_folding, folded_reference, folding_msm, read_ca_pdb, rmsd, superpose,
-                                           write_ca_pdb, write_folding_results)
+from opforce_tutorial.data.dataset import DatasetError, Trajectory, load_dataset, load_trajectories
+from opforce_tutorial.data.folding import (analyse_folding, folded_reference, folding_msm, read_ca_pdb, rmsd,
+                                           smallest_good_dimension, superpose, tica_dimension_scores, write_ca_pdb,
+                                           write_folding_results)
 from opforce_tutorial.data.report import count_transitions
 
 HAIRPIN = np.array([[0.0, 0, 0], [3.8, 0, 0], [7.6, 0.5, 0], [11.0, 2.0, 0], [12.5, 5.0, 0.5],
@@ -185,3 +186,47 @@ def test_melting_curve_reweights_each_state_exactly_for_gaussian_energies():
     assert far.reliable.tolist() == [False, True] and far.ess_folded[1] == pytest.approx(folded.sum())
     with pytest.raises(ValueError, match="both the folded and the unfolded"):
         melting_curve([energy], [np.zeros(len(energy), bool)], t0, p0, 0.01, temps)
+
+
+def _telegraph(rng, n_frames, p_switch):
+    """A two-state Markov chain (±1) switching with probability ``p_switch`` per frame."""
+    flips = rng.random(n_frames) < p_switch
+    return np.where(np.cumsum(flips) % 2 == 0, 1.0, -1.0)
+
+
+@pytest.mark.parametrize("second_process", ["everywhere", "one_trajectory"])
+def test_cross_validation_keeps_slow_processes_seen_everywhere_and_drops_one_off_visits(second_process):
+    rng = np.random.default_rng(4)
+    feats = []
+    for k in range(8):
+        x = rng.normal(scale=0.3, size=(2000, 4))
+        x[:, 0] += _telegraph(rng, 2000, 0.01)
+        if second_process == "everywhere":
+            x[:, 1] += 2.0 * _telegraph(rng, 2000, 0.02)
+        elif k == 0:
+            x[700:1200, 1] += 3.0  # a state visited once, in one trajectory
+        feats.append(x)
+    scores = tica_dimension_scores(feats, dims=(1, 2), lag=5, n_microstates=20, block_frames=500)
+    expected = 2 if second_process == "everywhere" else 1
+    assert smallest_good_dimension(scores) == expected, scores
+
+
+def test_one_standard_error_rule_prefers_the_smaller_dimension():
+    assert smallest_good_dimension({1: (1.90, 0.05), 2: (2.00, 0.05), 3: (2.02, 0.04)}) == 2
+    assert smallest_good_dimension({1: (1.99, 0.05), 2: (2.00, 0.05), 3: (1.50, 0.04)}) == 1
+
+
+def test_chapman_kolmogorov_prediction_matches_a_markovian_two_state_process():
+    rng = np.random.default_rng(5)
+    states = [(_telegraph(rng, 3000, 0.02) > 0) for _ in range(6)]
+    trajs = [Trajectory(positions=np.where(s[:, None, None], HAIRPIN, 2.0 * HAIRPIN).astype(np.float32)
+                        + rng.normal(scale=0.1, size=(3000, 10, 3)).astype(np.float32),
+                        forces=np.zeros((3000, 10, 3), np.float32), save_interval_ps=10.0, temperature=340.0,
+                        source=f"toy/copy{k:02d}") for k, s in enumerate(states)]
+    msm = folding_msm(trajs, states, lag=5, n_microstates=10, tica_dims=(1,), its_lags=(5, 10), ck_steps=(1, 2, 4),
+                      n_samples=10)
+    # exact for the telegraph chain: P(same state after n frames) = (1 + (1 − 2p)^n) / 2
+    for k, (predicted, estimated) in msm.folded_ck_test.items():
+        exact = (1 + (1 - 2 * 0.02) ** (5 * k)) / 2
+        assert predicted == pytest.approx(exact, abs=0.03) and estimated == pytest.approx(exact, abs=0.03)
+    assert abs(msm.slowest_process_folded_correlation) > 0.99

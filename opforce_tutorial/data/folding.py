@@ -16,6 +16,8 @@ The steps, with their conventions (lengths in Å, lag times in frames of the run
 4. :func:`folding_msm`: 45 Cα–Cα distances → TICA → k-means microstates → reversible maximum-likelihood
    MSM at ``lag`` (deeptime), implied timescales over several lags, a Bayesian MSM for the error of the
    folded fraction, and per-frame weights w = π(s)/N(s) (frames outside the MSM's connected set get 0).
+   The TICA dimension is chosen by cross-validation (:func:`tica_dimension_scores`): more dimensions
+   resolve more slow processes, but a process seen in a single trajectory is noise, not kinetics.
 5. :func:`melting_curve`: the folded fraction at other temperatures, reweighting each state's frames
    with their potential energies (runs that saved them), anchored on the MSM's folded fraction.
 """
@@ -71,64 +73,148 @@ def distance_features(x: np.ndarray) -> np.ndarray:
     return np.linalg.norm(x[:, i] - x[:, j], axis=-1).astype(np.float32)
 
 
+def _discretise(train: list[np.ndarray], apply: list[np.ndarray], lag: int, tica_dim: int, n_microstates: int, seed: int):
+    """TICA (``tica_dim``) and k-means fitted on ``train``; the microstate trajectories of ``apply``."""
+    from deeptime.clustering import KMeans
+    from deeptime.decomposition import TICA
+
+    tica = TICA(lagtime=lag, dim=tica_dim).fit(train).fetch_model()
+    km = KMeans(n_clusters=n_microstates, max_iter=500, fixed_seed=seed, n_jobs=1)
+    km = km.fit(np.concatenate([tica.transform(f) for f in train])).fetch_model()
+    return [km.transform(tica.transform(f)).astype(np.int32) for f in apply]
+
+
+def tica_dimension_scores(features: list[np.ndarray], dims=(1, 2, 3, 4), lag: int = 150, n_microstates: int = 100,
+                          block_frames: int = 1000, n_repeats: int = 6, score_dim: int = 3, seed: int = 0) -> dict:
+    """Cross-validated VAMP-2 score of the whole MSM pipeline for each TICA dimension.
+
+    Trajectories are cut into blocks of ``block_frames``; each repeat fits TICA, k-means and the MSM on a
+    random half of the blocks and scores it on the other half (VAMP-2 over the ``score_dim`` largest
+    singular values, the constant one included). A slow process seen in one trajectory only does not
+    carry over to the held-out half, so it lowers the score instead of raising it.
+    Returns ``{dim: (mean, standard error)}``.
+    """
+    from deeptime.markov.msm import MaximumLikelihoodMSM
+
+    blocks = [b for f in features for b in np.array_split(f, max(1, len(f) // block_frames))]
+    if len(blocks) < 4:
+        raise ValueError(f"cross-validation needs at least 4 blocks of {block_frames} frames, got {len(blocks)}")
+    rng = np.random.default_rng(seed)
+    splits = [rng.permutation(len(blocks)) for _ in range(n_repeats)]
+    scores = {}
+    for dim in dims:
+        s = []
+        for perm in splits:
+            train, test = [blocks[i] for i in perm[::2]], [blocks[i] for i in perm[1::2]]
+            d = _discretise(train, train + test, lag, dim, n_microstates, seed)
+            msm = MaximumLikelihoodMSM(lagtime=lag, reversible=True).fit(d[:len(train)]).fetch_model()
+            s.append(msm.score(d[len(train):], r=2, dim=score_dim))
+        scores[dim] = (float(np.mean(s)), float(np.std(s, ddof=1) / np.sqrt(len(s))))
+    return scores
+
+
+def smallest_good_dimension(scores: dict) -> int:
+    """One-standard-error rule: the smallest dimension scoring within one standard error of the best."""
+    best = max(scores, key=lambda d: scores[d][0])
+    return min(d for d, (m, _) in scores.items() if m >= scores[best][0] - scores[best][1])
+
+
 @dataclass
 class FoldingMSM:
     lag: int
     lag_ps: float
+    tica_dim: int
+    tica_dim_scores: dict[int, tuple[float, float]]
     n_microstates: int
     active_fraction: float
     implied_timescales_ns: dict[int, list[float]]
+    slowest_process_folded_correlation: float
+    folded_ck_test: dict[int, tuple[float, float]]
     folded_fraction: float
     folded_fraction_std: float
     weights: list[np.ndarray] = field(repr=False)
 
     def summary(self) -> dict:
-        return {"lag_frames": self.lag, "lag_ps": self.lag_ps, "n_microstates": self.n_microstates,
+        return {"lag_frames": self.lag, "lag_ps": self.lag_ps, "tica_dim": self.tica_dim,
+                "tica_dim_cross_validated_vamp2": {str(k): [round(m, 3), round(e, 3)]
+                                                   for k, (m, e) in self.tica_dim_scores.items()},
+                "n_microstates": self.n_microstates,
                 "frames_in_connected_set": round(self.active_fraction, 4),
                 "implied_timescales_ns": {str(k): v for k, v in self.implied_timescales_ns.items()},
+                "slowest_process_folded_correlation": round(self.slowest_process_folded_correlation, 3),
+                "folded_ck_test": {str(k): [round(p, 3), round(e, 3)] for k, (p, e) in self.folded_ck_test.items()},
                 "folded_fraction": round(self.folded_fraction, 4),
                 "folded_fraction_std": round(self.folded_fraction_std, 4)}
 
 
-def folding_msm(trajectories: list[Trajectory], folded: list[np.ndarray], lag: int = 50, n_microstates: int = 100,
-                tica_dim: int = 4, its_lags: tuple[int, ...] = (5, 10, 20, 50, 100), n_samples: int = 100,
+def _folded_by_state(msm, dtrajs: list[np.ndarray], folded: list[np.ndarray]) -> tuple[np.ndarray, np.ndarray]:
+    """Per state of ``msm``'s connected set: the fraction of its frames that are folded, and its frame count."""
+    fold_by_state, counts = np.zeros(msm.n_states), np.zeros(msm.n_states)
+    for d, f in zip(dtrajs, folded):
+        s = msm.count_model.transform_discrete_trajectories_to_submodel(d)
+        ok = s >= 0
+        np.add.at(counts, s[ok], 1.0)
+        np.add.at(fold_by_state, s[ok], f[ok].astype(float))
+    return fold_by_state / np.maximum(counts, 1.0), counts
+
+
+def _stay_folded(msm, dtrajs: list[np.ndarray], folded: list[np.ndarray], steps: int = 1) -> float:
+    """P(folded after ``steps`` lags | folded now) of ``msm``: the folded frames' microstate distribution
+    (π(s) f(s), f the folded fraction of the frames in s) propagated by T^steps and weighted by f."""
+    fold_by_state = _folded_by_state(msm, dtrajs, folded)[0]
+    start = msm.stationary_distribution * fold_by_state
+    return float(start @ np.linalg.matrix_power(msm.transition_matrix, steps) @ fold_by_state / start.sum())
+
+
+def folding_msm(trajectories: list[Trajectory], folded: list[np.ndarray], lag: int = 150, n_microstates: int = 100,
+                tica_dims: tuple[int, ...] = (1, 2, 3, 4), its_lags: tuple[int, ...] = (10, 20, 50, 100, 150, 200, 300),
+                ck_steps: tuple[int, ...] = (1, 2, 3, 4), n_samples: int = 100, cv_block_frames: int = 1000,
                 seed: int = 0) -> FoldingMSM:
-    """MSM over all trajectories; ``folded`` holds a boolean per frame of each trajectory."""
-    from deeptime.clustering import KMeans
-    from deeptime.decomposition import TICA
+    """MSM over all trajectories; ``folded`` holds a boolean per frame of each trajectory.
+
+    The TICA dimension is chosen from ``tica_dims`` by :func:`tica_dimension_scores` and
+    :func:`smallest_good_dimension` (one value: used as given, no cross-validation). The slowest
+    process is identified by the correlation of its right eigenvector with the folded indicator
+    (stationary weights; ±1: the folding process).
+
+    Chapman–Kolmogorov test of the folded set: for k in ``ck_steps``, the probability to be folded
+    k lags after being folded, predicted by the MSM at ``lag`` (T^k) and estimated by an MSM at k·lag;
+    ``folded_ck_test[k] = (predicted, estimated)``.
+    """
     from deeptime.markov.msm import BayesianMSM, MaximumLikelihoodMSM
 
     feats = [distance_features(t.positions) for t in trajectories]
-    tica = TICA(lagtime=lag, dim=tica_dim).fit(feats).fetch_model()
-    proj = [tica.transform(f) for f in feats]
-    km = KMeans(n_clusters=n_microstates, max_iter=500, fixed_seed=seed, n_jobs=1).fit(np.concatenate(proj)).fetch_model()
-    dtrajs = [km.transform(p).astype(np.int32) for p in proj]
+    scores = (tica_dimension_scores(feats, tica_dims, lag, n_microstates, cv_block_frames, seed=seed)
+              if len(tica_dims) > 1 else {})
+    tica_dim = smallest_good_dimension(scores) if scores else tica_dims[0]
+    dtrajs = _discretise(feats, feats, lag, tica_dim, n_microstates, seed)
     dt_ns = trajectories[0].save_interval_ps / 1000.0
     its = {}
     for tau in its_lags:
         m = MaximumLikelihoodMSM(lagtime=tau, reversible=True).fit(dtrajs).fetch_model()
         its[tau] = [round(float(t) * dt_ns, 3) for t in m.timescales(k=3)]
     msm = MaximumLikelihoodMSM(lagtime=lag, reversible=True).fit(dtrajs).fetch_model()
-    fold_by_state = np.zeros(msm.n_states)
-    counts = np.zeros(msm.n_states)
-    for d, f in zip(dtrajs, folded):
-        s = msm.count_model.transform_discrete_trajectories_to_submodel(d)
-        ok = s >= 0
-        np.add.at(counts, s[ok], 1.0)
-        np.add.at(fold_by_state, s[ok], f[ok].astype(float))
-    fold_by_state /= np.maximum(counts, 1.0)
+    fold_by_state, counts = _folded_by_state(msm, dtrajs, folded)
+    pi = msm.stationary_distribution
+    slow = msm.eigenvectors_right(2)[:, 1]
+    cov = np.cov(slow, fold_by_state, aweights=pi)
+    correlation = float(cov[0, 1] / np.sqrt(cov[0, 0] * cov[1, 1]))
+    ck = {k: (_stay_folded(msm, dtrajs, folded, k),
+              _stay_folded(MaximumLikelihoodMSM(lagtime=k * lag, reversible=True).fit(dtrajs).fetch_model(), dtrajs, folded))
+          for k in ck_steps}
     bayes = BayesianMSM(lagtime=lag, n_samples=n_samples, reversible=True).fit(dtrajs).fetch_model()
     samples = [float(np.dot(s.stationary_distribution, fold_by_state)) for s in bayes.samples]
     weights, active = [], 0
     for d in dtrajs:
         s = msm.count_model.transform_discrete_trajectories_to_submodel(d)
-        w = np.where(s >= 0, msm.stationary_distribution[np.maximum(s, 0)] / np.maximum(counts[np.maximum(s, 0)], 1), 0.0)
+        w = np.where(s >= 0, pi[np.maximum(s, 0)] / np.maximum(counts[np.maximum(s, 0)], 1), 0.0)
         weights.append(w)
         active += int((s >= 0).sum())
     total = sum(w.sum() for w in weights)
     weights = [w / total for w in weights]
-    return FoldingMSM(lag, lag * trajectories[0].save_interval_ps, msm.n_states, active / sum(len(d) for d in dtrajs),
-                      its, float(np.dot(msm.stationary_distribution, fold_by_state)), float(np.std(samples)), weights)
+    return FoldingMSM(lag, lag * trajectories[0].save_interval_ps, tica_dim, scores, msm.n_states,
+                      active / sum(len(d) for d in dtrajs), its, correlation, ck,
+                      float(np.dot(pi, fold_by_state)), float(np.std(samples)), weights)
 
 
 def timescales_converged(its_ns: dict[int, list[float]], tolerance: float = 0.1) -> bool:
@@ -239,7 +325,7 @@ def melting_curve(energies: list[np.ndarray], folded: list[np.ndarray], temperat
 
 
 def analyse_folding(run_dirs: list, folded_below: float = 1.0, unfolded_above: float = 3.0, n_blocks: int = 5,
-                    lag: int = 50, check_pdb: str | None = None, trajectories: list[Trajectory] | None = None,
+                    lag: int = 150, check_pdb: str | None = None, trajectories: list[Trajectory] | None = None,
                     melting_temperatures=tuple(range(300, 381, 5))) -> tuple[dict, np.ndarray, FoldingMSM]:
     """Folding report of the runs, the folded reference (Å) and the MSM (its ``weights`` per trajectory).
 
