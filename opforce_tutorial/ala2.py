@@ -173,12 +173,12 @@ def model_dihedral_checks(models: dict, frames, kbt: float, batch_size: int = 40
     import pandas as pd
 
     x = torch.as_tensor(np.asarray(frames, dtype=np.float32))
-    forces = {name: torch.cat([model.forces(b).detach() for b in torch.split(x, batch_size)]).numpy()
-              for name, model in models.items()}
+    forces = {name: model.forces_in_batches(x, batch_size).numpy() for name, model in models.items()}
     checks = dihedral_integration_by_parts_check(np.asarray(frames), forces, kbt)
     names = {"cos dihedral 0-1-2-3": "cos φ", "sin dihedral 0-1-2-3": "sin φ",
              "cos dihedral 1-2-3-4": "cos ψ", "sin dihedral 1-2-3-4": "sin ψ"}
-    return pd.DataFrame({name: {f"z {names[r['function']]}": r["z"] for r in rows} for name, rows in checks.items()}).T
+    return pd.DataFrame({name: {f"z {names.get(r['function'], r['function'])}": r["z"] for r in rows}
+                         for name, rows in checks.items()}).T
 
 
 def cg_model_names() -> list[str]:

@@ -148,8 +148,7 @@ def mirror_energy_asymmetry(model, frames, edges, batch_size: int = 8192) -> np.
     x = torch.as_tensor(np.asarray(frames), dtype=torch.float64)
     model = copy.deepcopy(model).double()  # float64, leaving the caller's model as it is
     flip = torch.tensor([1.0, 1.0, -1.0], dtype=torch.float64)
-    with torch.no_grad():
-        half = torch.cat([0.5 * (model.energy(b) - model.energy(b * flip)) for b in torch.split(x, batch_size)]).numpy()
+    half = 0.5 * (model.energy_in_batches(x, batch_size) - model.energy_in_batches(x * flip, batch_size)).numpy()
     phi, psi = observable_values(np.asarray(frames), "ramachandran").T
     total, _, _ = np.histogram2d(phi, psi, bins=edges, weights=half)
     count, _, _ = np.histogram2d(phi, psi, bins=edges)

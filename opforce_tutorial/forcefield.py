@@ -37,6 +37,16 @@ class EnergyModel(nn.Module):
             (grad,) = torch.autograd.grad(self.energy(x).sum(), x, create_graph=create_graph)
         return -grad
 
+    def forces_in_batches(self, x: torch.Tensor, batch_size: int = 4096, device=None) -> torch.Tensor:
+        """:meth:`forces` of many frames, ``batch_size`` at a time on ``device`` (default: x's), without
+        a graph (evaluation, not training); returned on x's device."""
+        return torch.cat([self.forces(b.to(device or x.device)).detach().to(x.device) for b in torch.split(x, batch_size)])
+
+    def energy_in_batches(self, x: torch.Tensor, batch_size: int = 4096) -> torch.Tensor:
+        """:meth:`energy` of many frames, ``batch_size`` at a time, without a graph."""
+        with torch.no_grad():
+            return torch.cat([self.energy(b) for b in torch.split(x, batch_size)])
+
 
 class BondEnergy1D(EnergyModel):
     """Energy of M independent 1D coordinates (a bond length per column), each harmonic prior + RBFs.

@@ -78,6 +78,14 @@ def test_forces_are_minus_the_finite_difference_gradient(make, gen):
     assert torch.allclose(f.sum(dim=1), torch.zeros(len(x), 3, dtype=x.dtype), atol=1e-8)  # no net force
 
 
+def test_batched_evaluation_equals_one_pass(gen, device):
+    model = CGModel(toy_prior(), _schnet()).to(device)
+    x = _random_chain(gen, n_frames=11).to(device)
+    assert torch.allclose(model.forces_in_batches(x.cpu(), batch_size=4, device=device), model.forces(x).cpu(), atol=1e-12)
+    assert not model.forces_in_batches(x, batch_size=4).requires_grad
+    assert torch.allclose(model.energy_in_batches(x, batch_size=4), model.energy(x).detach(), atol=1e-12)
+
+
 @pytest.mark.parametrize("dihedral_hidden", [0, 8])
 def test_schnet_energy_is_invariant_to_rotations_and_translations(gen, device, dihedral_hidden):
     net = _schnet(dihedral_hidden=dihedral_hidden).to(device)

@@ -183,9 +183,24 @@ def test_melting_curve_reweights_each_state_exactly_for_gaussian_energies():
     assert curve.midpoint() == pytest.approx(t_mid, abs=2.0)  # 320 K
     assert curve.delta_u == pytest.approx(mu_f - mu_u, abs=0.2) and curve.delta_u_err < 0.2
     far = melting_curve([energy], [folded], t0, p0, 0.01, [150.0, 340.0], min_ess=50)
-    assert far.reliable.tolist() == [False, True] and far.ess_folded[1] == pytest.approx(folded.sum())
+    assert far.reliable.tolist() == [False, True] and far.inefficiency == pytest.approx(1.0, abs=0.05)
+    assert far.ess_folded[1] == pytest.approx(folded.sum() / far.inefficiency)
     with pytest.raises(ValueError, match="both the folded and the unfolded"):
         melting_curve([energy], [np.zeros(len(energy), bool)], t0, p0, 0.01, temps)
+
+
+def test_statistical_inefficiency_of_an_ar1_process():
+    from opforce_tutorial.data.folding import statistical_inefficiency
+
+    rng = np.random.default_rng(6)
+    a, series = 0.9, []
+    for _ in range(4):
+        x = np.zeros(20_000)
+        for t in range(1, len(x)):
+            x[t] = a * x[t - 1] + rng.standard_normal()
+        series.append(x)
+    assert statistical_inefficiency(series) == pytest.approx((1 + a) / (1 - a), rel=0.15)  # 19 frames
+    assert statistical_inefficiency([rng.standard_normal(20_000)]) == pytest.approx(1.0, abs=0.05)
 
 
 def _telegraph(rng, n_frames, p_switch):

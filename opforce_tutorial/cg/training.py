@@ -79,8 +79,7 @@ def train_cg_model(positions, labels, prior, config: SchNetConfig, settings: For
     if val_mask.all() or not val_mask.any():
         raise ValueError("val_mask must select some but not all samples")
     prior = prior.float().to(device)
-    with torch.no_grad():
-        residual = torch.cat([f[sl] - prior.forces(x[sl].to(device)).cpu() for sl in torch.split(torch.arange(len(x)), 4096)])
+    residual = f - prior.forces_in_batches(x, device=device)
     train_idx = torch.as_tensor(np.flatnonzero(~val_mask))
     val_idx = torch.as_tensor(np.flatnonzero(val_mask))[:4096]
     val_batch = (x[val_idx].to(device), residual[val_idx].to(device))
