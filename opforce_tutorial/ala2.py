@@ -58,6 +58,8 @@ CG_SETTINGS = CGRunSettings(hidden=64, n_interactions=2, n_rbf=32, cutoff=10.0,
 #: (``SchNetConfig.dihedral_hidden`` = :data:`CHIRAL_WIDTH`), trained on the reference forces. The
 #: distance-only network cannot tell a configuration from its mirror image (αR from its mirror in αL).
 CHIRAL_REFERENCE, CHIRAL_WIDTH = "ala2-cg-reference-chiral", 64
+#: Results of :func:`record_long_run` (``opforce long-run``), next to the registry in ``models/``.
+LONG_RUNS = "long_runs.json"
 
 
 def kernel_name(source: str, noise_std: float) -> str:
@@ -181,6 +183,53 @@ def model_dihedral_checks(models: dict, frames, kbt: float, batch_size: int = 40
                          for name, rows in checks.items()}).T
 
 
+def long_run(model: CGModel, ns: float = 1.0, device="cpu", progress: bool = True) -> dict:
+    """A chapter CG model simulated as its registration did (:data:`CG_SETTINGS`, seed 0: the same 64
+    starting frames) but for ``ns`` nanoseconds per replica.
+
+    Returns its :func:`basin_exchange` and :func:`~opforce_tutorial.evaluation.basin_populations`
+    (fractions with block errors over the replicas). At 2 fs and 20 000 replica-steps/s (this chapter's
+    model on one CPU core) 1 ns of 64 replicas takes about half an hour.
+    """
+    if ns <= 0:
+        raise ValueError(f"ns must be positive, got {ns}")
+    ds = training_frames()
+    settings = replace(CG_SETTINGS, n_steps=int(round(ns * 1000 / CG_SETTINGS.dt)))
+    traj = simulate_cg(model, ds.positions, thermal_energy(ds.temperature), ds.bead_masses, settings, device, progress)
+    return {"exchange": basin_exchange(traj), "populations": basin_populations(traj)}
+
+
+def record_long_run(name: str, ns: float = 1.0, device="cpu", models_dir: Path | None = None) -> dict:
+    """:func:`long_run` of the registered model ``name`` (weights verified by sha256), recorded in
+    ``models/long_runs.json`` under its name and length with the sha256 of the weights, the command,
+    the device and the wall time."""
+    import time
+
+    from .pretrained import MODELS_DIR, device_name, load, record_entry
+
+    models_dir = MODELS_DIR if models_dir is None else models_dir
+    model, registered = load(name, models_dir)
+    t0 = time.perf_counter()
+    result = long_run(model, ns, device)
+    entry = {**result, "ns_per_replica": ns, "model_sha256": registered["sha256"],
+             "wall_time_s": round(time.perf_counter() - t0, 1), "device": device_name(device),
+             "command": f"opforce long-run {name} --ns {ns:g}" + (f" --device {device}" if device != "cpu" else ""),
+             "created": time.strftime("%Y-%m-%d")}
+    record_entry(models_dir / LONG_RUNS, name, f"{ns:g}", entry)
+    return entry
+
+
+def long_runs(models_dir: Path | None = None) -> dict:
+    """``{model name: {ns: entry}}`` of the recorded :func:`record_long_run` results that belong to the
+    registered weights (a retrained model leaves its older long runs out)."""
+    from .pretrained import MODELS_DIR, read_registry
+
+    models_dir = MODELS_DIR if models_dir is None else models_dir
+    registry = read_registry(models_dir / "registry.json")
+    return {name: current for name, runs in read_registry(models_dir / LONG_RUNS).items()
+            if (current := {ns: r for ns, r in runs.items() if r["model_sha256"] == registry.get(name, {}).get("sha256")})}
+
+
 def cg_model_names() -> list[str]:
     """The chapter's 7 CG models: reference forces, then noise, coupling, CNF at each noise level."""
     return [cg_name("reference")] + [cg_name(s, g) for g in NOISE_STDS for s in ("noise", "coupling", "cnf")]
@@ -267,7 +316,6 @@ def _cg_run(ds, source: str, noise_std: float | None, flow, seed: int, device, d
     ``seed`` picks the labelled frames and kernel draws, the network's initialisation and batches, and the
     simulation's starts and noise; seed 0 is the registered model. Returns ``(CGRun, metrics, settings)``.
     """
-    ds = training_frames()
     labels = replace(LABELS, seed=seed)
     cg = replace(CG_SETTINGS, seed=seed, force_matching=replace(CG_SETTINGS.force_matching, seed=seed),
                  dihedral_hidden=dihedral_hidden)

@@ -20,6 +20,12 @@ def main(argv: list[str] | None = None) -> int:
     rep.add_argument("--seeds", type=int, nargs="+", required=True, help="seeds other than 0 (0 is the registered model)")
     rep.add_argument("--device", default="cpu", help="torch device to train on (cpu, cuda)")
     rep.add_argument("--redo", action="store_true", help="rerun seeds already recorded for the registered model")
+    lr = sub.add_parser("long-run", help="simulate registered chapter-2 CG models for longer and record their basin "
+                                         "exchange and populations in models/long_runs.json (recorded runs are skipped)")
+    lr.add_argument("name", nargs="+", help="registered CG model name(s), e.g. ala2-cg-reference")
+    lr.add_argument("--ns", type=float, default=1.0, help="length of each of the 64 replicas (ns)")
+    lr.add_argument("--device", default="cpu", help="torch device to simulate on (cpu, cuda)")
+    lr.add_argument("--redo", action="store_true", help="rerun a length already recorded for the registered weights")
     sub.add_parser("models", help="list registered pretrained models and verify their checksums")
     d = sub.add_parser("data", help="generate reference MD data")
     dsub = d.add_subparsers(dest="data_command", required=True)
@@ -102,6 +108,8 @@ def main(argv: list[str] | None = None) -> int:
         return 0
     if args.command == "replicate":
         return _replicate(args)
+    if args.command == "long-run":
+        return _long_run(args)
     if args.command == "train-kernel":
         return _train_kernel(args)
     if args.command == "label":
@@ -190,6 +198,20 @@ def _replicate(args) -> int:
             print(f"{name} seed {seed}: {entry['wall_time_s']} s; populations "
                   + json.dumps({b: round(p["mean"], 3) for b, p in entry["metrics"]["populations"].items()},
                                ensure_ascii=False))
+    return 0
+
+
+def _long_run(args) -> int:
+    from . import ala2
+
+    for name in args.name:
+        done = ala2.long_runs().get(name, {}).get(f"{args.ns:g}")
+        if done and not args.redo:
+            print(f"{name}, {args.ns:g} ns: recorded already ({done['created']}); --redo to rerun")
+            continue
+        entry = ala2.record_long_run(name, args.ns, device=args.device)
+        print(f"{name}, {args.ns:g} ns: {entry['wall_time_s']} s; αL entries {entry['exchange']['αL entries']}; populations "
+              + json.dumps({b: round(p["mean"], 3) for b, p in entry["populations"].items()}, ensure_ascii=False))
     return 0
 
 

@@ -181,7 +181,7 @@ def pretrain(name: str, device: str = "cpu", models_dir: Path = MODELS_DIR) -> d
         "training": training,
         "metrics": metrics,
         "wall_time_s": round(wall, 1),
-        "device": _device_name(device),
+        "device": device_name(device),
         "versions": {"torch": torch.__version__, "python": platform.python_version()},
         "created": time.strftime("%Y-%m-%d"),
     }
@@ -232,15 +232,21 @@ def replicate(name: str, seed: int, device: str = "cpu", models_dir: Path = MODE
     metrics = spec.replicate(seed, device)
     entry = {"metrics": metrics, "model_sha256": registered["sha256"], "wall_time_s": round(time.perf_counter() - t0, 1),
              "command": replicate_command(name, seed) + (f" --device {device}" if device != "cpu" else ""),
-             "device": _device_name(device), "created": time.strftime("%Y-%m-%d")}
-    with _registry_lock(models_dir):
-        replicates = read_replicates(models_dir)
-        replicates.setdefault(name, {})[str(seed)] = entry
-        (models_dir / REPLICATES).write_text(json.dumps(replicates, indent=2, sort_keys=True) + "\n")
+             "device": device_name(device), "created": time.strftime("%Y-%m-%d")}
+    record_entry(models_dir / REPLICATES, name, str(seed), entry)
     return entry
 
 
-def _device_name(device) -> str:
+def record_entry(path: Path, name: str, key: str, entry: dict) -> None:
+    """Set ``{name: {key: entry}}`` in the JSON file ``path`` (a results file next to the registry, such
+    as replicates.json), under the registry's lock so that parallel commands do not lose entries."""
+    with _registry_lock(path.parent):
+        results = read_registry(path)
+        results.setdefault(name, {})[key] = entry
+        path.write_text(json.dumps(results, indent=2, sort_keys=True) + "\n")
+
+
+def device_name(device) -> str:
     if str(device).startswith("cuda"):
         return torch.cuda.get_device_name(0)
     return f"CPU ({platform.processor() or platform.machine()}, {os.cpu_count()} cores)"
