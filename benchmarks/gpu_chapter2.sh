@@ -5,7 +5,8 @@
 # The seven chains run at once (each model is small, so one chain alone leaves the GPU mostly idle):
 # one `opforce pretrain` process per chain, a flow and its CG model in the same process, so the CG
 # model's labels come from the flow that was saved. Needs only torch (no OpenMM).
-# Output: $OUT/models.tar.gz (models/ with its registry: unpack over the checkout), chain logs, and
+# Output: $OUT/models.tar.gz (models/ with its registry and, time permitting, the reference models'
+# 1 ns runs: unpack over the checkout), chain logs, and
 # the wall time of every chain in $OUT/chapter2.log. DEVICE and CHAINS can be overridden for a rehearsal.
 set -u
 T0=$(date +%s)
@@ -38,5 +39,10 @@ done
 wait "${pids[@]}"  # not a bare wait: that would also wait for the tee of the log
 echo "== $(el) s: all chains ended"
 grep -h "wrote models" "$OUT"/chain*.txt
+if [ $(( BUDGET - $(el) )) -gt 120 ]; then  # the retrained reference models' 1 ns runs, if time is left
+    timeout $(( BUDGET - $(el) - 30 )) bash -c "$(declare -f opf); opf long-run ala2-cg-reference ala2-cg-reference-chiral \
+        --ns 1 --device $DEVICE" > "$OUT/long_runs.txt" 2>&1
+    echo "== $(el) s: long runs rc $?"
+fi
 tar czf "$OUT/models.tar.gz" models
 echo "== $(el) s: done"
