@@ -262,6 +262,21 @@ def seed_metrics(models_registry: dict | None = None, replicates: dict | None = 
     return pd.DataFrame(rows)
 
 
+def seed_anova(seeds, column: str = "αR %", names: list[str] | None = None) -> tuple[float, float]:
+    """Do the models ``names`` (default: all in ``seeds``) differ in ``column`` beyond their spread over
+    training seeds? One-way ANOVA on :func:`seed_metrics` rows: F, the ratio of the between-model to
+    the within-model (seed) variance, and its p-value (the chance of an F at least this large if every
+    model had the same mean). Needs two seeds or more of at least two models."""
+    from scipy.stats import f_oneway
+
+    names = list(dict.fromkeys(seeds["model"])) if names is None else names
+    groups = [seeds.loc[seeds["model"] == name, column].to_numpy() for name in names]
+    if len(groups) < 2 or min(len(g) for g in groups) < 2:
+        raise ValueError(f"need at least two seeds of at least two models, got {dict(zip(names, map(len, groups)))}")
+    result = f_oneway(*groups)
+    return float(result.statistic), float(result.pvalue)
+
+
 # ---------------------------------------------------------------------------------- registered models
 def _fit_flow(ds, source: str, noise_std: float, seed: int, device):
     """The coupling flow or CNF vector field of a label source, trained on the frames of ``ds``

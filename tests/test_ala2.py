@@ -226,3 +226,16 @@ def test_a_long_run_is_recorded_for_the_registered_weights(tiny, tmp_path):
     registry[name]["sha256"] = "retrained"
     (tmp_path / "registry.json").write_text(__import__("json").dumps(registry))
     assert ala2.long_runs(tmp_path) == {}  # a long run of older weights no longer counts
+
+
+def test_seed_anova_separates_models_only_beyond_their_seed_spread():
+    import pandas as pd
+
+    rng = np.random.default_rng(0)
+    rows = lambda name, mean: [{"model": name, "αR %": mean + 8.0 * rng.standard_normal()} for _ in range(5)]  # noqa: E731
+    same = pd.DataFrame(rows("a", 40) + rows("b", 40) + rows("c", 40))
+    apart = pd.DataFrame(rows("a", 20) + rows("b", 40) + rows("c", 60))
+    assert ala2.seed_anova(same)[1] > 0.05 and ala2.seed_anova(apart)[1] < 0.001
+    assert ala2.seed_anova(apart, names=["a", "b"])[0] > 0
+    with pytest.raises(ValueError, match="at least two seeds"):
+        ala2.seed_anova(apart.iloc[[0, 5, 6]])
