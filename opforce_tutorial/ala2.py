@@ -222,12 +222,11 @@ def record_long_run(name: str, ns: float = 1.0, device="cpu", models_dir: Path |
 def long_runs(models_dir: Path | None = None) -> dict:
     """``{model name: {ns: entry}}`` of the recorded :func:`record_long_run` results that belong to the
     registered weights (a retrained model leaves its older long runs out)."""
-    from .pretrained import MODELS_DIR, read_registry
+    from .pretrained import MODELS_DIR, read_registry, replicates_of
 
     models_dir = MODELS_DIR if models_dir is None else models_dir
-    registry = read_registry(models_dir / "registry.json")
-    return {name: current for name, runs in read_registry(models_dir / LONG_RUNS).items()
-            if (current := {ns: r for ns, r in runs.items() if r["model_sha256"] == registry.get(name, {}).get("sha256")})}
+    current = replicates_of(read_registry(models_dir / "registry.json"), read_registry(models_dir / LONG_RUNS))
+    return {name: runs for name, runs in current.items() if runs}
 
 
 def cg_model_names() -> list[str]:
