@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 
 from opforce_tutorial.data.dataset import DatasetError, Trajectory, load_dataset, load_trajectories
-from opforce_tutorial.data.folding import (analyse_folding, folded_reference, folding_msm, read_ca_pdb, rmsd,
+from opforce_tutorial.data.folding import (analyse_folding, block_bootstrap, folded_reference, folding_msm, read_ca_pdb, rmsd,
                                            smallest_good_dimension, superpose, tica_dimension_scores, write_ca_pdb,
                                            write_folding_results)
 from opforce_tutorial.data.report import count_transitions
@@ -245,3 +245,36 @@ def test_chapman_kolmogorov_prediction_matches_a_markovian_two_state_process():
         exact = (1 + (1 - 2 * 0.02) ** (5 * k)) / 2
         assert predicted == pytest.approx(exact, abs=0.03) and estimated == pytest.approx(exact, abs=0.03)
     assert abs(msm.slowest_process_folded_correlation) > 0.99
+
+
+def _two_state_chain(rng, n_frames, p_fold, p_unfold):
+    """Microstate trajectory of a two-state Markov chain (1 = folded), started from its equilibrium."""
+    x = np.empty(n_frames, np.int32)
+    x[0] = rng.random() < p_fold / (p_fold + p_unfold)
+    r = rng.random(n_frames)
+    for t in range(1, n_frames):
+        x[t] = r[t] > p_unfold if x[t - 1] else r[t] < p_fold
+    return x
+
+
+def test_block_bootstrap_error_matches_the_spread_of_independent_datasets():
+    from deeptime.markov.msm import MaximumLikelihoodMSM
+
+    rng = np.random.default_rng(7)
+    p_fold, p_unfold, lag = 0.01, 0.02, 5  # π(folded) = 1/3, relaxation time 1/0.03 = 33 frames
+
+    def dataset():
+        return [_two_state_chain(rng, 2000, p_fold, p_unfold) for _ in range(6)]
+
+    def folded_fraction(d):
+        return MaximumLikelihoodMSM(lagtime=lag, reversible=True).fit(d).fetch_model().stationary_distribution[1]
+
+    spread = np.std([folded_fraction(dataset()) for _ in range(40)], ddof=1)
+    d = dataset()
+    fractions, its = block_bootstrap(d, [x == 1 for x in d], lag, its_lags=(lag, 10), block_frames=500, n_boot=100)
+    assert fractions.mean() == pytest.approx(1 / 3, abs=0.05)
+    assert 0.6 < np.std(fractions, ddof=1) / spread < 1.6, (np.std(fractions, ddof=1), spread)
+    exact_its = -1 / np.log(1 - p_fold - p_unfold)  # 32.8 frames at every lag (a Markov chain)
+    for tau, samples in its.items():
+        low, high = np.percentile(samples, [2.5, 97.5])
+        assert low < exact_its < high and high - low < exact_its, (tau, low, high)

@@ -14,8 +14,8 @@ The steps, with their conventions (lengths in Å, lag times in frames of the run
    hysteresis (RMSD ≤ ``folded_below`` and ≥ ``unfolded_above``): a recrossing of the boundary in
    between does not count.
 4. :func:`folding_msm`: 45 Cα–Cα distances → TICA → k-means microstates → reversible maximum-likelihood
-   MSM at ``lag`` (deeptime), implied timescales over several lags, a Bayesian MSM for the error of the
-   folded fraction, and per-frame weights w = π(s)/N(s) (frames outside the MSM's connected set get 0).
+   MSM at ``lag`` (deeptime), implied timescales over several lags, a Bayesian MSM and a block bootstrap
+   (:func:`block_bootstrap`) for the errors of the folded fraction and the timescales, and per-frame weights w = π(s)/N(s) (frames outside the MSM's connected set get 0).
    The TICA dimension is chosen by cross-validation (:func:`tica_dimension_scores`): more dimensions
    resolve more slow processes, but a process seen in a single trajectory is noise, not kinetics.
 5. :func:`melting_curve`: the folded fraction at other temperatures, reweighting each state's frames
@@ -131,7 +131,9 @@ class FoldingMSM:
     slowest_process_folded_correlation: float
     folded_ck_test: dict[int, tuple[float, float]]
     folded_fraction: float
-    folded_fraction_std: float
+    folded_fraction_std: float  # Bayesian MSM: the error of the counts, given the microstates
+    folded_fraction_bootstrap_std: float  # block bootstrap: also the error of which states the runs explored
+    slowest_its_bootstrap_ns: dict[int, tuple[float, float]]  # 95 % block-bootstrap interval per lag
     weights: list[np.ndarray] = field(repr=False)
 
     def summary(self) -> dict:
@@ -144,7 +146,10 @@ class FoldingMSM:
                 "slowest_process_folded_correlation": round(self.slowest_process_folded_correlation, 3),
                 "folded_ck_test": {str(k): [round(p, 3), round(e, 3)] for k, (p, e) in self.folded_ck_test.items()},
                 "folded_fraction": round(self.folded_fraction, 4),
-                "folded_fraction_std": round(self.folded_fraction_std, 4)}
+                "folded_fraction_std": round(self.folded_fraction_std, 4),
+                "folded_fraction_bootstrap_std": round(self.folded_fraction_bootstrap_std, 4),
+                "slowest_implied_timescale_bootstrap_95_ns": {str(k): [round(lo, 3), round(hi, 3)]
+                                                              for k, (lo, hi) in self.slowest_its_bootstrap_ns.items()}}
 
 
 def _folded_by_state(msm, dtrajs: list[np.ndarray], folded: list[np.ndarray]) -> tuple[np.ndarray, np.ndarray]:
@@ -166,10 +171,40 @@ def _stay_folded(msm, dtrajs: list[np.ndarray], folded: list[np.ndarray], steps:
     return float(start @ np.linalg.matrix_power(msm.transition_matrix, steps) @ fold_by_state / start.sum())
 
 
+def block_bootstrap(dtrajs: list[np.ndarray], folded: list[np.ndarray], lag: int, its_lags=(), block_frames: int = 1000,
+                    n_boot: int = 100, seed: int = 0) -> tuple[np.ndarray, dict[int, np.ndarray]]:
+    """Folded fraction and slowest implied timescale (frames) of MSMs refitted to block-bootstrap resamples.
+
+    Each trajectory is cut into blocks of about ``block_frames`` (a shorter one stays whole); each of
+    ``n_boot`` resamples draws as many blocks with replacement and fits a reversible maximum-likelihood
+    MSM at ``lag`` (folded fraction) and at every lag of ``its_lags`` (slowest timescale), on the same
+    microstates. Unlike the Bayesian MSM, whose error assumes the observed transitions are a fair sample
+    of every state's exits, this also counts how much the answer depends on which stretches of which
+    runs were sampled: a state left only once, by one run, makes the resamples disagree.
+    Returns (folded fractions ``(n_boot,)``, ``{its lag: slowest timescales (n_boot,)}``).
+    """
+    from deeptime.markov.msm import MaximumLikelihoodMSM
+
+    blocks = [(d_block, f_block) for d, f in zip(dtrajs, folded)
+              for d_block, f_block in zip(np.array_split(d, max(1, len(d) // block_frames)),
+                                          np.array_split(f, max(1, len(f) // block_frames)))]
+    rng = np.random.default_rng(seed)
+    fractions, its = [], {tau: [] for tau in its_lags}
+    for _ in range(n_boot):
+        pick = rng.integers(len(blocks), size=len(blocks))
+        d, f = [blocks[i][0] for i in pick], [blocks[i][1] for i in pick]
+        msm = MaximumLikelihoodMSM(lagtime=lag, reversible=True).fit(d).fetch_model()
+        fractions.append(float(msm.stationary_distribution @ _folded_by_state(msm, d, f)[0]))
+        for tau in its_lags:
+            m = msm if tau == lag else MaximumLikelihoodMSM(lagtime=tau, reversible=True).fit(d).fetch_model()
+            its[tau].append(float(m.timescales(k=1)[0]))
+    return np.array(fractions), {tau: np.array(v) for tau, v in its.items()}
+
+
 def folding_msm(trajectories: list[Trajectory], folded: list[np.ndarray], lag: int = 150, n_microstates: int = 100,
                 tica_dims: tuple[int, ...] = (1, 2, 3, 4), its_lags: tuple[int, ...] = (10, 20, 50, 100, 150, 200, 300),
                 ck_steps: tuple[int, ...] = (1, 2, 3, 4), n_samples: int = 100, cv_block_frames: int = 1000,
-                seed: int = 0) -> FoldingMSM:
+                n_boot: int = 100, seed: int = 0) -> FoldingMSM:
     """MSM over all trajectories; ``folded`` holds a boolean per frame of each trajectory.
 
     The TICA dimension is chosen from ``tica_dims`` by :func:`tica_dimension_scores` and
@@ -180,6 +215,10 @@ def folding_msm(trajectories: list[Trajectory], folded: list[np.ndarray], lag: i
     Chapman–Kolmogorov test of the folded set: for k in ``ck_steps``, the probability to be folded
     k lags after being folded, predicted by the MSM at ``lag`` (T^k) and estimated by an MSM at k·lag;
     ``folded_ck_test[k] = (predicted, estimated)``.
+
+    Two errors of the folded fraction: the Bayesian MSM's (``n_samples``) and a :func:`block_bootstrap`
+    over blocks of ``cv_block_frames`` (``n_boot``), which also gives 95 % intervals of the slowest
+    implied timescale at the lags of ``its_lags`` from ``lag`` on.
     """
     from deeptime.markov.msm import BayesianMSM, MaximumLikelihoodMSM
 
@@ -204,6 +243,8 @@ def folding_msm(trajectories: list[Trajectory], folded: list[np.ndarray], lag: i
           for k in ck_steps}
     bayes = BayesianMSM(lagtime=lag, n_samples=n_samples, reversible=True).fit(dtrajs).fetch_model()
     samples = [float(np.dot(s.stationary_distribution, fold_by_state)) for s in bayes.samples]
+    boot_lags = tuple(tau for tau in its_lags if tau >= lag)
+    boot_fractions, boot_its = block_bootstrap(dtrajs, folded, lag, boot_lags, cv_block_frames, n_boot, seed)
     weights, active = [], 0
     for d in dtrajs:
         s = msm.count_model.transform_discrete_trajectories_to_submodel(d)
@@ -214,7 +255,9 @@ def folding_msm(trajectories: list[Trajectory], folded: list[np.ndarray], lag: i
     weights = [w / total for w in weights]
     return FoldingMSM(lag, lag * trajectories[0].save_interval_ps, tica_dim, scores, msm.n_states,
                       active / sum(len(d) for d in dtrajs), its, correlation, ck,
-                      float(np.dot(pi, fold_by_state)), float(np.std(samples)), weights)
+                      float(np.dot(pi, fold_by_state)), float(np.std(samples)), float(np.std(boot_fractions, ddof=1)),
+                      {tau: tuple(float(x) * dt_ns for x in np.percentile(v, [2.5, 97.5])) for tau, v in boot_its.items()},
+                      weights)
 
 
 def timescales_converged(its_ns: dict[int, list[float]], tolerance: float = 0.1) -> bool:
@@ -395,7 +438,8 @@ def analyse_folding(run_dirs: list, folded_below: float = 1.0, unfolded_above: f
     with_energy = [i for i, t in enumerate(trajs) if t.energies is not None]
     if with_energy:
         curve = melting_curve([trajs[i].energies for i in with_energy], [folded[i] for i in with_energy],
-                              trajs[0].temperature, msm.folded_fraction, msm.folded_fraction_std, melting_temperatures)
+                              trajs[0].temperature, msm.folded_fraction,
+                              max(msm.folded_fraction_std, msm.folded_fraction_bootstrap_std), melting_temperatures)
         report["melting"] = {"trajectories": [trajs[i].source for i in with_energy], **curve.summary()}
     if check_pdb:
         report["reference"]["rmsd_to_check_structure_A"] = round(float(rmsd(ref[None], read_ca_pdb(check_pdb))[0]), 3)
@@ -440,6 +484,7 @@ def write_folding_results(run_dirs: list, residue_names: list[str], data_dir=Non
                           provenance={"weights": "MSM stationary distribution per frame (see cln025_folding.json)",
                                       **summary, "msm_folded_fraction": report["msm"]["folded_fraction"],
                                       "msm_folded_fraction_std": report["msm"]["folded_fraction_std"],
+                                      "msm_folded_fraction_bootstrap_std": report["msm"]["folded_fraction_bootstrap_std"],
                                       "msm_implied_timescales_converged": report["msm"]["implied_timescales_converged"]})
     registry_path = data_dir / "registry.json"
     registry = json.loads(registry_path.read_text())
