@@ -163,10 +163,10 @@ def _folded_by_state(msm, dtrajs: list[np.ndarray], folded: list[np.ndarray]) ->
     return fold_by_state / np.maximum(counts, 1.0), counts
 
 
-def _stay_folded(msm, dtrajs: list[np.ndarray], folded: list[np.ndarray], steps: int = 1) -> float:
+def _stay_folded(msm, fold_by_state: np.ndarray, steps: int = 1) -> float:
     """P(folded after ``steps`` lags | folded now) of ``msm``: the folded frames' microstate distribution
-    (π(s) f(s), f the folded fraction of the frames in s) propagated by T^steps and weighted by f."""
-    fold_by_state = _folded_by_state(msm, dtrajs, folded)[0]
+    (π(s) f(s), f = ``fold_by_state``, the folded fraction of the frames in s) propagated by T^steps and
+    weighted by f."""
     start = msm.stationary_distribution * fold_by_state
     return float(start @ np.linalg.matrix_power(msm.transition_matrix, steps) @ fold_by_state / start.sum())
 
@@ -238,9 +238,10 @@ def folding_msm(trajectories: list[Trajectory], folded: list[np.ndarray], lag: i
     slow = msm.eigenvectors_right(2)[:, 1]
     cov = np.cov(slow, fold_by_state, aweights=pi)
     correlation = float(cov[0, 1] / np.sqrt(cov[0, 0] * cov[1, 1]))
-    ck = {k: (_stay_folded(msm, dtrajs, folded, k),
-              _stay_folded(MaximumLikelihoodMSM(lagtime=k * lag, reversible=True).fit(dtrajs).fetch_model(), dtrajs, folded))
-          for k in ck_steps}
+    ck = {}
+    for k in ck_steps:
+        msm_k = MaximumLikelihoodMSM(lagtime=k * lag, reversible=True).fit(dtrajs).fetch_model()
+        ck[k] = (_stay_folded(msm, fold_by_state, k), _stay_folded(msm_k, _folded_by_state(msm_k, dtrajs, folded)[0]))
     bayes = BayesianMSM(lagtime=lag, n_samples=n_samples, reversible=True).fit(dtrajs).fetch_model()
     samples = [float(np.dot(s.stationary_distribution, fold_by_state)) for s in bayes.samples]
     boot_lags = tuple(tau for tau in its_lags if tau >= lag)
