@@ -73,6 +73,13 @@ def distance_features(x: np.ndarray) -> np.ndarray:
     return np.linalg.norm(x[:, i] - x[:, j], axis=-1).astype(np.float32)
 
 
+def _msm(dtrajs: list[np.ndarray], lag: int):
+    """Reversible maximum-likelihood MSM at ``lag`` on the largest connected set of ``dtrajs``."""
+    from deeptime.markov.msm import MaximumLikelihoodMSM
+
+    return MaximumLikelihoodMSM(lagtime=lag, reversible=True, use_lcc=True).fit(dtrajs).fetch_model()
+
+
 def _discretise(train: list[np.ndarray], apply: list[np.ndarray], lag: int, tica_dim: int, n_microstates: int, seed: int):
     """TICA (``tica_dim``) and k-means fitted on ``train``; the microstate trajectories of ``apply``."""
     from deeptime.clustering import KMeans
@@ -94,7 +101,6 @@ def tica_dimension_scores(features: list[np.ndarray], dims=(1, 2, 3, 4), lag: in
     carry over to the held-out half, so it lowers the score instead of raising it.
     Returns ``{dim: (mean, standard error)}``.
     """
-    from deeptime.markov.msm import MaximumLikelihoodMSM
 
     blocks = [b for f in features for b in np.array_split(f, max(1, len(f) // block_frames))]
     if len(blocks) < 4:
@@ -107,7 +113,7 @@ def tica_dimension_scores(features: list[np.ndarray], dims=(1, 2, 3, 4), lag: in
         for perm in splits:
             train, test = [blocks[i] for i in perm[::2]], [blocks[i] for i in perm[1::2]]
             d = _discretise(train, train + test, lag, dim, n_microstates, seed)
-            msm = MaximumLikelihoodMSM(lagtime=lag, reversible=True).fit(d[:len(train)]).fetch_model()
+            msm = _msm(d[:len(train)], lag)
             s.append(msm.score(d[len(train):], r=2, dim=score_dim))
         scores[dim] = (float(np.mean(s)), float(np.std(s, ddof=1) / np.sqrt(len(s))))
     return scores
@@ -183,8 +189,6 @@ def block_bootstrap(dtrajs: list[np.ndarray], folded: list[np.ndarray], lag: int
     runs were sampled: a state left only once, by one run, makes the resamples disagree.
     Returns (folded fractions ``(n_boot,)``, ``{its lag: slowest timescales (n_boot,)}``).
     """
-    from deeptime.markov.msm import MaximumLikelihoodMSM
-
     blocks = [(d_block, f_block) for d, f in zip(dtrajs, folded)
               for d_block, f_block in zip(np.array_split(d, max(1, len(d) // block_frames)),
                                           np.array_split(f, max(1, len(f) // block_frames)))]
@@ -193,10 +197,10 @@ def block_bootstrap(dtrajs: list[np.ndarray], folded: list[np.ndarray], lag: int
     for _ in range(n_boot):
         pick = rng.integers(len(blocks), size=len(blocks))
         d, f = [blocks[i][0] for i in pick], [blocks[i][1] for i in pick]
-        msm = MaximumLikelihoodMSM(lagtime=lag, reversible=True).fit(d).fetch_model()
+        msm = _msm(d, lag)
         fractions.append(float(msm.stationary_distribution @ _folded_by_state(msm, d, f)[0]))
         for tau in its_lags:
-            m = msm if tau == lag else MaximumLikelihoodMSM(lagtime=tau, reversible=True).fit(d).fetch_model()
+            m = msm if tau == lag else _msm(d, tau)
             its[tau].append(float(m.timescales(k=1)[0]))
     return np.array(fractions), {tau: np.array(v) for tau, v in its.items()}
 
@@ -220,7 +224,7 @@ def folding_msm(trajectories: list[Trajectory], folded: list[np.ndarray], lag: i
     over blocks of ``cv_block_frames`` (``n_boot``), which also gives 95 % intervals of the slowest
     implied timescale at the lags of ``its_lags`` from ``lag`` on.
     """
-    from deeptime.markov.msm import BayesianMSM, MaximumLikelihoodMSM
+    from deeptime.markov.msm import BayesianMSM
 
     feats = [distance_features(t.positions) for t in trajectories]
     scores = (tica_dimension_scores(feats, tica_dims, lag, n_microstates, cv_block_frames, seed=seed)
@@ -230,9 +234,9 @@ def folding_msm(trajectories: list[Trajectory], folded: list[np.ndarray], lag: i
     dt_ns = trajectories[0].save_interval_ps / 1000.0
     its = {}
     for tau in its_lags:
-        m = MaximumLikelihoodMSM(lagtime=tau, reversible=True).fit(dtrajs).fetch_model()
+        m = _msm(dtrajs, tau)
         its[tau] = [round(float(t) * dt_ns, 3) for t in m.timescales(k=3)]
-    msm = MaximumLikelihoodMSM(lagtime=lag, reversible=True).fit(dtrajs).fetch_model()
+    msm = _msm(dtrajs, lag)
     fold_by_state, counts = _folded_by_state(msm, dtrajs, folded)
     pi = msm.stationary_distribution
     slow = msm.eigenvectors_right(2)[:, 1]
@@ -240,7 +244,7 @@ def folding_msm(trajectories: list[Trajectory], folded: list[np.ndarray], lag: i
     correlation = float(cov[0, 1] / np.sqrt(cov[0, 0] * cov[1, 1]))
     ck = {}
     for k in ck_steps:
-        msm_k = MaximumLikelihoodMSM(lagtime=k * lag, reversible=True).fit(dtrajs).fetch_model()
+        msm_k = _msm(dtrajs, k * lag)
         ck[k] = (_stay_folded(msm, fold_by_state, k), _stay_folded(msm_k, _folded_by_state(msm_k, dtrajs, folded)[0]))
     bayes = BayesianMSM(lagtime=lag, n_samples=n_samples, reversible=True).fit(dtrajs).fetch_model()
     samples = [float(np.dot(s.stationary_distribution, fold_by_state)) for s in bayes.samples]
