@@ -39,9 +39,9 @@ done
 wait "${pids[@]}"  # not a bare wait: that would also wait for the tee of the log
 echo "== $(el) s: all chains ended"
 grep -h "wrote models" "$OUT"/chain*.txt
-if [ $(( BUDGET - $(el) )) -gt 120 ]; then  # the retrained reference models' 1 ns runs, if time is left
+if [ $(( BUDGET - $(el) )) -gt 120 ]; then  # the retrained models' 1 ns runs (chapter 2's order), if time is left
     timeout $(( BUDGET - $(el) - 30 )) bash -c "$(declare -f opf); opf long-run ala2-cg-reference ala2-cg-reference-chiral \
-        --ns 1 --device $DEVICE" > "$OUT/long_runs.txt" 2>&1
+        ala2-cg-noise-0.05 ala2-cg-cnf-0.05 ala2-cg-coupling-0.05 --ns 1 --device $DEVICE" > "$OUT/long_runs.txt" 2>&1
     echo "== $(el) s: long runs rc $?"
 fi
 tar czf "$OUT/models.tar.gz" models

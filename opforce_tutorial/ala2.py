@@ -229,16 +229,20 @@ def long_runs(models_dir: Path | None = None) -> dict:
     return {name: runs for name, runs in current.items() if runs}
 
 
-def long_run_summary(run: dict, data_alpha_l: float) -> tuple[dict, dict]:
+def long_run_summary(run: dict, data_alpha_l: dict) -> tuple[dict, dict]:
     """A recorded long run (:func:`long_runs`) as a table row and as pre-formatted text for the chapter.
 
-    ``data_alpha_l``: the reference data's αL population (fraction). The text's ``drift`` says how the
-    αL population moved from the first half of the run to the second: "held" when the change is within
-    two block errors of the whole run's αL population, else "rose" or "fell"; ``ratio`` is the run's αL
-    population over the data's.
+    ``data_alpha_l``: the reference data's αL population, ``{"mean", "block_error"}`` (fractions). In the
+    text, ``drift`` says how the run's αL population moved from the first half of the run to the second:
+    "held" when the change is within two block errors of the whole run's αL population, else "rose" or
+    "fell"; ``versus`` compares it with the data's: "matches" within two combined block errors, else
+    "exceeds" or "falls short of"; ``ratio`` is the run's αL population over the data's.
     """
     x, p = run["exchange"], run["populations"]
     al, al_err = 100 * p["αL (φ > 0)"]["mean"], 100 * p["αL (φ > 0)"]["block_error"]
+    data, data_err = 100 * data_alpha_l["mean"], 100 * data_alpha_l["block_error"]
+    versus = ("matches" if abs(al - data) <= 2 * np.hypot(al_err, data_err)
+              else ("exceeds" if al > data else "falls short of"))
     first, second = x["αL % first half"], x["αL % second half"]
     drift = "held" if abs(second - first) <= 2 * al_err else ("rose" if second > first else "fell")
     row = {"starting in αL": x["starting in αL"], "αL entries": x["αL entries"], "αL exits": x["αL exits"],
@@ -248,7 +252,7 @@ def long_run_summary(run: dict, data_alpha_l: float) -> tuple[dict, dict]:
            "wall time (min)": f"{run['wall_time_s'] / 60:.0f}"}
     text = {"aL": f"{al:.1f}", "aLerr": f"{al_err:.1f}", "aR": f"{100 * p['αR']['mean']:.0f}",
             "entries": str(x["αL entries"]), "exits": str(x["αL exits"]), "first": f"{first:.0f}",
-            "second": f"{second:.0f}", "drift": drift, "ratio": f"{al / 100 / data_alpha_l:.1f}"}
+            "second": f"{second:.0f}", "drift": drift, "versus": versus, "ratio": f"{al / data:.1f}"}
     return row, text
 
 

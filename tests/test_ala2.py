@@ -228,18 +228,21 @@ def test_a_long_run_is_recorded_for_the_registered_weights(tiny, tmp_path):
     assert ala2.long_runs(tmp_path) == {}  # a long run of older weights no longer counts
 
 
-def test_long_run_summary_calls_a_drift_only_beyond_two_block_errors():
+def test_long_run_summary_calls_drifts_and_differences_only_beyond_two_block_errors():
     def run(first, second, error):
         populations = {"αL (φ > 0)": {"mean": (first + second) / 200, "block_error": error / 100},
                        "αR": {"mean": 0.4, "block_error": 0.01}, "β / PII": {"mean": 0.5, "block_error": 0.01}}
         exchange = {"starting in αL": 4, "αL entries": 10, "αL exits": 8, "αL % first half": first, "αL % second half": second}
         return {"exchange": exchange, "populations": populations, "wall_time_s": 600.0}
 
-    row, text = ala2.long_run_summary(run(16.0, 34.0, 4.8), data_alpha_l=0.025)
-    assert text["drift"] == "rose" and text["ratio"] == "10.0" and text["aL"] == "25.0"
+    data = {"mean": 0.025, "block_error": 0.005}
+    row, text = ala2.long_run_summary(run(16.0, 34.0, 4.8), data)
+    assert text["drift"] == "rose" and text["versus"] == "exceeds" and text["ratio"] == "10.0" and text["aL"] == "25.0"
     assert row["αL % second half"] == "34.0" and row["wall time (min)"] == "10"
-    assert ala2.long_run_summary(run(7.7, 7.6, 2.5), 0.025)[1]["drift"] == "held"
-    assert ala2.long_run_summary(run(12.0, 5.0, 2.5), 0.025)[1]["drift"] == "fell"
+    assert ala2.long_run_summary(run(7.7, 7.6, 2.5), data)[1]["drift"] == "held"
+    assert ala2.long_run_summary(run(12.0, 5.0, 2.5), data)[1]["drift"] == "fell"
+    assert ala2.long_run_summary(run(2.9, 2.6, 0.6), data)[1]["versus"] == "matches"  # |2.75 − 2.5| < 2 · 0.78
+    assert ala2.long_run_summary(run(0.4, 0.6, 0.2), data)[1]["versus"] == "falls short of"
 
 
 def test_seed_anova_separates_models_only_beyond_their_seed_spread():
