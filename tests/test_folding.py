@@ -239,7 +239,10 @@ def test_chapman_kolmogorov_prediction_matches_a_markovian_two_state_process():
                         forces=np.zeros((3000, 10, 3), np.float32), save_interval_ps=10.0, temperature=340.0,
                         source=f"toy/copy{k:02d}") for k, s in enumerate(states)]
     msm = folding_msm(trajs, states, lag=5, n_microstates=10, tica_dims=(1,), its_lags=(5, 10), ck_steps=(1, 2, 4),
-                      n_samples=10)
+                      n_samples=10, n_boot=10, long_lags=(40, 5000))
+    # long-lag diagnostic: lags no trajectory exceeds are left out; the timescale is the chain's, −1/ln(1 − 2p)
+    assert set(msm.long_lag_timescales) == {40} and msm.long_lag_timescales[40]["trajectories_longer"] == 6
+    assert msm.long_lag_timescales[40]["its_ns"][0] == pytest.approx(-0.01 / np.log(1 - 2 * 0.02), rel=0.3)
     # exact for the telegraph chain: P(same state after n frames) = (1 + (1 − 2p)^n) / 2
     for k, (predicted, estimated) in msm.folded_ck_test.items():
         exact = (1 + (1 - 2 * 0.02) ** (5 * k)) / 2

@@ -140,6 +140,7 @@ class FoldingMSM:
     folded_fraction_std: float  # Bayesian MSM: the error of the counts, given the microstates
     folded_fraction_bootstrap_std: float  # block bootstrap: also the error of which states the runs explored
     slowest_its_bootstrap_ns: dict[int, tuple[float, float]]  # 95 % block-bootstrap interval per lag
+    long_lag_timescales: dict[int, dict]  # diagnostic only: {lag: {"its_ns", "trajectories_longer"}}
     weights: list[np.ndarray] = field(repr=False)
 
     def summary(self) -> dict:
@@ -155,7 +156,8 @@ class FoldingMSM:
                 "folded_fraction_std": round(self.folded_fraction_std, 4),
                 "folded_fraction_bootstrap_std": round(self.folded_fraction_bootstrap_std, 4),
                 "slowest_implied_timescale_bootstrap_95_ns": {str(k): [round(lo, 3), round(hi, 3)]
-                                                              for k, (lo, hi) in self.slowest_its_bootstrap_ns.items()}}
+                                                              for k, (lo, hi) in self.slowest_its_bootstrap_ns.items()},
+                "implied_timescales_long_lags_diagnostic": {str(k): v for k, v in self.long_lag_timescales.items()}}
 
 
 def _folded_by_state(msm, dtrajs: list[np.ndarray], folded: list[np.ndarray]) -> tuple[np.ndarray, np.ndarray]:
@@ -208,7 +210,7 @@ def block_bootstrap(dtrajs: list[np.ndarray], folded: list[np.ndarray], lag: int
 def folding_msm(trajectories: list[Trajectory], folded: list[np.ndarray], lag: int = 150, n_microstates: int = 100,
                 tica_dims: tuple[int, ...] = (1, 2, 3, 4), its_lags: tuple[int, ...] = (10, 20, 50, 100, 150, 200, 300),
                 ck_steps: tuple[int, ...] = (1, 2, 3, 4), n_samples: int = 100, cv_block_frames: int = 1000,
-                n_boot: int = 100, seed: int = 0) -> FoldingMSM:
+                n_boot: int = 100, long_lags: tuple[int, ...] = (400, 500, 700), seed: int = 0) -> FoldingMSM:
     """MSM over all trajectories; ``folded`` holds a boolean per frame of each trajectory.
 
     The TICA dimension is chosen from ``tica_dims`` by :func:`tica_dimension_scores` and
@@ -223,6 +225,10 @@ def folding_msm(trajectories: list[Trajectory], folded: list[np.ndarray], lag: i
     Two errors of the folded fraction: the Bayesian MSM's (``n_samples``) and a :func:`block_bootstrap`
     over blocks of ``cv_block_frames`` (``n_boot``), which also gives 95 % intervals of the slowest
     implied timescale at the lags of ``its_lags`` from ``lag`` on.
+
+    ``long_lags``: implied timescales at lags beyond ``its_lags``, a diagnostic only (the check of
+    :func:`timescales_converged` uses ``its_lags``): only trajectories longer than the lag give counts
+    there, so short runs (e.g. the GPU copies) drop out; each entry says how many trajectories remain.
     """
     from deeptime.markov.msm import BayesianMSM
 
@@ -236,6 +242,9 @@ def folding_msm(trajectories: list[Trajectory], folded: list[np.ndarray], lag: i
     for tau in its_lags:
         m = _msm(dtrajs, tau)
         its[tau] = [round(float(t) * dt_ns, 3) for t in m.timescales(k=3)]
+    long_its = {tau: {"its_ns": [round(float(t) * dt_ns, 3) for t in _msm(dtrajs, tau).timescales(k=3)],
+                      "trajectories_longer": sum(len(d) > tau for d in dtrajs)}
+                for tau in long_lags if any(len(d) > tau for d in dtrajs)}
     msm = _msm(dtrajs, lag)
     fold_by_state, counts = _folded_by_state(msm, dtrajs, folded)
     pi = msm.stationary_distribution
@@ -262,7 +271,7 @@ def folding_msm(trajectories: list[Trajectory], folded: list[np.ndarray], lag: i
                       active / sum(len(d) for d in dtrajs), its, correlation, ck,
                       float(np.dot(pi, fold_by_state)), float(np.std(samples)), float(np.std(boot_fractions, ddof=1)),
                       {tau: tuple(float(x) * dt_ns for x in np.percentile(v, [2.5, 97.5])) for tau, v in boot_its.items()},
-                      weights)
+                      long_its, weights)
 
 
 def timescales_converged(its_ns: dict[int, list[float]], tolerance: float = 0.1) -> bool:
