@@ -15,7 +15,8 @@ The steps, with their conventions (lengths in Å, lag times in frames of the run
    between does not count.
 4. :func:`folding_msm`: 45 Cα–Cα distances → TICA → k-means microstates → reversible maximum-likelihood
    MSM at ``lag`` (deeptime), implied timescales over several lags, a Bayesian MSM and a block bootstrap
-   (:func:`block_bootstrap`) for the errors of the folded fraction and the timescales, and per-frame weights w = π(s)/N(s) (frames outside the MSM's connected set get 0).
+   (:func:`block_bootstrap`) for the errors of the folded fraction and the timescales, and per-frame
+   weights w = π(s)/N(s) (frames outside the MSM's connected set get 0).
    The TICA dimension is chosen by cross-validation (:func:`tica_dimension_scores`): more dimensions
    resolve more slow processes, but a process seen in a single trajectory is noise, not kinetics.
 5. :func:`melting_curve`: the folded fraction at other temperatures, reweighting each state's frames
@@ -101,7 +102,6 @@ def tica_dimension_scores(features: list[np.ndarray], dims=(1, 2, 3, 4), lag: in
     carry over to the held-out half, so it lowers the score instead of raising it.
     Returns ``{dim: (mean, standard error)}``.
     """
-
     blocks = [b for f in features for b in np.array_split(f, max(1, len(f) // block_frames))]
     if len(blocks) < 4:
         raise ValueError(f"cross-validation needs at least 4 blocks of {block_frames} frames, got {len(blocks)}")
@@ -238,14 +238,20 @@ def folding_msm(trajectories: list[Trajectory], folded: list[np.ndarray], lag: i
     tica_dim = smallest_good_dimension(scores) if scores else tica_dims[0]
     dtrajs = _discretise(feats, feats, lag, tica_dim, n_microstates, seed)
     dt_ns = trajectories[0].save_interval_ps / 1000.0
-    its = {}
-    for tau in its_lags:
-        m = _msm(dtrajs, tau)
-        its[tau] = [round(float(t) * dt_ns, 3) for t in m.timescales(k=3)]
-    long_its = {tau: {"its_ns": [round(float(t) * dt_ns, 3) for t in _msm(dtrajs, tau).timescales(k=3)],
-                      "trajectories_longer": sum(len(d) > tau for d in dtrajs)}
+    fits = {}  # one MSM per lag: the ITS, the CK test and the main model share lags
+
+    def fit(tau):
+        if tau not in fits:
+            fits[tau] = _msm(dtrajs, tau)
+        return fits[tau]
+
+    def timescales_ns(tau):
+        return [round(float(t) * dt_ns, 3) for t in fit(tau).timescales(k=3)]
+
+    its = {tau: timescales_ns(tau) for tau in its_lags}
+    long_its = {tau: {"its_ns": timescales_ns(tau), "trajectories_longer": sum(len(d) > tau for d in dtrajs)}
                 for tau in long_lags if any(len(d) > tau for d in dtrajs)}
-    msm = _msm(dtrajs, lag)
+    msm = fit(lag)
     fold_by_state, counts = _folded_by_state(msm, dtrajs, folded)
     pi = msm.stationary_distribution
     slow = msm.eigenvectors_right(2)[:, 1]
@@ -253,7 +259,7 @@ def folding_msm(trajectories: list[Trajectory], folded: list[np.ndarray], lag: i
     correlation = float(cov[0, 1] / np.sqrt(cov[0, 0] * cov[1, 1]))
     ck = {}
     for k in ck_steps:
-        msm_k = _msm(dtrajs, k * lag)
+        msm_k = fit(k * lag)
         ck[k] = (_stay_folded(msm, fold_by_state, k), _stay_folded(msm_k, _folded_by_state(msm_k, dtrajs, folded)[0]))
     bayes = BayesianMSM(lagtime=lag, n_samples=n_samples, reversible=True).fit(dtrajs).fetch_model()
     samples = [float(np.dot(s.stationary_distribution, fold_by_state)) for s in bayes.samples]
