@@ -3,7 +3,7 @@ PYTHON ?= python3
 VENV   ?= .venv
 BIN    := $(VENV)/bin
 
-.PHONY: install book test bench bench-kernels bench-cg
+.PHONY: install book test bench bench-kernels bench-cg bench-cnf
 
 # CPU install path: torch==2.13.0 first (a local CPU wheel); the package's looser torch range is then
 # already satisfied, so pip does not pull a multi-GB CUDA build.
@@ -34,3 +34,6 @@ bench-kernels: install
 
 bench-cg: install
 	$(BIN)/python benchmarks/cg_simulation.py
+
+bench-cnf: install
+	$(BIN)/python benchmarks/cnf_labels.py

@@ -33,7 +33,7 @@ from .data.report import count_transitions
 from .evaluation import (BASINS, ReferenceHistograms, basin_populations, chain_observables,
                          dihedral_integration_by_parts_check, evaluate, observable_values)
 from .kernels import NoiseKernel
-from .kernels.cnf import SMALL_EGNN, CNFKernel, CNFTraining, EGNNConfig, EGNNVectorField, train_cnf
+from .kernels.cnf import SMALL_EGNN, CNFKernel, memory_budget_gb, CNFTraining, EGNNConfig, EGNNVectorField, train_cnf
 from .kernels.coupling import SMALL_COUPLING, CouplingFlow, CouplingFlowConfig, CouplingFlowKernel, CouplingTraining, train_coupling_flow
 from .labels import LabelSettings, label_frames
 from .units import kbt as thermal_energy
@@ -73,15 +73,15 @@ def cg_name(source: str, noise_std: float | None = None) -> str:
 def make_kernel(source: str, noise_std: float, kbt: float, flow: torch.nn.Module | None = None, device="cpu"):
     """The kernel of a label source; ``flow`` is the trained coupling flow or CNF vector field.
 
-    CNF labels are solved in chunks of 32 frames on a CPU (memory grows with the chunk) and of 512 on
-    a GPU, where a small chunk leaves the device waiting on kernel launches.
+    CNF labels are solved in chunks planned from the device's memory budget
+    (:func:`~opforce_tutorial.kernels.cnf.memory_budget_gb`).
     """
     if source == "noise":
         return NoiseKernel(noise_std, kbt, mean_free=True)
     if source == "coupling":
         return CouplingFlowKernel(flow, noise_std, kbt)
     if source == "cnf":
-        return CNFKernel(flow, noise_std, noise_std, kbt, chunk_size=32 if str(device) == "cpu" else 512)
+        return CNFKernel(flow, noise_std, noise_std, kbt, memory_budget_gb=memory_budget_gb(device))
     raise ValueError(f"no kernel for label source {source!r}; kernels are noise, coupling and cnf")
 
 

@@ -94,6 +94,8 @@ def main(argv: list[str] | None = None) -> int:
     lab.add_argument("--batch-size", type=int, default=256)
     lab.add_argument("--seed", type=int, default=0)
     lab.add_argument("--solver", choices=["dopri5", "rk4"], default="dopri5", help="CNF only")
+    lab.add_argument("--memory-gb", type=float, help="CNF only: memory for one chunk of labels, from which the chunk "
+                                                     "size is planned (GB; default 2 on a CPU, half the free GPU memory)")
     lab.add_argument("--out", required=True, help="labelled set (.npz)")
     lab.add_argument("--device", default="cpu", help="cpu or cuda (under torchrun: each rank's LOCAL_RANK GPU)")
     args = parser.parse_args(argv)
@@ -265,6 +267,10 @@ def _label(args) -> int:
         kernel, digest = NoiseKernel(args.noise_std, kbt(temperature), mean_free=True), None
     else:
         options = {"solver": args.solver} if args.solver != "dopri5" else {}
+        if args.memory_gb is not None:
+            if not args.memory_gb > 0:
+                raise SystemExit(f"--memory-gb must be positive, got {args.memory_gb}")
+            options["memory_budget_gb"] = args.memory_gb
         kernel, info = kernel_from_file(args.kernel, kbt(temperature), device, **options)
         if info["metadata"].get("temperature_K", temperature) != temperature:
             raise SystemExit(f"{args.kernel} was trained on data at {info['metadata']['temperature_K']} K, "

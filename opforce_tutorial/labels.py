@@ -18,7 +18,9 @@ size)`` (process group: gloo on CPU, NCCL on GPU), all ranks meet at a barrier, 
 ranks share the parts directory, so they must see the same file system.
 
 Labels or positions that are not finite are dropped and counted (``metadata["n_dropped"]``), never
-zero-filled. Units: positions Å, labels kcal/mol/Å at the input's temperature.
+zero-filled. Units: positions Å, labels kcal/mol/Å at the input's temperature. Kernels that solve an
+ODE report each label's cost and error estimate (``kernel.last_costs``); they are kept per label
+(:attr:`LabelledSet.costs`), and chunks the solver gave up on are counted (``metadata["n_failed_chunks"]``).
 """
 
 from __future__ import annotations
@@ -28,7 +30,7 @@ import json
 import os
 import shutil
 import time
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
 import numpy as np
@@ -36,6 +38,11 @@ import torch
 
 from .kernels.base import keep_finite
 from .storage import atomic_savez
+
+
+#: A kernel's ``last_costs`` keys → the per-label arrays of a labelled set.
+COST_NAMES = {"evaluations": "solver_evaluations", "accepted": "solver_accepted", "rejected": "solver_rejected",
+              "label_error": "label_error"}
 
 
 @dataclass
@@ -68,6 +75,9 @@ class LabelledSet:
     forces: np.ndarray
     frame_index: np.ndarray
     metadata: dict
+    #: Per label, for kernels that report a solver cost (the CNF's ``last_costs``): ``solver_evaluations``,
+    #: ``solver_accepted``, ``solver_rejected`` (of the solve that made it) and ``label_error`` (kcal/mol/Å).
+    costs: dict = field(default_factory=dict)
 
     @property
     def n_labels(self) -> int:
@@ -78,7 +88,7 @@ def kernel_description(kernel) -> dict:
     """The kernel's type and its widths (Å) and k_BT (kcal/mol), for the metadata."""
     out = {"kernel": type(kernel).__name__}
     for attr, key in (("noise_std", "noise_std_A"), ("prior_std", "prior_std_A"), ("kbt", "kbt_kcal_per_mol"),
-                      ("solver", "solver"), ("rtol", "rtol"), ("atol", "atol_A")):
+                      ("solver", "solver"), ("method", "label_method"), ("rtol", "rtol"), ("atol", "atol_A")):
         if hasattr(kernel, attr):
             out[key] = getattr(kernel, attr)
     return out
@@ -143,11 +153,15 @@ def label_frames(positions, kernel, temperature: float, out: str | Path, setting
         idx = work[b * settings.batch_size:(b + 1) * settings.batch_size]
         gen = torch.Generator(device=device).manual_seed(settings.seed * 1_000_003 + b)
         x = torch.as_tensor(positions[idx], device=device)
+        failed_before = getattr(kernel, "failed_chunks", 0)
         y, f = kernel.sample_with_forces(x, generator=gen)
-        y, f, frames, n_dropped = keep_finite(y.detach(), f.detach(), torch.as_tensor(idx, device=device))
+        costs = {COST_NAMES[k]: v.to(device) for k, v in getattr(kernel, "last_costs", {}).items()}
+        y, f, frames, *kept_costs, n_dropped = keep_finite(y.detach(), f.detach(), torch.as_tensor(idx, device=device),
+                                                           *costs.values())
         atomic_savez(parts / f"batch_{b:06d}.npz", positions=y.cpu().numpy().astype(np.float32),
                       forces=f.cpu().numpy().astype(np.float32), frame_index=frames.cpu().numpy(),
-                      n_dropped=n_dropped)
+                      n_dropped=n_dropped, n_failed_chunks=getattr(kernel, "failed_chunks", 0) - failed_before,
+                      **{k: v.cpu().numpy() for k, v in zip(costs, kept_costs)})
     wall = time.perf_counter() - t0
     if dist is not None:
         dist.barrier()
@@ -156,14 +170,16 @@ def label_frames(positions, kernel, temperature: float, out: str | Path, setting
 
     chunks = [np.load(parts / f"batch_{b:06d}.npz") for b in range(n_batches)]
     positions_out = np.concatenate([c["positions"] for c in chunks])
+    cost_names = [k for k in COST_NAMES.values() if k in chunks[0]] if chunks else []
     metadata = {**plan, "n_labels": len(positions_out), "n_dropped": int(sum(int(c["n_dropped"]) for c in chunks)),
+                "n_failed_chunks": int(sum(int(c["n_failed_chunks"]) for c in chunks)),
                 "length_unit": "Å", "force_unit": "kcal/mol/Å", "world_size": world, "device": str(device),
                 "wall_time_s_last_invocation": round(wall, 2), "created": time.strftime("%Y-%m-%d %H:%M:%S")}
     labelled = LabelledSet(positions=positions_out, forces=np.concatenate([c["forces"] for c in chunks]),
                            frame_index=np.concatenate([c["frame_index"] for c in chunks]).astype(np.int64),
-                           metadata=metadata)
+                           metadata=metadata, costs={k: np.concatenate([c[k] for c in chunks]) for k in cost_names})
     atomic_savez(out, positions=labelled.positions, forces=labelled.forces, frame_index=labelled.frame_index,
-                  metadata=json.dumps(labelled.metadata))
+                  metadata=json.dumps(labelled.metadata), **labelled.costs)
     shutil.rmtree(parts)
     return labelled
 
@@ -175,4 +191,5 @@ def load_labels(path: str | Path) -> LabelledSet:
         raise FileNotFoundError(f"labelled set {path} does not exist; make it with `opforce label ... --out {path}`")
     d = np.load(path)
     return LabelledSet(positions=d["positions"], forces=d["forces"], frame_index=d["frame_index"],
-                       metadata=json.loads(str(d["metadata"])))
+                       metadata=json.loads(str(d["metadata"])),
+                       costs={k: d[k] for k in COST_NAMES.values() if k in d.files})

@@ -13,6 +13,16 @@ def device(request):
     return torch.device(request.param)
 
 
+@pytest.fixture(params=[torch.float32, torch.float64], ids=["float32", "float64"])
+def dtype(request):
+    """Maths tests run in single and double precision (as bgflow's ``ctx`` fixtures do)."""
+    return request.param
+
+
+#: Agreement expected of two routes to the same number, by precision.
+TOLERANCE = {torch.float32: 1e-4, torch.float64: 1e-9}
+
+
 @pytest.fixture(scope="session")
 def system():
     from opforce_tutorial.systems import DoubleWellBond

@@ -7,6 +7,7 @@ import pytest
 from opforce_tutorial import ala2, pretrained
 from opforce_tutorial.cg.pipeline import CGRunSettings
 from opforce_tutorial.cg.training import ForceMatchingSettings
+from opforce_tutorial.kernels.cnf import chunk_plan
 from opforce_tutorial.labels import LabelSettings
 
 
@@ -59,8 +60,8 @@ def test_every_chapter_object_is_registered_with_a_rebuild_command():
     with pytest.raises(ValueError, match="no kernel"):
         ala2.make_kernel("reference", 0.05, 0.6)
     field = pretrained.load("ala2-cnf-0.05")[0]
-    assert ala2.make_kernel("cnf", 0.05, 0.6, field).chunk_size == 32
-    assert ala2.make_kernel("cnf", 0.05, 0.6, field, device="cuda").chunk_size == 512
+    kernel = ala2.make_kernel("cnf", 0.05, 0.6, field)
+    assert (kernel.chunk_size, kernel.group_size) == chunk_plan(5, field.config.hidden, field.config.n_layers, 4, 2.0)
 
 
 def test_models_trained_on_other_data_are_named():

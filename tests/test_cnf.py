@@ -173,3 +173,139 @@ def test_the_step_cap_counts_the_steps_of_one_solve_not_all_solves(field, gen):
         _, f = capped.sample_with_forces(x, generator=torch.Generator().manual_seed(seed))
         assert torch.isfinite(f).all()
     assert capped.failed_chunks == 0 and capped.stats.accepted + capped.stats.rejected > 5 * capped.max_steps
+
+
+def _chains(b, n, seed=0):
+    """Random Cα-like chains (3.8 Å bonds), mean-free, float64."""
+    g = torch.Generator().manual_seed(seed)
+    steps = torch.randn(b, n, 3, dtype=torch.float64, generator=g)
+    x = torch.cumsum(3.8 * steps / steps.norm(dim=-1, keepdim=True), dim=1)
+    return x - x.mean(dim=1, keepdim=True)
+
+
+def _draws(x, seed=1, noise_std=0.05, prior_std=0.05):
+    g = torch.Generator().manual_seed(seed)
+
+    def mean_free():
+        e = torch.randn(x.shape, dtype=torch.float64, generator=g)
+        return e - e.mean(dim=1, keepdim=True)
+
+    c = x + noise_std * mean_free()
+    return c + prior_std * mean_free(), c
+
+
+def _inverse_reference(field, y, c, prior_std=0.05):
+    """k_BT ∇_y log q(y|c) by the inverse solve with autograd, float64 at a tight tolerance."""
+    from opforce_tutorial.kernels.cnf import CNFKernel
+
+    ref = CNFKernel(field.double(), 0.05, prior_std, 0.6, rtol=1e-10, atol=1e-10, method="inverse")
+    yy = y.double().clone().requires_grad_(True)
+    (score,) = torch.autograd.grad(ref.log_prob(yy, c.double()).sum(), yy)
+    return 0.6 * score
+
+
+def _relative(f, ref):
+    return ((f.double() - ref).flatten(1).norm(dim=1) / ref.flatten(1).norm(dim=1)).max()
+
+
+@pytest.mark.parametrize("n", [5, 10])
+def test_score_labels_equal_the_inverse_solve_labels(n, dtype):
+    """One forward solve of (x, s) gives the labels of the inverse solve: ≤ 1e-4 (float32), 1e-6 (float64)."""
+    from opforce_tutorial.kernels.cnf import CNFKernel
+
+    torch.manual_seed(0)
+    field = EGNNVectorField(EGNNConfig(bead_types=[i % 4 for i in range(n)], hidden=16, n_layers=2))
+    x = _chains(3, n)
+    z, c = _draws(x)
+    tol = {torch.float32: 1e-6, torch.float64: 1e-9}[dtype]
+    kern = CNFKernel(field.to(dtype), 0.05, 0.05, 0.6, rtol=tol, atol=tol)
+    y, f = kern.solve(z.to(dtype), c.to(dtype))
+    assert _relative(f, _inverse_reference(field, y, c)) <= {torch.float32: 1e-4, torch.float64: 1e-6}[dtype]
+    assert f.sum(dim=1).abs().max() < 1e-4 * f.abs().max()  # zero net force
+    costs = kern.last_costs
+    assert costs["evaluations"].tolist() == [kern.stats.evaluations] * 3 and (costs["label_error"] > 0).all()
+
+
+def test_score_labels_of_the_trained_chapter_2_flow_equal_the_inverse_solve_labels(dtype):
+    from opforce_tutorial import pretrained
+    from opforce_tutorial.data.dataset import load_dataset
+    from opforce_tutorial.kernels.cnf import CNFKernel
+
+    field = pretrained.load("ala2-cnf-0.05")[0]
+    x = torch.as_tensor(load_dataset("ala2").positions[[10, 50_000]], dtype=torch.float64)
+    z, c = _draws(x - x.mean(dim=1, keepdim=True))
+    tol = {torch.float32: 1e-6, torch.float64: 1e-9}[dtype]
+    y, f = CNFKernel(field.to(dtype), 0.05, 0.05, 0.6, rtol=tol, atol=tol).solve(z.to(dtype), c.to(dtype))
+    assert _relative(f, _inverse_reference(field, y, c)) <= {torch.float32: 1e-4, torch.float64: 1e-6}[dtype]
+
+
+def test_score_labels_rotate_with_the_frames(field):
+    from opforce_tutorial.kernels.cnf import CNFKernel
+
+    kern = CNFKernel(field, 0.05, 0.3, 0.6, rtol=1e-9, atol=1e-9)
+    z, c = _draws(_chains(2, 5), prior_std=0.3)
+    r = random_rotations(1, torch.float64, generator=torch.Generator().manual_seed(4))[0]
+    y, f = kern.solve(z, c)
+    y_r, f_r = kern.solve(z @ r.T, c @ r.T)
+    assert torch.allclose(y_r, y @ r.T, atol=1e-8) and torch.allclose(f_r, f @ r.T, rtol=1e-6, atol=1e-6)
+
+
+def test_chunk_plan_fits_the_budget_and_keeps_all_directions_when_it_can():
+    from opforce_tutorial.kernels import cnf
+
+    def planned_bytes(n, hidden, layers, frames, directions):
+        unit = n**2 * hidden * layers
+        return frames * unit * (cnf._BYTES_PER_FRAME_UNIT + cnf._BYTES_PER_DIRECTION_UNIT * directions)
+
+    for n, budget in ((5, 2.0), (10, 2.0), (10, 0.3), (22, 1.0)):
+        frames, directions = cnf.chunk_plan(n, 64, 5, 4, budget)
+        assert directions == 3 * n - 6 and planned_bytes(n, 64, 5, frames, directions) <= budget * 1e9
+        assert frames == 512 or planned_bytes(n, 64, 5, frames + 1, directions) > budget * 1e9
+    frames, directions = cnf.chunk_plan(10, 64, 5, 4, 2.0, chunk_size=64)
+    assert frames == 64 and 1 <= directions < 24 and planned_bytes(10, 64, 5, 64, directions) <= 2e9
+    assert planned_bytes(10, 64, 5, 64, directions + 1) > 2e9
+    assert cnf.chunk_plan(10, 64, 5, 4, 0.05, chunk_size=64)[1] == 1  # too small for 64 frames: fewer frames
+    assert cnf.chunk_plan(10, 64, 5, 4, 0.05, chunk_size=64)[0] < 64
+    with pytest.raises(ValueError, match="memory_budget_gb"):
+        cnf.chunk_plan(10, 64, 5, 4, 0.0)
+
+
+def test_a_right_hand_side_stays_within_the_memory_it_was_planned_for(tmp_path):
+    """Peak resident memory of one score right-hand side, in a fresh process, is within the budget."""
+    import subprocess
+    import sys
+
+    script = tmp_path / "peak.py"
+    script.write_text(
+        "import resource, torch\n"
+        "torch.set_num_threads(1)\n"
+        "from opforce_tutorial.kernels.cnf import EGNNConfig, EGNNVectorField, chunk_plan\n"
+        "from opforce_tutorial.kernels.divergence import score_rhs\n"
+        "field = EGNNVectorField(EGNNConfig(bead_types=list(range(10)), hidden=32, n_layers=3))\n"
+        "frames, group = chunk_plan(10, 32, 3, 4, 0.3, chunk_size=48)\n"
+        "x = 3.8 * torch.randn(frames, 10, 3); s = torch.randn(frames, 10, 3)\n"
+        "field(0.1, x[:1])\n"
+        "base = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss\n"
+        "score_rhs(field, 0.3, x, s, group)\n"
+        "print(frames, group, (resource.getrusage(resource.RUSAGE_SELF).ru_maxrss - base) * 1024)\n")
+    out = subprocess.run([sys.executable, str(script)], capture_output=True, text=True, check=True)
+    frames, group, peak = map(int, out.stdout.split())
+    assert frames == 48 and group < 24 and peak <= 0.3e9, (frames, group, peak)
+
+
+def test_labelling_keeps_each_cnf_labels_cost_and_error(field, tmp_path):
+    from opforce_tutorial.kernels.cnf import CNFKernel
+    from opforce_tutorial.labels import LabelSettings, label_frames, load_labels
+
+    field.float()
+    kern = CNFKernel(field, noise_std=0.05, prior_std=0.3, kbt=0.6, chunk_size=2)
+    frames = _chains(5, 5).float().numpy()
+    out = label_frames(frames, kern, 300.0, tmp_path / "l.npz", LabelSettings(1.0, 1, 3), progress=False)
+    back = load_labels(tmp_path / "l.npz")
+    assert out.metadata["label_method"] == "score" and out.metadata["n_failed_chunks"] == 0
+    for key in ("solver_evaluations", "solver_accepted", "solver_rejected", "label_error"):
+        assert back.costs[key].shape == (5,) and np.array_equal(back.costs[key], out.costs[key])
+    assert (back.costs["solver_evaluations"] >= 6 * back.costs["solver_accepted"]).all()
+    stiff = CNFKernel(field, noise_std=0.05, prior_std=0.3, kbt=0.6, chunk_size=2, max_steps=2)
+    out = label_frames(frames, stiff, 300.0, tmp_path / "s.npz", LabelSettings(1.0, 1, 3), progress=False)
+    assert out.metadata["n_failed_chunks"] == 3 and out.metadata["n_dropped"] == 5 and out.n_labels == 0

@@ -12,11 +12,14 @@ frame, x₁ = x the clean frame, x_t = (1 − t) x₀ + t x₁ + σ_fm η, and t
 all mean-free. The network never sees c: the kernel's dependence on c comes from starting the ODE at
 N(c, σ_p²).
 
-Kernel. Φ integrates dx/dt = v_θ from t = 0 to 1: y = Φ(z), z = c + σ_p ξ. Backwards from y,
-z = Φ⁻¹(y) and log|det ∂Φ⁻¹/∂y| = −∫₀¹ div v_θ(t, x(t)) dt with the exact divergence (the trace of
-the Jacobian, all 3N rows from one batched backward pass). Then
-log q(y | c) = −|z − c|²/(2σ_p²) − log|det ∂Φ/∂z| + const, and the label is k_BT ∇_y log q(y|c) with
-c fixed, by autograd through the solver. Everything is mean-free, so labels have zero net force.
+Kernel. Φ integrates dx/dt = v_θ from t = 0 to 1: y = Φ(z), z = c + σ_p ξ, and
+log q(y | c) = −|Φ⁻¹(y) − c|²/(2σ_p²) − ∫₀¹ div v_θ(t, x(t)) dt + const. The label is
+k_BT ∇_y log q(y|c) with c fixed. By default it comes from the same forward solve that makes y: the
+score s(t) = ∇ log p_t(x(t)) of the transported density starts at s(0) = −(z − c)/σ_p² and obeys
+ds/dt = −(∂v/∂x)ᵀ s − ∇_x(∇·v), so s(1) is the label over k_BT (:mod:`.divergence`, where the exact
+divergence and its gradient take 3N − 6 directions instead of 3N). The reference path integrates
+backwards from y with the exact divergence and differentiates log q through the solver by autograd.
+Everything is mean-free, so labels have zero net force.
 """
 
 from __future__ import annotations
@@ -27,6 +30,9 @@ from dataclasses import dataclass
 import torch
 from torch import nn
 
+from .base import remove_mean
+from .divergence import exact_divergence, loop_divergence, score_rhs  # noqa: F401 (loop_divergence: re-export)
+from .ode import SolverStats, SolverStepLimit, dopri5, rk4
 from .training import train_on_frames
 
 
@@ -84,37 +90,23 @@ class EGNNVectorField(nn.Module):
         return v - v.mean(dim=-2, keepdim=True)
 
 
-def exact_divergence(field: EGNNVectorField, t, x: torch.Tensor):
-    """(v, div v) at (t, x) for a batch (B, N, 3): the trace of the full 3N×3N Jacobian per frame.
+def _flow_rhs(field: EGNNVectorField, shape, with_divergence: bool):
+    """dx/dt = v (and dl/dt = div v, the full trace) on a flat state (B, 3N [+ 1])."""
+    n = shape[1] * 3
 
-    One forward pass, then all 3N Jacobian rows from one batched backward pass: ``autograd.grad`` with
-    the 3N one-hot cotangents and ``is_grads_batched`` (vmap over the cotangents), not a Python loop
-    over dimensions. Row k of frame b is ∂v_{b,k}/∂x_b, so div v_b = Σ_k rows[k, b, k]. When ``x``
-    requires grad (labels differentiate through the solver) the result is differentiable; otherwise
-    it is detached.
-    """
-    differentiable = x.requires_grad and torch.is_grad_enabled()
-    with torch.enable_grad():
-        xg = x if differentiable else x.detach().requires_grad_(True)
-        v = field(t, xg)
-        n = v[0].numel()
-        basis = torch.eye(n, dtype=x.dtype, device=x.device).reshape(n, 1, *v.shape[1:]).expand(n, *v.shape)
-        (rows,) = torch.autograd.grad(v, xg, grad_outputs=basis, is_grads_batched=True, create_graph=differentiable)
-    div = rows.reshape(n, len(x), n).diagonal(dim1=0, dim2=2).sum(-1)
-    return (v, div) if differentiable else (v.detach(), div.detach())
+    def rhs(t, state):
+        x = state[:, :n].reshape(shape)
+        if with_divergence:
+            v, d = exact_divergence(field, t, x)
+            return torch.cat([v.flatten(1), d[:, None]], dim=1)
+        return field(t, x).flatten(1)
+
+    return rhs
 
 
-def loop_divergence(field: EGNNVectorField, t, x: torch.Tensor):
-    """Reference implementation: one backward pass per dimension (3N passes). For tests and benchmarks."""
-    x = x.detach().requires_grad_(True)
-    with torch.enable_grad():
-        v = field(t, x)
-        flat = v.reshape(len(x), -1)
-        div = torch.zeros(len(x), dtype=x.dtype, device=x.device)
-        for i in range(flat.shape[1]):
-            (g,) = torch.autograd.grad(flat[:, i].sum(), x, retain_graph=True)
-            div = div + g.reshape(len(x), -1)[:, i]
-    return v.detach(), div.detach()
+def _with_log_density(x: torch.Tensor, with_divergence: bool) -> torch.Tensor:
+    state = x.flatten(1)
+    return torch.cat([state, torch.zeros(len(x), 1, dtype=x.dtype, device=x.device)], 1) if with_divergence else state
 
 
 def integrate(field: EGNNVectorField, x: torch.Tensor, t0: float, t1: float, n_steps: int, with_divergence: bool = False):
@@ -123,114 +115,62 @@ def integrate(field: EGNNVectorField, x: torch.Tensor, t0: float, t1: float, n_s
     With ``with_divergence`` it also integrates dl/dt = div v(t, x) exactly (trace of the Jacobian) and
     returns ``(x(t1), l)`` with l = ∫_{t0}^{t1} div v dt; otherwise ``(x(t1), None)``.
     """
-    h = (t1 - t0) / n_steps
-
-    def rhs(t, y):
-        if with_divergence:
-            return exact_divergence(field, t, y)
-        return field(t, y), None
-
-    l = torch.zeros(len(x), dtype=x.dtype, device=x.device) if with_divergence else None
-    t = t0
-    for _ in range(n_steps):
-        k1, d1 = rhs(t, x)
-        k2, d2 = rhs(t + h / 2, x + h / 2 * k1)
-        k3, d3 = rhs(t + h / 2, x + h / 2 * k2)
-        k4, d4 = rhs(t + h, x + h * k3)
-        x = x + h / 6 * (k1 + 2 * k2 + 2 * k3 + k4)
-        if with_divergence:
-            l = l + h / 6 * (d1 + 2 * d2 + 2 * d3 + d4)
-        t += h
-    return x, l
-
-
-# Dormand–Prince 5(4) tableau: nodes c, stage coefficients a, 5th-order weights b5 (= last row of a,
-# first same as last) and 4th-order weights b4 for the error estimate.
-_DP_C = (0.0, 1 / 5, 3 / 10, 4 / 5, 8 / 9, 1.0, 1.0)
-_DP_A = (
-    (),
-    (1 / 5,),
-    (3 / 40, 9 / 40),
-    (44 / 45, -56 / 15, 32 / 9),
-    (19372 / 6561, -25360 / 2187, 64448 / 6561, -212 / 729),
-    (9017 / 3168, -355 / 33, 46732 / 5247, 49 / 176, -5103 / 18656),
-    (35 / 384, 0.0, 500 / 1113, 125 / 192, -2187 / 6784, 11 / 84),
-)
-_DP_B4 = (5179 / 57600, 0.0, 7571 / 16695, 393 / 640, -92097 / 339200, 187 / 2100, 1 / 40)
-
-
-@dataclass
-class SolverStats:
-    """What an adaptive integration cost: accepted and rejected steps, vector-field evaluations."""
-
-    accepted: int = 0
-    rejected: int = 0
-    evaluations: int = 0
+    end = rk4(_flow_rhs(field, x.shape, with_divergence), _with_log_density(x, with_divergence), t0, t1, n_steps)
+    return end[:, : x[0].numel()].reshape(x.shape), (end[:, -1] if with_divergence else None)
 
 
 def integrate_adaptive(field: EGNNVectorField, x: torch.Tensor, t0: float, t1: float, rtol: float = 1e-5,
                        atol: float = 1e-5, with_divergence: bool = False, max_steps: int = 10_000,
                        stats: SolverStats | None = None):
-    """Adaptive Dormand–Prince 5(4) for dx/dt = v(t, x) (and dl/dt = div v with ``with_divergence``).
-
-    One step size for the whole batch. A step is accepted when, for every frame, the RMS over its
-    components of e_k / (atol + rtol · max(|x_k|, |x_k'|)) is at most 1, where e is the difference of the
-    5th- and 4th-order solutions (x in Å, so ``atol`` is in Å; l is included in the norm). The next step
-    is h · clip(0.9 · err^(−1/5), 0.2, 5); more than ``max_steps`` steps (accepted or rejected) in this
-    solve raise :class:`SolverStepLimit`. The 5th-order solution is propagated (local extrapolation)
-    and the last stage is reused as the next first stage. Accepted steps stay in the autograd graph, so
-    labels can be differentiated through the solver. Returns ``(x(t1), l or None)``.
+    """Adaptive Dormand–Prince 5(4) (:func:`~opforce_tutorial.kernels.ode.dopri5`) for dx/dt = v(t, x),
+    and dl/dt = div v with ``with_divergence`` (l is in the error norm). ``atol`` is in Å.
+    Returns ``(x(t1), l or None)``; accepted steps stay in the autograd graph.
     """
-    if not (rtol > 0 and atol > 0):
-        raise ValueError(f"rtol and atol must be positive, got {rtol}, {atol}")
-    stats = stats if stats is not None else SolverStats()
-    total = t1 - t0
-
-    def rhs(t, y):
-        stats.evaluations += 1
-        if with_divergence:
-            v, d = exact_divergence(field, t, y)
-            return torch.cat([v.flatten(1), d[:, None]], dim=1)
-        return field(t, y).flatten(1)
-
-    shape = x.shape
-    state = x.flatten(1)
-    if with_divergence:
-        state = torch.cat([state, torch.zeros(len(x), 1, dtype=x.dtype, device=x.device)], dim=1)
-
-    def unflatten(s):
-        return s[:, : shape[1] * 3].reshape(shape) if with_divergence else s.reshape(shape)
-
-    t, h = t0, 0.05 * total
-    k1 = rhs(t, unflatten(state))
-    steps = 0  # of this solve: ``stats`` may be a running total over many solves
-    while (t1 - t) * total > 1e-12 * abs(total):
-        if steps >= max_steps:
-            raise SolverStepLimit(f"dopri5 needed more than {max_steps} steps (rtol={rtol}, atol={atol}); the vector "
-                               "field may be stiff or badly trained")
-        h = min(h, t1 - t) if total > 0 else max(h, t1 - t)
-        ks = [k1]
-        for i in range(1, 7):
-            inc = sum(a * k for a, k in zip(_DP_A[i], ks) if a != 0.0)
-            ks.append(rhs(t + _DP_C[i] * h, unflatten(state + h * inc)))
-        new = state + h * sum(b * k for b, k in zip(_DP_A[6], ks) if b != 0.0)
-        err = h * sum((b5 - b4) * k for b5, b4, k in zip(_DP_A[6] + (0.0,), _DP_B4, ks))
-        with torch.no_grad():
-            scale = atol + rtol * torch.maximum(state.abs(), new.abs())
-            err_norm = float((err / scale).pow(2).mean(dim=1).sqrt().max())
-        steps += 1
-        if err_norm <= 1.0:
-            t, state, k1 = t + h, new, ks[6]
-            stats.accepted += 1
-        else:
-            stats.rejected += 1
-        h = h * min(5.0, max(0.2, 0.9 * (err_norm + 1e-12) ** -0.2))
-    x_end = unflatten(state)
-    return x_end, (state[:, -1] if with_divergence else None)
+    end = dopri5(_flow_rhs(field, x.shape, with_divergence), _with_log_density(x, with_divergence), t0, t1, rtol,
+                 atol, max_steps, stats)
+    return end[:, : x[0].numel()].reshape(x.shape), (end[:, -1] if with_divergence else None)
 
 
-class SolverStepLimit(RuntimeError):
-    """The adaptive solver reached its step cap (a stiff or badly trained vector field)."""
+#: Peak bytes of one score right-hand side, per frame and per (bead pair · hidden unit · layer) at
+#: float32: a fixed part for the forward graph and one per internal direction in a backward pass.
+#: Upper bounds of the CPU peak RSS measured at 5 and 10 beads, chunks of 8–64 and 1–24 directions
+#: per pass (``benchmarks/cnf_labels.py`` checks the peak of a chunk of 64 at 10 beads).
+_BYTES_PER_FRAME_UNIT, _BYTES_PER_DIRECTION_UNIT = 400, 100
+
+
+def memory_budget_gb(device) -> float:
+    """Memory for CNF labels on ``device``: half the free device memory on CUDA, 2 GB otherwise."""
+    device = torch.device(device)
+    if device.type == "cuda":
+        return 0.5 * torch.cuda.mem_get_info(device)[0] / 1e9
+    return 2.0
+
+
+def chunk_plan(n_beads: int, hidden: int, n_layers: int, itemsize: int, memory_budget_gb: float,
+               chunk_size: int | None = None, max_chunk: int = 512) -> tuple[int, int]:
+    """(frames per solve, internal directions per backward pass) whose score pass fits the budget.
+
+    A right-hand side holds about U · (a + b · g) · itemsize/4 bytes per frame, with
+    U = beads² · hidden · layers and g directions per pass (a, b: ``_BYTES_PER_FRAME_UNIT``,
+    ``_BYTES_PER_DIRECTION_UNIT``). Without ``chunk_size``: as many frames as fit with all 3N − 6
+    directions in one pass, at most ``max_chunk``. With it: that many frames and as many directions
+    per pass as fit (at least one; if even one does not fit, fewer frames). Memory is bounded by
+    construction, whatever the device.
+    """
+    if not memory_budget_gb > 0:
+        raise ValueError(f"memory_budget_gb must be positive, got {memory_budget_gb!r}")
+    unit = n_beads**2 * hidden * n_layers * itemsize / 4
+    directions = max(1, 3 * n_beads - 6)
+
+    def frames_that_fit(g):
+        return int(memory_budget_gb * 1e9 / (unit * (_BYTES_PER_FRAME_UNIT + _BYTES_PER_DIRECTION_UNIT * g)))
+
+    if chunk_size is None:
+        return max(1, min(max_chunk, frames_that_fit(directions))), directions
+    if frames_that_fit(1) < chunk_size:
+        return max(1, frames_that_fit(1)), 1
+    per_frame = memory_budget_gb * 1e9 / (unit * chunk_size)
+    return chunk_size, int(min(directions, (per_frame - _BYTES_PER_FRAME_UNIT) // _BYTES_PER_DIRECTION_UNIT))
 
 
 class CNFKernel:
@@ -239,66 +179,127 @@ class CNFKernel:
     c = x + σ_n Pε, z = c + σ_p Pξ, y = Φ(z), label = k_BT ∇_y log q(y | c).
     ``noise_std`` σ_n and ``prior_std`` σ_p (Å) must be those used in training.
 
-    Solver: ``"dopri5"`` (default; adaptive Dormand–Prince with ``rtol`` and ``atol`` in Å, both 1e-5
-    by default, for sampling and for the backward log-density pass) or ``"rk4"`` (``n_steps`` fixed
-    steps, for quick checks). The label differentiates the backward pass, whose exact divergence is
-    itself a Jacobian, so its memory grows with batch × beads² × steps: frames are labelled in chunks
-    of ``chunk_size``. A chunk whose dopri5 solve needs more than ``max_steps`` steps gets NaN positions
-    and labels (counted in ``failed_chunks``): the labelling pipeline drops them like any non-finite
-    label, instead of one stiff frame stopping a whole labelling run.
+    Labels (``method``):
+
+    * ``"score"`` (default): one forward solve of the pair (x, s) from (z, −(z − c)/σ_p²), with
+      dx/dt = v and ds/dt = −Jᵀs − ∇_x(∇·v) (:mod:`~opforce_tutorial.kernels.divergence`); then y = x(1)
+      and s(1) = ∇_y log q(y | c). The divergence and its gradient come from the 3N − 6 internal
+      directions plus a closed-form rotation term. Nothing is kept in an autograd graph across steps,
+      so memory is that of one right-hand side.
+    * ``"inverse"`` (the reference path): y from a forward solve, then the backward solve from y with
+      the exact divergence gives log q(y | c), differentiated by autograd through the whole solve.
+      Its memory grows with batch × beads² × steps.
+
+    Solver: ``"dopri5"`` (default; adaptive Dormand–Prince, ``rtol`` and ``atol`` both 1e-5 by default;
+    the error norm covers every integrated component: x in Å and s in 1/Å for ``"score"``, x and the
+    log-density for ``"inverse"``) or ``"rk4"`` (``n_steps`` fixed steps, for quick checks).
+
+    Memory: frames are solved in chunks of at most ``chunk_size``; the chunk (when not given) and the
+    internal directions per backward pass come from ``memory_budget_gb`` (:func:`chunk_plan`; the
+    plan is ``chunk_size`` and ``group_size`` after construction). A chunk whose dopri5 solve needs more than ``max_steps`` steps gets
+    NaN positions and labels (counted in ``failed_chunks``): the labelling pipeline drops them like
+    any non-finite label, instead of one stiff frame stopping a whole labelling run.
+
+    Cost and error: ``stats`` sums the solver's evaluations and steps over all chunks; after each
+    :meth:`sample_with_forces`, ``last_costs`` holds per label the evaluations, accepted and rejected
+    steps of its chunk's solve and an estimate of its label error (k_BT times the summed local error
+    estimates of s, largest component; kcal/mol/Å; NaN for a failed chunk or ``rk4``).
     """
 
     def __init__(self, field: EGNNVectorField, noise_std: float, prior_std: float, kbt: float,
                  solver: str = "dopri5", n_steps: int = 20, rtol: float = 1e-5, atol: float = 1e-5,
-                 chunk_size: int = 16, max_steps: int = 10_000):
+                 chunk_size: int | None = None, max_steps: int = 10_000, method: str = "score",
+                 memory_budget_gb: float = 2.0):
         for name, val in (("noise_std", noise_std), ("prior_std", prior_std), ("kbt", kbt)):
             if not val > 0:
                 raise ValueError(f"{name} must be positive, got {val!r}")
         if solver not in ("dopri5", "rk4"):
             raise ValueError(f"solver must be 'dopri5' or 'rk4', got {solver!r}")
-        if chunk_size < 1:
+        if method not in ("score", "inverse"):
+            raise ValueError(f"method must be 'score' or 'inverse', got {method!r}")
+        if chunk_size is not None and chunk_size < 1:
             raise ValueError("chunk_size must be at least 1")
         self.field, self.noise_std, self.prior_std, self.kbt = field, noise_std, prior_std, kbt
-        self.solver, self.n_steps, self.rtol, self.atol, self.chunk_size = solver, n_steps, rtol, atol, chunk_size
-        self.max_steps = max_steps
+        self.solver, self.n_steps, self.rtol, self.atol = solver, n_steps, rtol, atol
+        self.method, self.memory_budget_gb, self.max_steps = method, memory_budget_gb, max_steps
+        cfg = field.config
+        itemsize = next(field.parameters()).element_size()
+        self.chunk_size, self.group_size = chunk_plan(len(cfg.bead_types), cfg.hidden, cfg.n_layers, itemsize,
+                                                      memory_budget_gb, chunk_size)
         self.stats = SolverStats()
         self.failed_chunks = 0
+        self.last_costs: dict[str, torch.Tensor] = {}
 
-    def _integrate(self, x, t0, t1, with_divergence=False):
+    def _integrate(self, x, t0, t1, with_divergence=False, stats=None):
         if self.solver == "rk4":
             return integrate(self.field, x, t0, t1, self.n_steps, with_divergence)
         return integrate_adaptive(self.field, x, t0, t1, self.rtol, self.atol, with_divergence, self.max_steps,
-                                  stats=self.stats)
+                                  stats=stats if stats is not None else self.stats)
 
-    def log_prob(self, y: torch.Tensor, c: torch.Tensor) -> torch.Tensor:
-        """log q(y | c) on the mean-free subspace (differentiable in y): backward pass with exact divergence."""
-        z, int_div_backward = self._integrate(y, 1.0, 0.0, with_divergence=True)
+    def log_prob(self, y: torch.Tensor, c: torch.Tensor, stats: SolverStats | None = None) -> torch.Tensor:
+        """log q(y | c) on the mean-free subspace (differentiable in y): backward pass with exact divergence.
+
+        The solve's cost is counted in ``stats`` (default: the kernel's running total)."""
+        z, int_div_backward = self._integrate(y, 1.0, 0.0, with_divergence=True, stats=stats)
         d = z - c
         dim = (y.shape[1] - 1) * 3
         log_base = -0.5 * (d**2).sum(dim=(1, 2)) / self.prior_std**2 - dim * (0.5 * math.log(2 * math.pi) + math.log(self.prior_std))
         # l(0) − l(1) = −∫₀¹ div dt  and  log q(y) = log q₀(z) − ∫₀¹ div v(t, x(t)) dt
         return log_base + int_div_backward
 
+    def forward_score(self, z: torch.Tensor, c: torch.Tensor, stats: SolverStats | None = None):
+        """(y, ∇_y log q(y | c), error estimate per frame) by one forward solve of (x, s) from z (detached)."""
+        shape, n = z.shape, z[0].numel()
+
+        def rhs(t, state):
+            v, ds = score_rhs(self.field, t, state[:, :n].reshape(shape), state[:, n:].reshape(shape),
+                              self.group_size)
+            return torch.cat([v.flatten(1), ds.flatten(1)], dim=1)
+
+        start = torch.cat([z.flatten(1), (-(z - c) / self.prior_std**2).flatten(1)], dim=1)
+        stats = stats if stats is not None else SolverStats()
+        if self.solver == "rk4":
+            end = rk4(rhs, start, 0.0, 1.0, self.n_steps)
+            error = torch.full((len(z),), float("nan"), dtype=z.dtype, device=z.device)
+        else:
+            end = dopri5(rhs, start, 0.0, 1.0, self.rtol, self.atol, self.max_steps, stats)
+            error = stats.local_error[:, n:].max(dim=1).values
+        return end[:, :n].reshape(shape), remove_mean(end[:, n:].reshape(shape)), error
+
     def sample_with_forces(self, x: torch.Tensor, generator: torch.Generator | None = None):
         def mean_free_noise():
-            e = torch.randn(x.shape, dtype=x.dtype, device=x.device, generator=generator)
-            return e - e.mean(dim=1, keepdim=True)
+            return remove_mean(torch.randn(x.shape, dtype=x.dtype, device=x.device, generator=generator))
 
         c = x + self.noise_std * mean_free_noise()
-        z = c + self.prior_std * mean_free_noise()
-        ys, labels = [], []
-        for sl in torch.split(torch.arange(len(x)), self.chunk_size):
+        return self.solve(c + self.prior_std * mean_free_noise(), c)
+
+    def solve(self, z: torch.Tensor, c: torch.Tensor):
+        """(y, labels) from base draws z around noised frames c (both (B, N, 3), Å), chunk by chunk."""
+        ys, labels, costs = [], [], {k: [] for k in ("evaluations", "accepted", "rejected", "label_error")}
+        for sl in torch.split(torch.arange(len(z)), self.chunk_size):
+            chunk = SolverStats()
+            error = torch.full((len(sl),), float("nan"), dtype=z.dtype, device=z.device)
             try:
-                with torch.no_grad():
-                    y, _ = self._integrate(z[sl], 0.0, 1.0)
-                y = y.detach().requires_grad_(True)
-                with torch.enable_grad():
-                    (score,) = torch.autograd.grad(self.log_prob(y, c[sl]).sum(), y)
+                if self.method == "score":
+                    y, score, error = self.forward_score(z[sl], c[sl], chunk)
+                    error = self.kbt * error
+                else:
+                    with torch.no_grad():
+                        y, _ = self._integrate(z[sl], 0.0, 1.0, stats=chunk)
+                    y = y.detach().requires_grad_(True)
+                    with torch.enable_grad():
+                        (score,) = torch.autograd.grad(self.log_prob(y, c[sl], chunk).sum(), y)
             except SolverStepLimit:
                 self.failed_chunks += 1
                 y = score = torch.full_like(z[sl], float("nan"))
+            self.stats.add(chunk)
             ys.append(y.detach())
-            labels.append(self.kbt * score)
+            labels.append(self.kbt * score.detach())
+            for key, val in (("evaluations", chunk.evaluations), ("accepted", chunk.accepted),
+                             ("rejected", chunk.rejected)):
+                costs[key].append(torch.full((len(sl),), val, dtype=torch.int64))
+            costs["label_error"].append(error.detach().cpu())
+        self.last_costs = {k: torch.cat(v) for k, v in costs.items()}
         return torch.cat(ys), torch.cat(labels)
 
 

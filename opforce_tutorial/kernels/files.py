@@ -14,7 +14,7 @@ from pathlib import Path
 import torch
 
 from ..storage import sha256
-from .cnf import CNFKernel, EGNNConfig, EGNNVectorField
+from .cnf import CNFKernel, EGNNConfig, EGNNVectorField, memory_budget_gb
 from .coupling import CouplingFlow, CouplingFlowConfig, CouplingFlowKernel
 
 _KINDS = {"coupling": (CouplingFlowConfig, CouplingFlow), "cnf": (EGNNConfig, EGNNVectorField)}
@@ -57,7 +57,8 @@ def load_flow(path: str | Path, device: str | torch.device = "cpu") -> tuple[tor
 def kernel_from_file(path: str | Path, kbt: float, device: str | torch.device = "cpu", **kernel_options):
     """The reverse-noise kernel of a saved flow, with the noise widths it was trained with.
 
-    ``kernel_options`` go to :class:`~.cnf.CNFKernel` (``solver``, ``rtol``, ``atol``, ``chunk_size``).
+    ``kernel_options`` go to :class:`~.cnf.CNFKernel` (``solver``, ``rtol``, ``atol``, ``chunk_size``,
+    ``method``, ``memory_budget_gb``; by default the budget of ``device``, :func:`~.cnf.memory_budget_gb`).
     Returns ``(kernel, info)``; ``info["sha256"]`` is the file's checksum.
     """
     model, info = load_flow(path, device)
@@ -66,5 +67,6 @@ def kernel_from_file(path: str | Path, kbt: float, device: str | torch.device = 
         if kernel_options:
             raise ValueError(f"the coupling-flow kernel takes no options, got {sorted(kernel_options)}")
         return CouplingFlowKernel(model, noise_std=training["noise_std"], kbt=kbt), info
+    kernel_options.setdefault("memory_budget_gb", memory_budget_gb(device))
     return CNFKernel(model, noise_std=training["noise_std"], prior_std=training["prior_std"], kbt=kbt,
                      **kernel_options), info
