@@ -14,7 +14,8 @@ untrained, at 5 and 10 beads) and the same frames and noise draws:
   64 frames at 10 beads planned from a 2 GB budget.
 
 Writes ``benchmarks/results/cnf_labels.json`` (``cnf_labels_cuda.json`` on a GPU, where the chunks are
-planned from the free device memory and the peak is ``torch.cuda.max_memory_allocated``). Run with
+planned from the free device memory, the peak is ``torch.cuda.max_memory_allocated``, and 2048 labels
+at 5 and 10 beads measure the labels/s of the planned chunks). Run with
 ``make bench-cnf``.
 """
 
@@ -94,6 +95,13 @@ def run(job: dict) -> dict:
             "failed_chunks": kernel.failed_chunks, "peak_memory_gb": peak / 1e9}
 
 
+def cpu_model() -> str:
+    try:
+        return next(line.split(":", 1)[1].strip() for line in open("/proc/cpuinfo") if line.startswith("model name"))
+    except (OSError, StopIteration):
+        return platform.processor() or "unknown CPU"
+
+
 def in_subprocess(job: dict) -> dict:
     out = subprocess.run([sys.executable, __file__, "--job", json.dumps(job)], capture_output=True, text=True,
                          env={**os.environ, "OMP_NUM_THREADS": "1"})
@@ -110,7 +118,7 @@ def relative_errors(f, ref) -> dict:
 
 def main(device="cuda" if torch.cuda.is_available() else "cpu"):
     cases = [("trained", 5, 32), ("paper size", 5, 16), ("paper size", 10, 8)]
-    result = {"machine": f"{platform.machine()}, {os.cpu_count()} cores, {platform.processor() or 'cpu'}",
+    result = {"machine": f"{platform.machine()}, {os.cpu_count()} cores, {cpu_model()}",
               "device": device, "torch": torch.__version__, "torch_threads": 1, "date": time.strftime("%Y-%m-%d"),
               "noise_std_A": NOISE_STD, "prior_std_A": PRIOR_STD, "cases": {}}
     for name, beads, n in cases:
@@ -136,6 +144,12 @@ def main(device="cuda" if torch.cuda.is_available() else "cpu"):
     memory = in_subprocess({"model": "paper size", "beads": 10, "frames": 64, "device": device, "method": "score",
                             "dtype": "float32", "tol": 1e-5, "chunk": 64, "budget_gb": 2.0})
     result["score, chunk of 64 at 10 beads, 2 GB budget"] = {k: v for k, v in memory.items() if k != "labels"}
+    if device == "cuda":  # chunks planned from the free device memory: how many labels/s a GPU reaches
+        for beads in (5, 10):
+            big = in_subprocess({"model": "paper size", "beads": beads, "frames": 2048, "device": device,
+                                 "method": "score", "dtype": "float32", "tol": 1e-5})
+            result[f"score, 2048 labels at {beads} beads, planned chunks"] = {k: v for k, v in big.items()
+                                                                                if k != "labels"}
     out = OUT if device == "cpu" else OUT.with_name(f"{OUT.stem}_{device}.json")
     out.parent.mkdir(parents=True, exist_ok=True)
     out.write_text(json.dumps(result, indent=2) + "\n")

@@ -2,7 +2,7 @@
 # One GPU lease, one prepared script (run through the device tool, results under $OUT):
 #   1. OpenMM's platforms (CUDA through the openmm-cuda-13 plugin against the image's CUDA 13 libraries,
 #      else OpenCL, else CPU) and a probe of CLN025 throughput for several numbers of copies per System;
-#   2. the GPU benchmarks (benchmarks/kernels.py, benchmarks/cg_simulation.py) on an otherwise idle GPU;
+#   2. the GPU benchmarks (benchmarks/kernels.py, cg_simulation.py, cnf_labels.py) on an otherwise idle GPU;
 #   3. CLN025 copies MD at 340 K on the fastest setting until the time is up, while the CUDA-parametrised
 #      tests run beside it.
 # Needs the wheels in .whl/ (openmm 8.6.1, openmm-cuda-13 8.6.1, PeptideBuilder, biopython; see
@@ -17,6 +17,7 @@ RUN=${RUN:-data/runs/cln025_340K_gpu_s1}
 PROBE=${PROBE-"1 32 96"}   # PROBE= (empty) skips the probe
 BENCH_KERNELS_S=${BENCH_KERNELS_S:-80}   # session 3: kernels.py finished inside 80 s on an H200
 BENCH_CG_S=${BENCH_CG_S:-150}            # session 3: 50 s was too short for cg_simulation.py
+BENCH_CNF_S=${BENCH_CNF_S:-150}          # cnf_labels.py: score vs inverse CNF labels, chunks >= 512 (not yet run on a GPU)
 TESTS_S=${TESTS_S:-240}                  # slot of the CUDA tests beside the MD (0: skip)
 LOG=$OUT/session.log
 exec > >(tee -a "$LOG") 2>&1
@@ -69,6 +70,8 @@ echo "== $(el) s: GPU benchmarks"
     && cp benchmarks/results/kernels_cuda.json $OUT/
 [ "$BENCH_CG_S" -gt 0 ] && timeout $BENCH_CG_S python3 benchmarks/cg_simulation.py > /dev/null \
     && cp benchmarks/results/cg_simulation_cuda.json $OUT/
+[ "$BENCH_CNF_S" -gt 0 ] && timeout $BENCH_CNF_S python3 benchmarks/cnf_labels.py > /dev/null \
+    && cp benchmarks/results/cnf_labels_cuda.json $OUT/
 
 MINUTES=$(python3 -c "print(round(($BUDGET - $(el) - 25) / 60, 2))")
 echo "== $(el) s: CLN025 MD, $K copies on $PLATFORM for $MINUTES min"

@@ -349,16 +349,19 @@ def models_trained_on_other_data(models_registry: dict | None = None) -> list[st
                   if name.startswith("ala2-") and entry.get("metrics", {}).get("dataset_sha256") != current)
 
 
-def _cg_run(ds, source: str, noise_std: float | None, flow, seed: int, device, dihedral_hidden: int = 0):
+def _cg_run(ds, source: str, noise_std: float | None, flow, seed: int, device, dihedral_hidden: int = 0,
+            label_settings: LabelSettings = LABELS, cg_settings: CGRunSettings = CG_SETTINGS):
     """Labels → CG model → simulation → scores for one label source on the frames of ``ds``
-    (:func:`training_frames`) with :data:`CG_SETTINGS` (and a network with ``dihedral_hidden``), every
+    (:func:`training_frames`) with ``cg_settings`` (and a network with ``dihedral_hidden``), every
     random choice seeded by ``seed``.
 
     ``seed`` picks the labelled frames and kernel draws, the network's initialisation and batches, and the
-    simulation's starts and noise; seed 0 is the registered model. Returns ``(CGRun, metrics, settings)``.
+    simulation's starts and noise; seed 0 is the registered model. The registered models use
+    :data:`LABELS` and :data:`CG_SETTINGS`; other settings are for ablations
+    (``benchmarks/ala2_ablation.py``). Returns ``(CGRun, metrics, settings)``.
     """
-    labels = replace(LABELS, seed=seed)
-    cg = replace(CG_SETTINGS, seed=seed, force_matching=replace(CG_SETTINGS.force_matching, seed=seed),
+    labels = replace(label_settings, seed=seed)
+    cg = replace(cg_settings, seed=seed, force_matching=replace(cg_settings.force_matching, seed=seed),
                  dihedral_hidden=dihedral_hidden)
     y, f, idx = labelled_set(source, noise_std, ds, flow, labels, device=device)
     run = run_label_source(y, f, thermal_energy(ds.temperature), BEAD_TYPES, ds.bead_masses, ds.positions, cg,

@@ -7,10 +7,15 @@ from opforce_tutorial.kernels import remove_mean
 from opforce_tutorial.kernels.coupling import CouplingFlow, CouplingFlowConfig, CouplingFlowKernel, random_rotations
 
 
-def _small_flow(seed=0, n_beads=3):
+@pytest.fixture(params=["helmert", "bonds"])
+def coordinates(request):
+    return request.param
+
+
+def _small_flow(seed=0, n_beads=3, coordinates="helmert"):
     torch.manual_seed(seed)
     cfg = CouplingFlowConfig(bead_types=list(range(n_beads)), n_coupling_layers=2, n_transformer_layers=1, d_model=12,
-                             lengthscales=[1.0, 3.0], d_ff=16)
+                             lengthscales=[1.0, 3.0], d_ff=16, coordinates=coordinates)
     flow = CouplingFlow(cfg).double()
     with torch.no_grad():  # leave the identity initialisation so that the tests see a non-trivial map
         for p in flow.parameters():
@@ -18,8 +23,8 @@ def _small_flow(seed=0, n_beads=3):
     return flow
 
 
-def test_inverse_of_forward_is_identity(gen, device):
-    flow = _small_flow().to(device)
+def test_inverse_of_forward_is_identity(gen, device, coordinates):
+    flow = _small_flow(coordinates=coordinates).to(device)
     c = 3.8 * torch.randn(4, 3, 3, dtype=torch.float64, generator=gen).to(device)
     d0 = torch.randn(4, 2, 3, dtype=torch.float64, generator=gen).to(device)
     v0 = torch.randn(4, 3, 3, dtype=torch.float64, generator=gen).to(device)
@@ -29,9 +34,10 @@ def test_inverse_of_forward_is_identity(gen, device):
     assert torch.allclose(logdet_f, -logdet_i, atol=1e-10)
 
 
-def test_log_density_matches_brute_force_jacobian(gen, device):
-    """log q(δ̃, v|c) = log N(z) − log|det ∂f/∂z|, with the 15×15 Jacobian computed by autograd."""
-    flow = _small_flow(1).to(device)
+def test_log_density_matches_brute_force_jacobian(gen, device, coordinates):
+    """log q(δ̃, v|c) = log N(z) − log|det ∂f/∂z|, with the 15×15 Jacobian computed by autograd
+    (plus, for bond coordinates, the constant log|det| of the map from Helmert coordinates)."""
+    flow = _small_flow(1, coordinates=coordinates).to(device)
     c = 3.8 * torch.randn(1, 3, 3, dtype=torch.float64, generator=gen).to(device)
     z = torch.randn(15, dtype=torch.float64, generator=gen).to(device)
 
@@ -41,14 +47,19 @@ def test_log_density_matches_brute_force_jacobian(gen, device):
 
     jac = torch.autograd.functional.jacobian(f, z)
     out = f(z)
-    y, v = c + flow.from_internal(out[:6].view(1, 2, 3)), out[6:].view(1, 3, 3)
+    y, v = c + flow.from_internal(out[:6].view(1, 2, 3), c), out[6:].view(1, 3, 3)
     base = flow._base_log_prob(z[:6].view(1, 2, 3), z[6:].view(1, 3, 3))
     expected = base - torch.linalg.slogdet(jac)[1]
+    if coordinates == "bonds":
+        d = (y - c)[0]  # Helmert coordinates → bond coordinates: one linear map per Cartesian axis
+        assert flow.bond_log_jacobian == pytest.approx(3 * math.log(math.sqrt(3)), rel=1e-12)  # det = √N for a chain
+        assert torch.allclose(flow.to_internal(d[None], c), out[:6].view(1, 2, 3), atol=1e-12)
+        expected = expected + flow.bond_log_jacobian
     assert torch.allclose(flow.log_prob(y, v, c), expected, atol=1e-9)
 
 
-def test_label_is_kbt_times_finite_difference_of_log_q(gen):
-    flow = _small_flow(2)
+def test_label_is_kbt_times_finite_difference_of_log_q(gen, coordinates):
+    flow = _small_flow(2, coordinates=coordinates)
     kern = CouplingFlowKernel(flow, noise_std=0.05, kbt=0.6)
     x = 3.8 * torch.randn(5, 3, 3, dtype=torch.float64, generator=gen)
     y, f = kern.sample_with_forces(x, generator=torch.Generator().manual_seed(5))
@@ -66,6 +77,21 @@ def test_label_is_kbt_times_finite_difference_of_log_q(gen):
         with torch.no_grad():
             fd = (flow.log_prob(y + e, v, c) - flow.log_prob(y - e, v, c)) / (2 * h)
         assert torch.allclose((f * e / h).sum(dim=(1, 2)), 0.6 * fd, rtol=1e-5, atol=1e-6)
+
+
+def test_bond_frames_are_orthonormal_follow_the_bonds_and_rotate_with_the_chain(gen):
+    from opforce_tutorial.kernels.coupling import bond_frames
+
+    c = 3.8 * torch.randn(4, 5, 3, dtype=torch.float64, generator=gen)
+    f = bond_frames(c)
+    assert torch.allclose(f @ f.transpose(-1, -2), torch.eye(3, dtype=torch.float64).expand(4, 4, 3, 3), atol=1e-12)
+    assert torch.allclose(torch.linalg.det(f), torch.ones(4, 4, dtype=torch.float64))
+    bonds = c[:, 1:] - c[:, :-1]
+    assert torch.allclose(f[:, :, 0], bonds / bonds.norm(dim=-1, keepdim=True))
+    r = random_rotations(4, torch.float64, generator=gen)
+    assert torch.allclose(bond_frames(c @ r.transpose(1, 2)), f @ r.transpose(1, 2)[:, None], atol=1e-12)
+    with pytest.raises(ValueError, match="at least 3 beads"):
+        CouplingFlowConfig(bead_types=[0, 1], coordinates="bonds")
 
 
 def test_helmert_basis_is_orthonormal_and_mean_free():

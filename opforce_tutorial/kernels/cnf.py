@@ -135,7 +135,7 @@ def integrate_adaptive(field: EGNNVectorField, x: torch.Tensor, t0: float, t1: f
 #: float32: a fixed part for the forward graph and one per internal direction in a backward pass.
 #: Upper bounds of the CPU peak RSS measured at 5 and 10 beads, chunks of 8–64 and 1–24 directions
 #: per pass (``benchmarks/cnf_labels.py`` checks the peak of a chunk of 64 at 10 beads).
-_BYTES_PER_FRAME_UNIT, _BYTES_PER_DIRECTION_UNIT = 400, 100
+_BYTES_PER_FRAME_UNIT, _BYTES_PER_DIRECTION_UNIT = 400, 120
 
 
 def memory_budget_gb(device) -> float:

@@ -22,6 +22,14 @@ where the conditioners give per-bead outputs (N×3) that Qᵀ maps to internal c
 is triangular and log q(δ̃, v | c) = log N(δ̃₀) + log N(v₀) − Σ (log-scales) over all layers, with
 (δ̃₀, v₀) obtained by running the blocks backwards. Scales are bounded, s = s_max tanh(·).
 
+Bond coordinates (``coordinates="bonds"``). A stiff bond's denoising posterior is narrow along the bond
+and broad across it, and the bond's direction changes from frame to frame, so per-Cartesian-axis
+scales of Helmert coordinates can only approximate it through many layers. With bond coordinates the
+couplings act on b̂_k = F_k(c)(δ_{k+1} − δ_k), the k-th bond's displacement in an orthonormal frame F_k
+of c's k-th bond (:func:`bond_frames`): one scale per bond and frame axis contracts the length and
+leaves the bending broad. The map from Helmert coordinates is linear with a constant Jacobian
+(the frames are rotations fixed by c), so labels are unaffected by it and log q adds its constant.
+
 Each s and t comes from a conditioner: per-bead input = bead-type embedding + MLP([c − c̄, u]) with u
 the untransformed variable, then transformer blocks whose attention weights are Gaussian RBFs of the
 conditioning positions' pairwise distances, softmax_j(−|c_i − c_j|²/2ℓ_h²), one lengthscale ℓ_h per
@@ -58,10 +66,17 @@ class CouplingFlowConfig:
     lengthscales: list[float] = field(default_factory=lambda: [0.5, 1.0, 1.5, 2.0, 3.0, 5.0])
     d_ff: int = 2048
     max_log_scale: float = 2.0
+    #: Internal coordinates the affine couplings scale: "helmert" (an orthonormal basis of the mean-free
+    #: subspace, the authors' choice) or "bonds" (each bond's displacement in a frame of c's bond).
+    coordinates: str = "helmert"
 
     def __post_init__(self):
         if not self.lengthscales or min(self.lengthscales) <= 0:
             raise ValueError(f"need at least one positive lengthscale (Å), got {self.lengthscales}")
+        if self.coordinates not in ("helmert", "bonds"):
+            raise ValueError(f"coordinates must be 'helmert' or 'bonds', got {self.coordinates!r}")
+        if self.coordinates == "bonds" and len(self.bead_types) < 3:
+            raise ValueError("bond frames need a chain of at least 3 beads")
 
 
 #: A CPU-sized coupling flow (the book's chapter 2, ``opforce train-kernel --size small``).
@@ -129,6 +144,21 @@ def helmert_basis(n: int) -> torch.Tensor:
     return q
 
 
+def bond_frames(c: torch.Tensor) -> torch.Tensor:
+    """Orthonormal frames of the N − 1 bonds of chains c (B, N, 3): (B, N − 1, 3, 3), rows e₁, e₂, e₃.
+
+    e₁ along bond k (c_{k+1} − c_k), e₂ the part of the next bond (the previous one for the last bond)
+    orthogonal to e₁, e₃ = e₁ × e₂. They rotate with c, so a scale per frame axis can contract a bond's
+    length (e₁) while leaving its bending directions (e₂, e₃) broad, whatever the bond's orientation.
+    """
+    b = c[:, 1:] - c[:, :-1]
+    e1 = b / b.norm(dim=-1, keepdim=True)
+    other = torch.cat([b[:, 1:], b[:, -2:-1]], dim=1)
+    w = other - (other * e1).sum(-1, keepdim=True) * e1
+    e2 = w / w.norm(dim=-1, keepdim=True)
+    return torch.stack([e1, e2, torch.linalg.cross(e1, e2)], dim=-2)
+
+
 class CouplingFlow(nn.Module):
     """q(y, v | c) (see module docstring). Frames are (B, N, 3) in Å."""
 
@@ -137,6 +167,9 @@ class CouplingFlow(nn.Module):
         self.config = config
         self.n_beads = len(config.bead_types)
         self.register_buffer("basis", helmert_basis(self.n_beads).float())
+        # bond coordinates: log |det| of the map from the Helmert coordinates to bond differences (3 axes)
+        diff = torch.eye(self.n_beads, dtype=torch.float64)[1:] - torch.eye(self.n_beads, dtype=torch.float64)[:-1]
+        self.bond_log_jacobian = 3 * float(torch.linalg.slogdet(diff @ helmert_basis(self.n_beads))[1])
         self.cond_y = nn.ModuleList(Conditioner(config) for _ in range(config.n_coupling_layers))
         self.cond_v = nn.ModuleList(Conditioner(config) for _ in range(config.n_coupling_layers))
         self.log_std_y = nn.Parameter(torch.tensor(math.log(0.05)))
@@ -153,23 +186,34 @@ class CouplingFlow(nn.Module):
 
         return log_normal(d0, self.log_std_y) + log_normal(v0, self.log_std_v)
 
-    def to_internal(self, d):
-        """Mean-free displacements (B, N, 3) → internal coordinates Qᵀδ, (B, N−1, 3)."""
+    def to_internal(self, d, c=None):
+        """Mean-free displacements (B, N, 3) → internal coordinates (B, N−1, 3): Qᵀδ (Helmert), or each
+        bond's displacement δ_{k+1} − δ_k in the frame of c's bond k (bonds; needs ``c``)."""
+        if self.config.coordinates == "bonds":
+            return torch.einsum("bkij,bkj->bki", bond_frames(c), d[:, 1:] - d[:, :-1])
         return torch.einsum("nk,bnd->bkd", self.basis.to(d.dtype), d)
 
-    def from_internal(self, di):
-        """Internal coordinates (B, N−1, 3) → mean-free displacements Qδ̃, (B, N, 3)."""
+    def from_internal(self, di, c=None):
+        """Internal coordinates (B, N−1, 3) → mean-free displacements (B, N, 3); inverse of :meth:`to_internal`."""
+        if self.config.coordinates == "bonds":
+            b = torch.einsum("bkij,bki->bkj", bond_frames(c), di)
+            d = torch.cat([torch.zeros_like(b[:, :1]), torch.cumsum(b, dim=1)], dim=1)
+            return d - d.mean(dim=1, keepdim=True)
         return torch.einsum("nk,bkd->bnd", self.basis.to(di.dtype), di)
+
+    def _internal_params(self, a):
+        """A conditioner's per-bead output (B, N, 3) as a per-internal-coordinate scale or shift."""
+        return a[:, 1:] if self.config.coordinates == "bonds" else self.to_internal(a)
 
     def forward_map(self, c, d0, v0):
         """Base (δ̃₀, v₀) → (δ̃, v); returns (δ̃, v, log|det ∂(δ̃,v)/∂(δ̃₀,v₀)|). δ̃ is (B, N−1, 3)."""
         cc, dist2 = self._geometry(c)
         d, v, logdet = d0, v0, torch.zeros(len(c), dtype=c.dtype, device=c.device)
         for fy, fv in zip(self.cond_y, self.cond_v):
-            s, t = (self.to_internal(a) for a in fy(cc, dist2, v))
+            s, t = (self._internal_params(a) for a in fy(cc, dist2, v))
             d = d * s.exp() + t
             logdet = logdet + s.flatten(1).sum(-1)
-            s, t = fv(cc, dist2, self.from_internal(d))
+            s, t = fv(cc, dist2, self.from_internal(d, c))
             v = v * s.exp() + t
             logdet = logdet + s.flatten(1).sum(-1)
         return d, v, logdet
@@ -179,18 +223,20 @@ class CouplingFlow(nn.Module):
         cc, dist2 = self._geometry(c)
         logdet = torch.zeros(len(c), dtype=c.dtype, device=c.device)
         for fy, fv in zip(reversed(self.cond_y), reversed(self.cond_v)):
-            s, t = fv(cc, dist2, self.from_internal(d))
+            s, t = fv(cc, dist2, self.from_internal(d, c))
             v = (v - t) * (-s).exp()
             logdet = logdet - s.flatten(1).sum(-1)
-            s, t = (self.to_internal(a) for a in fy(cc, dist2, v))
+            s, t = (self._internal_params(a) for a in fy(cc, dist2, v))
             d = (d - t) * (-s).exp()
             logdet = logdet - s.flatten(1).sum(-1)
         return d, v, logdet
 
     def log_prob(self, y, v, c):
-        """log q(y, v | c) on the mean-free subspace of y − c; differentiable in y, v and the parameters."""
-        d0, v0, logdet = self.inverse_map(c, self.to_internal(y - c), v)
-        return self._base_log_prob(d0, v0) + logdet
+        """log q(y, v | c) on the mean-free subspace of y − c (density per unit volume of the Helmert
+        coordinates, whichever internal coordinates the flow uses); differentiable in y, v and the parameters."""
+        d0, v0, logdet = self.inverse_map(c, self.to_internal(y - c, c), v)
+        constant = self.bond_log_jacobian if self.config.coordinates == "bonds" else 0.0
+        return self._base_log_prob(d0, v0) + logdet + constant
 
     @torch.no_grad()
     def sample(self, c, generator: torch.Generator | None = None):
@@ -199,7 +245,7 @@ class CouplingFlow(nn.Module):
         d0 = torch.randn(b, n - 1, 3, dtype=c.dtype, device=c.device, generator=generator) * self.log_std_y.exp()
         v0 = torch.randn(c.shape, dtype=c.dtype, device=c.device, generator=generator) * self.log_std_v.exp()
         d, v, _ = self.forward_map(c, d0, v0)
-        return c + self.from_internal(d), v
+        return c + self.from_internal(d, c), v
 
 
 def random_rotations(n: int, dtype=torch.float32, device=None, generator: torch.Generator | None = None) -> torch.Tensor:

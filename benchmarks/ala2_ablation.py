@@ -1,0 +1,154 @@
+"""Chapter 2's ablations: what each change to labels, flows and force matching buys, measured.
+
+Each variant reruns one stage of the chapter-2 pipeline (``opforce_tutorial.ala2``) with one setting
+changed and scores what it makes against the shipped reference histograms:
+
+* CG variants: label source → CG model → 64 × 100 ps simulation → JS of bonds, angles and the
+  Ramachandran surface (as the registered models' metrics);
+* flow variants: train a flow, label 4 000 frames once, and score the labelled positions y
+  (the kernel-output gate of chapter 2: mean bond and angle JS against the noise kernel's).
+
+Results go to ``benchmarks/results/ala2_ablation.json`` (written atomically after every variant;
+finished variants are skipped, so the command resumes). Run one process per core:
+``OMP_NUM_THREADS=1 python benchmarks/ala2_ablation.py [variant ...]`` (default: all, in order).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import platform
+import sys
+import time
+from dataclasses import replace
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from opforce_tutorial import ala2
+from opforce_tutorial.labels import LabelSettings
+
+OUT = Path(__file__).resolve().parent / "results" / "ala2_ablation.json"
+FM = ala2.CG_SETTINGS.force_matching
+
+
+def _all_frames(ds) -> LabelSettings:
+    return replace(ala2.LABELS, n_frames=ds.n_frames, repeats=1)
+
+
+#: name → (label source, σ, labels(ds), CG settings, what changed)
+CG_VARIANTS = {
+    "reference, registered settings": ("reference", None, lambda ds: ala2.LABELS, ala2.CG_SETTINGS,
+                                       "40 000 frames, 3000 steps, patience 8"),
+    "reference, all frames": ("reference", None, _all_frames, ala2.CG_SETTINGS, "every frame (about 107 000)"),
+    "reference, all frames, 4x steps": ("reference", None, _all_frames,
+                                        replace(ala2.CG_SETTINGS, force_matching=replace(FM, n_steps=12_000,
+                                                                                         patience=30)),
+                                        "every frame, 12 000 steps, patience 30"),
+    "reference, 4x steps": ("reference", None, lambda ds: ala2.LABELS,
+                            replace(ala2.CG_SETTINGS, force_matching=replace(FM, n_steps=12_000, patience=30)),
+                            "40 000 frames, 12 000 steps, patience 30"),
+}
+
+
+#: name → (flow kind or "noise", σ, flow config changes, training changes or None = the registered flow)
+FLOW_VARIANTS = {
+    "noise kernel output, 0.05": ("noise", 0.05, {}, None),
+    "noise kernel output, 0.1": ("noise", 0.1, {}, None),
+    "coupling output, registered, 0.05": ("coupling", 0.05, {}, None),
+    "coupling output, bond coordinates, 0.05": ("coupling", 0.05, {"coordinates": "bonds"}, {}),
+    "coupling output, registered, 0.1": ("coupling", 0.1, {}, None),
+    "coupling output, bond coordinates, 0.1": ("coupling", 0.1, {"coordinates": "bonds"}, {}),
+    "coupling output, 4x steps, 0.05": ("coupling", 0.05, {}, {"n_steps": 4 * ala2.COUPLING_STEPS}),
+    "coupling output, bond coordinates, 4x steps, 0.05": ("coupling", 0.05, {"coordinates": "bonds"},
+                                                          {"n_steps": 4 * ala2.COUPLING_STEPS}),
+    "cnf output, registered, 0.05": ("cnf", 0.05, {}, None),
+    "cnf output, registered, 0.1": ("cnf", 0.1, {}, None),
+}
+OUTPUT_LABELS = LabelSettings(n_frames=4_000, repeats=1, batch_size=256, seed=0)
+
+
+def output_js(source: str, sigma: float, flow, ds) -> dict:
+    """JS (with floors) of the bonds and angles of a kernel's labelled positions y against the data."""
+    from opforce_tutorial.evaluation import chain_observables, evaluate
+
+    y, _, _ = ala2.labelled_set(source, sigma, ds, flow, OUTPUT_LABELS, progress=False)
+    names = [n for n in chain_observables(5) if n.split()[0] in ("bond", "angle")]
+    return evaluate(y, ala2.reference_histograms(), names)
+
+
+def run_flow_variant(name: str, device="cpu") -> dict:
+    from opforce_tutorial.kernels.coupling import (SMALL_COUPLING, CouplingFlowConfig, CouplingTraining,
+                                                   train_coupling_flow)
+    from opforce_tutorial.pretrained import load_or_train
+
+    kind, sigma, config_changes, training_changes = FLOW_VARIANTS[name]
+    ds = ala2.training_frames()
+    t0 = time.perf_counter()
+    flow, extra = None, {}
+    if kind != "noise" and training_changes is None:
+        flow = load_or_train(ala2.kernel_name(kind, sigma), device=device)
+    elif kind == "coupling":
+        config = CouplingFlowConfig(bead_types=ala2.BEAD_TYPES, **{**SMALL_COUPLING, **config_changes})
+        settings = CouplingTraining(noise_std=sigma, n_steps=ala2.COUPLING_STEPS, batch_size=256,
+                                    **training_changes)
+        flow, history = train_coupling_flow(ds.positions, config, settings, device)
+        extra = {"val_loss": history["val_loss"], "train_s": round(time.perf_counter() - t0, 1)}
+    js = output_js(kind, sigma, flow, ds)
+    return {"output_js": js, **summary(js), **extra, "wall_s": round(time.perf_counter() - t0, 1)}
+
+
+def summary(js: dict) -> dict:
+    def mean(prefix):
+        vals = [v["js"] for k, v in js.items() if k.startswith(prefix)]
+        return float(np.mean(vals)) if vals else None
+
+    out = {"mean_bond_js": mean("bond"), "mean_angle_js": mean("angle")}
+    if "ramachandran" in js:
+        out["ramachandran_js"] = js["ramachandran"]["js"]
+        out["ramachandran_js_floor"] = js["ramachandran"]["js_floor"]
+    return out
+
+
+def run_cg_variant(name: str, device="cpu") -> dict:
+    source, sigma, labels, cg, change = CG_VARIANTS[name]
+    ds = ala2.training_frames()
+    flow = None
+    if source in ("coupling", "cnf"):
+        from opforce_tutorial.pretrained import load_or_train
+
+        flow = load_or_train(ala2.kernel_name(source, sigma), device=device)
+    t0 = time.perf_counter()
+    _, metrics, _ = ala2._cg_run(ds, source, sigma, flow, 0, device, label_settings=labels(ds), cg_settings=cg)
+    return {"change": change, "n_labels": metrics["n_labels"], "best_step": metrics["best_step"],
+            "best_val_force_mse": metrics["best_val_force_mse"], **summary(metrics["js"]),
+            "populations": metrics["populations"], "wall_s": round(time.perf_counter() - t0, 1)}
+
+
+def _write(results: dict) -> None:
+    OUT.parent.mkdir(parents=True, exist_ok=True)
+    tmp = OUT.with_name(f"{OUT.name}.{os.getpid()}.tmp")
+    tmp.write_text(json.dumps(results, indent=2) + "\n")
+    os.replace(tmp, OUT)
+
+
+def main(names: list[str]) -> None:
+    torch.set_num_threads(1)
+    results = json.loads(OUT.read_text()) if OUT.exists() else {}
+    results.setdefault("machine", f"{platform.machine()}, {os.cpu_count()} cores, torch {torch.__version__}, "
+                                  "1 torch thread")
+    results.setdefault("variants", {})
+    for name in names or [*FLOW_VARIANTS, *CG_VARIANTS]:
+        if name in results["variants"]:
+            print(f"{name}: recorded, skipped", flush=True)
+            continue
+        print(f"{name}: running", flush=True)
+        run = run_flow_variant if name in FLOW_VARIANTS else run_cg_variant
+        results["variants"][name] = {**run(name), "date": time.strftime("%Y-%m-%d %H:%M")}
+        _write(results)
+        print(json.dumps({name: results["variants"][name]}, indent=1), flush=True)
+
+
+if __name__ == "__main__":
+    main(sys.argv[1:])
