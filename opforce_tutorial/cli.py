@@ -4,11 +4,29 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import sys
 from pathlib import Path
 
+from .checks import check_count, check_positive
+
 
 def main(argv: list[str] | None = None) -> int:
+    """``opforce``: a refused input, a mismatched resume or a missing file is one line on stderr and exit
+    status 2 (``OPFORCE_DEBUG=1`` shows the traceback)."""
+    from .data.dataset import DatasetError
+    from .pretrained import PretrainedError
+
+    try:
+        return _main(argv)
+    except (ValueError, FloatingPointError, FileNotFoundError, DatasetError, PretrainedError) as err:
+        if os.environ.get("OPFORCE_DEBUG"):
+            raise
+        print(f"opforce: error: {' '.join(str(err).split())}", file=sys.stderr)
+        return 2
+
+
+def _main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="opforce", description="Operator forces for coarse-grained MD.")
     sub = parser.add_subparsers(dest="command", required=True)
     p = sub.add_parser("pretrain", help="train a registered model and write it to models/ with its registry entry")
@@ -34,30 +52,31 @@ def main(argv: list[str] | None = None) -> int:
     r.add_argument("system", choices=["ala2", "cln025"])
     r.add_argument("--ns", type=float, required=True, help="target length of the lowest-temperature replica (ns)")
     r.add_argument("--out", required=True, help="run directory (created, or resumed if it exists)")
+    # run settings default to None: a flag given on a resume must match the run's run.json
     r.add_argument("--temperatures", type=float, nargs="+", help="kelvin, lowest first (new run; default: ladder of REMDConfig)")
-    r.add_argument("--interval-ps", type=float, default=1.0, help="exchange and saving interval of a new run (ps)")
-    r.add_argument("--chunk-frames", type=int, default=500, help="frames per chunk = checkpoint interval of a new run")
-    r.add_argument("--platform", default="CPU", help="OpenMM platform for a new run: CPU, OpenCL, CUDA")
-    r.add_argument("--threads", type=int, default=1, help="CPU threads for a new run")
-    r.add_argument("--seed", type=int, default=0, help="seed for a new run")
+    r.add_argument("--interval-ps", type=float, help="exchange and saving interval of a new run (ps; default 1)")
+    r.add_argument("--chunk-frames", type=int, help="frames per chunk = checkpoint interval of a new run (default 500)")
+    r.add_argument("--platform", help="OpenMM platform for a new run: CPU (default), OpenCL, CUDA")
+    r.add_argument("--threads", type=int, help="CPU threads for a new run (default 1)")
+    r.add_argument("--seed", type=int, help="seed for a new run (default 0)")
     c = dsub.add_parser("copies", help="run or extend (resume) many independent copies of a molecule in one "
                                        "System at one temperature (GPU throughput)")
     c.add_argument("system", choices=["ala2", "cln025"])
     c.add_argument("--ns", type=float, help="target length of every copy (ns); required unless --probe")
     c.add_argument("--out", help="run directory (created, or resumed if it exists); required unless --probe")
-    c.add_argument("--copies", type=int, default=16, help="copies in the System (new run)")
-    c.add_argument("--temperature", type=float, default=340.0, help="kelvin (new run)")
-    c.add_argument("--interval-ps", type=float, default=10.0, help="saving interval of a new run (ps)")
-    c.add_argument("--chunk-frames", type=int, default=50, help="frames per chunk = checkpoint interval (new run)")
+    c.add_argument("--copies", type=int, help="copies in the System (new run; default 16)")
+    c.add_argument("--temperature", type=float, help="kelvin (new run; default 340)")
+    c.add_argument("--interval-ps", type=float, help="saving interval of a new run (ps; default 10)")
+    c.add_argument("--chunk-frames", type=int, help="frames per chunk = checkpoint interval (new run; default 50)")
     c.add_argument("--start-from", help="earlier run directory whose all-atom frames seed the copies (new run)")
     c.add_argument("--start-near", help="bead PDB (e.g. data/cln025_folded_ca.pdb): half the starts are the frames "
                                         "closest to it instead of the most compact ones (new run)")
-    c.add_argument("--equilibrium-starts", action="store_true",
+    c.add_argument("--equilibrium-starts", action="store_true", default=None,
                    help="draw the starts at random from --start-from, a run sampling equilibrium at --temperature: "
                         "the copies' frames are then equilibrium frames (new run)")
-    c.add_argument("--platform", default="CPU", help="OpenMM platform for a new run: CPU, OpenCL, CUDA")
-    c.add_argument("--threads", type=int, default=1, help="CPU threads for a new run")
-    c.add_argument("--seed", type=int, default=0, help="seed for a new run")
+    c.add_argument("--platform", help="OpenMM platform for a new run: CPU (default), OpenCL, CUDA")
+    c.add_argument("--threads", type=int, help="CPU threads for a new run (default 1)")
+    c.add_argument("--seed", type=int, help="seed for a new run (default 0)")
     c.add_argument("--max-minutes", type=float, help="stop cleanly (chunk + checkpoint) after this many minutes")
     c.add_argument("--probe", type=int, nargs="+", metavar="K",
                    help="only measure ns/day for these numbers of copies on --platform, print JSON and exit")
@@ -147,44 +166,82 @@ def main(argv: list[str] | None = None) -> int:
     if args.command == "data":
         from .data.remd import REMDConfig, ReplicaExchange
 
-        config = None
-        if not (Path(args.out) / "run.json").exists():
-            config = REMDConfig(system=args.system, platform=args.platform, threads=args.threads, seed=args.seed,
-                                exchange_every_ps=args.interval_ps, chunk_frames=args.chunk_frames)
-            if args.temperatures:
-                config.temperatures = sorted(args.temperatures)
-        ReplicaExchange(args.out, config).run(args.ns)
+        asked = _given(system=args.system, platform=args.platform, threads=args.threads, seed=args.seed,
+                       exchange_every_ps=args.interval_ps, chunk_frames=args.chunk_frames,
+                       temperatures=sorted(args.temperatures) if args.temperatures else None)
+        check_positive(args.ns, "--ns", "ns")
+        ReplicaExchange(args.out, asked=asked).run(args.ns)
         return 0
-    status = 0
-    for name, entry in sorted(pretrained.read_registry().items()):
+    return _verify_files()
+
+
+def _verify_files() -> int:
+    """``opforce models``: every registered file (weights, saved simulations, datasets, histograms, the
+    registries and results files) exists, matches its sha256 and loads; 1 if anything is wrong."""
+    from . import pretrained
+    from .data.dataset import DATA_DIR, verified_path
+    from .storage import read_json
+
+    problems = []
+
+    def check(label: str, what: str, fn, fix: str = ""):
         try:
-            pretrained.load(name)
-            print(f"ok       {name:20s} {entry['file']}  (made by: {entry['command']})")
-        except pretrained.PretrainedError as err:
-            print(f"BROKEN   {name:20s} {err}")
-            status = 1
-    return status
+            fn()
+            print(f"ok       {label:28s} {what}")
+        except Exception as err:  # report every kind of failure, then go on to the next file
+            problems.append(label)
+            print(f"BROKEN   {label:28s} {' '.join(str(err).split())}{'; ' + fix if fix and fix not in str(err) else ''}")
+
+    registry_path = pretrained.REGISTRY
+    if not registry_path.exists():
+        print(f"BROKEN   {'models registry':28s} {registry_path} is missing; restore it with `git checkout -- models/`")
+        return 1
+    registry = {}
+    check("models registry", str(registry_path), lambda: registry.update(pretrained.read_registry()))
+    for name, entry in sorted(registry.items()):
+        fix = f"rebuild it with `{pretrained.rebuild_command(name)}`"
+        check(name, f"{entry.get('file')}  (made by: {entry.get('command')})", lambda: pretrained.load(name), fix)
+        if "samples" in entry:
+            check(f"{name} samples", entry["samples"]["file"], lambda: pretrained.load_samples(name), fix)
+    for name in sorted(set(pretrained._specs()) - set(registry)):
+        problems.append(name)
+        print(f"BROKEN   {name:28s} has no entry in {registry_path}; build it with "
+              f"`{pretrained.rebuild_command(name)}`")
+    for results in (pretrained.REPLICATES, "long_runs.json"):
+        path = registry_path.parent / results
+        if path.exists():
+            check(results, str(path), lambda: read_json(path, "restore it with `git checkout -- models/`"))
+    data_registry = DATA_DIR / "registry.json"
+    data = {}
+    check("data registry", str(data_registry), lambda: data.update(read_json(data_registry)))
+    for key, entry in sorted(data.items()):
+        check(key, f"data/{entry.get('file')}  (made by: {entry.get('command')})", lambda: verified_path(key))
+    print(f"{len(problems)} problem(s)" + (f": {', '.join(problems)}" if problems else ""))
+    return 1 if problems else 0
 
 
 def _copies(args) -> int:
     from .data.copies import CopiesConfig, CopiesMD, throughput
 
-    def config(n_copies: int) -> CopiesConfig:
-        return CopiesConfig(system=args.system, n_copies=n_copies, temperature=args.temperature,
-                            save_every_ps=args.interval_ps, chunk_frames=args.chunk_frames, start_from=args.start_from,
-                            start_near=args.start_near, equilibrium_starts=args.equilibrium_starts,
-                            seed=args.seed, platform=args.platform, threads=args.threads)
-
+    asked = _given(system=args.system, n_copies=args.copies, temperature=args.temperature,
+                   save_every_ps=args.interval_ps, chunk_frames=args.chunk_frames, start_from=args.start_from,
+                   start_near=args.start_near, equilibrium_starts=args.equilibrium_starts, seed=args.seed,
+                   platform=args.platform, threads=args.threads)
     if args.probe:
         for k in args.probe:
-            print(json.dumps(throughput(config(k))), flush=True)
+            print(json.dumps(throughput(CopiesConfig(**{**asked, "n_copies": k}))), flush=True)
         return 0
     if args.ns is None or args.out is None:
         print("opforce data copies: --ns and --out are required (unless --probe)", file=sys.stderr)
         return 2
-    new = not (Path(args.out) / "run.json").exists()
-    CopiesMD(args.out, config(args.copies) if new else None).run(args.ns, max_minutes=args.max_minutes)
+    check_positive(args.ns, "--ns", "ns")
+    CopiesMD(args.out, asked=asked).run(args.ns, max_minutes=args.max_minutes)
     return 0
+
+
+def _given(**settings) -> dict:
+    """The run settings a command line set (flags left out are None and take the run's or the defaults)."""
+    return {k: v for k, v in settings.items() if v is not None}
 
 
 def _replicate(args) -> int:
@@ -225,6 +282,12 @@ def _train_kernel(args) -> int:
     from .kernels.coupling import SMALL_COUPLING, CouplingFlowConfig, CouplingTraining, train_coupling_flow
     from .kernels.files import save_flow
 
+    check_positive(args.noise_std, "--noise-std", "Å")
+    if args.prior_std is not None:
+        check_positive(args.prior_std, "--prior-std", "Å")
+    check_positive(args.lr, "--lr")
+    check_count(args.steps, "--steps")
+    check_count(args.batch_size, "--batch-size")
     positions, temperature, name = load_frames(args.dataset)
     types = list(range(positions.shape[1]))  # one type per bead along the chain
     common = dict(n_steps=args.steps, batch_size=args.batch_size, lr=args.lr, seed=args.seed)
@@ -260,17 +323,18 @@ def _label(args) -> int:
     if device == "cuda" and "LOCAL_RANK" in os.environ:
         device = f"cuda:{os.environ['LOCAL_RANK']}"
         torch.cuda.set_device(device)
+    check_count(args.repeats, "--repeats")
+    check_count(args.batch_size, "--batch-size")
     positions, temperature, name = load_frames(args.dataset)
     if args.kernel == "noise":
         if args.noise_std is None:
             raise SystemExit("the noise kernel needs --noise-std (Å)")
+        check_positive(args.noise_std, "--noise-std", "Å")
         kernel, digest = NoiseKernel(args.noise_std, kbt(temperature), mean_free=True), None
     else:
         options = {"solver": args.solver} if args.solver != "dopri5" else {}
         if args.memory_gb is not None:
-            if not args.memory_gb > 0:
-                raise SystemExit(f"--memory-gb must be positive, got {args.memory_gb}")
-            options["memory_budget_gb"] = args.memory_gb
+            options["memory_budget_gb"] = check_positive(args.memory_gb, "--memory-gb", "GB")
         kernel, info = kernel_from_file(args.kernel, kbt(temperature), device, **options)
         if info["metadata"].get("temperature_K", temperature) != temperature:
             raise SystemExit(f"{args.kernel} was trained on data at {info['metadata']['temperature_K']} K, "

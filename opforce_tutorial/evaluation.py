@@ -24,6 +24,7 @@ import numpy as np
 import torch
 
 from .analysis import js_divergence, js_floor
+from .storage import atomic_write
 from .geometry import bond_angles, bond_lengths, chain_indices, dihedral_angles
 
 RAMACHANDRAN_BINS = 60
@@ -64,7 +65,7 @@ class ReferenceHistograms:
             arrays[f"{name}|p"] = p
             for k, e in enumerate(self.edges[name]):
                 arrays[f"{name}|edges{k}"] = e
-        np.savez_compressed(path, **arrays)
+        atomic_write(path, lambda f: np.savez_compressed(f, **arrays))
 
     @classmethod
     def load(cls, path: str | Path) -> "ReferenceHistograms":
@@ -83,8 +84,25 @@ def _histogram(values: np.ndarray, edges: list[np.ndarray], weights=None) -> np.
     return counts / total
 
 
+def _check_finite(frames, what: str) -> None:
+    x = np.asarray(frames)
+    if x.size == 0 or not np.isfinite(x).all():
+        bad = int((~np.isfinite(x.reshape(-1, *x.shape[-2:]))).any(axis=(1, 2)).sum()) if x.size else 0
+        raise ValueError(f"{what}: {'no frames' if not x.size else f'{bad} frames have non-finite coordinates'}; "
+                         "a score of them would be meaningless")
+
+
 def make_reference(frames, names: list[str], weights=None, n_bins: int = 100) -> ReferenceHistograms:
-    """Histogram reference frames (optionally with per-frame equilibrium weights) for every observable."""
+    """Histogram reference frames (optionally with per-frame equilibrium weights) for every observable.
+
+    Refuses non-finite frames or weights (their bin edges would be NaN and every later score against
+    them meaningless); an observable without spread (a constrained bond) gets narrow bins around its value.
+    """
+    _check_finite(frames, "reference frames")
+    if weights is not None:
+        weights = np.asarray(weights, dtype=float)
+        if not (np.isfinite(weights).all() and (weights >= 0).all() and weights.sum() > 0):
+            raise ValueError("reference weights must be finite and non-negative with a positive sum")
     edges, probs = {}, {}
     for name in names:
         v = observable_values(frames, name)
@@ -94,7 +112,7 @@ def make_reference(frames, names: list[str], weights=None, n_bins: int = 100) ->
             edges[name] = [np.linspace(-180.0, 180.0, n_bins + 1)]
         else:
             lo, hi = np.quantile(v, [0.0, 1.0])
-            pad = 0.25 * (hi - lo)
+            pad = 0.25 * (hi - lo) if hi > lo else 1e-3 * max(abs(lo), 1.0)  # a constrained bond: one narrow peak
             edges[name] = [np.linspace(lo - pad, hi + pad, n_bins + 1)]
         probs[name] = _histogram(v, edges[name], weights)
     return ReferenceHistograms(edges, probs, n_samples=int(np.prod(np.shape(frames)[:-2])))
@@ -108,6 +126,7 @@ def evaluate(frames, reference: ReferenceHistograms, names: list[str] | None = N
     virtual "outside" bin). The floor assumes independent samples, so correlated trajectories should be
     judged against it as a lower bound.
     """
+    _check_finite(frames, "frames to evaluate")
     out = {}
     for name in names or list(reference.probabilities):
         v = observable_values(frames, name)

@@ -37,7 +37,8 @@ import numpy as np
 import torch
 
 from .kernels.base import keep_finite
-from .storage import atomic_savez
+from .checks import check_frames, check_temperature
+from .storage import atomic_savez, atomic_write_json, remove_stale_temporaries
 
 
 #: A kernel's ``last_costs`` keys → the per-label arrays of a labelled set.
@@ -98,6 +99,19 @@ def array_sha256(a: np.ndarray) -> str:
     return hashlib.sha256(np.ascontiguousarray(a).tobytes()).hexdigest()
 
 
+def _exclusive(path: Path, busy: str):
+    """An open file holding a non-blocking exclusive lock on ``path``; ``busy`` is the error if it is held."""
+    import fcntl
+
+    f = open(path, "a")
+    try:
+        fcntl.flock(f, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except BlockingIOError:
+        f.close()
+        raise ValueError(busy) from None
+    return f
+
+
 def _distributed(device: torch.device):
     """(rank, world size, torch.distributed or None) from the torchrun environment."""
     world = int(os.environ.get("WORLD_SIZE", "1"))
@@ -123,9 +137,8 @@ def label_frames(positions, kernel, temperature: float, out: str | Path, setting
     from tqdm.auto import tqdm
 
     device = torch.device(device)
-    positions = np.asarray(positions, dtype=np.float32)
-    if positions.ndim != 3 or positions.shape[2] != 3:
-        raise ValueError(f"positions must be (frames, beads, 3) in Å, got shape {positions.shape}")
+    positions = check_frames(positions).astype(np.float32, copy=False)
+    check_temperature(temperature)
     rank, world, dist = _distributed(device)
     out = Path(out)
     parts = out.with_name(out.name + ".parts")
@@ -137,12 +150,15 @@ def label_frames(positions, kernel, temperature: float, out: str | Path, setting
     plan = {**kernel_description(kernel), "model_sha256": model_sha256, "input_sha256": array_sha256(positions),
             "source": source, "temperature_K": float(temperature), **asdict(settings),
             "n_frames_in": len(positions), "n_kept_frames": int(n_keep), "n_batches": n_batches}
+    lock = None
     if rank == 0:
         parts.mkdir(parents=True, exist_ok=True)
+        lock = _exclusive(parts / ".labelling.lock", f"another process is labelling into {out}; wait for it to finish")
+        remove_stale_temporaries(parts)
         plan_path = parts / "plan.json"
         if plan_path.exists() and json.loads(plan_path.read_text()) != json.loads(json.dumps(plan)):
             raise ValueError(f"{parts} holds an unfinished run with a different plan; remove it to start afresh")
-        plan_path.write_text(json.dumps(plan, indent=2) + "\n")
+        atomic_write_json(plan_path, plan)
     if dist is not None:
         dist.barrier()
 
@@ -181,6 +197,7 @@ def label_frames(positions, kernel, temperature: float, out: str | Path, setting
     atomic_savez(out, positions=labelled.positions, forces=labelled.forces, frame_index=labelled.frame_index,
                   metadata=json.dumps(labelled.metadata), **labelled.costs)
     shutil.rmtree(parts)
+    lock.close()
     return labelled
 
 

@@ -12,8 +12,6 @@ Files load with ``torch.load(..., weights_only=True)`` after their checksum is v
 
 from __future__ import annotations
 
-import contextlib
-import json
 import os
 import platform
 import time
@@ -23,7 +21,7 @@ from typing import Callable
 
 import torch
 
-from .storage import sha256
+from .storage import atomic_torch_save, atomic_write, read_json, sha256, update_json
 
 MODELS_DIR = Path(__file__).resolve().parent.parent / "models"
 REGISTRY = MODELS_DIR / "registry.json"
@@ -71,7 +69,8 @@ def rebuild_command(name: str) -> str:
 
 
 def read_registry(path: Path = REGISTRY) -> dict:
-    return json.loads(path.read_text()) if path.exists() else {}
+    """A registry (or results file next to it) as a dict; ``{}`` if absent, an error naming it if corrupt."""
+    return read_json(path, "restore it with `git checkout -- " + str(path) + "`") if path.exists() else {}
 
 
 def should_train(train: bool | None = None) -> bool:
@@ -164,13 +163,13 @@ def pretrain(name: str, device: str = "cpu", models_dir: Path = MODELS_DIR) -> d
     _TRAINED[name] = (model.eval(), produced)
     models_dir.mkdir(parents=True, exist_ok=True)
     path = models_dir / spec.file
-    torch.save(model.state_dict(), path)
+    atomic_torch_save(path, model.state_dict())
     extra = {}
     if produced is not None:
         import numpy as np
 
         samples_path = path.with_name(path.stem + "_samples.npz")
-        np.savez_compressed(samples_path, samples=produced)
+        atomic_write(samples_path, lambda f: np.savez_compressed(f, samples=produced))
         extra["samples"] = {"file": samples_path.name, "sha256": sha256(samples_path), "shape": list(produced.shape)}
     entry = {
         **extra,
@@ -185,10 +184,8 @@ def pretrain(name: str, device: str = "cpu", models_dir: Path = MODELS_DIR) -> d
         "versions": {"torch": torch.__version__, "python": platform.python_version()},
         "created": time.strftime("%Y-%m-%d"),
     }
-    with _registry_lock(models_dir):  # several `opforce pretrain` processes may finish at once
-        registry = read_registry(models_dir / "registry.json")
-        registry[name] = entry
-        (models_dir / "registry.json").write_text(json.dumps(registry, indent=2, sort_keys=True) + "\n")
+    # several `opforce pretrain` processes may finish at once: one locked, atomic read-modify-write
+    update_json(models_dir / "registry.json", lambda registry: registry.__setitem__(name, entry))
     return entry
 
 
@@ -240,25 +237,10 @@ def replicate(name: str, seed: int, device: str = "cpu", models_dir: Path = MODE
 def record_entry(path: Path, name: str, key: str, entry: dict) -> None:
     """Set ``{name: {key: entry}}`` in the JSON file ``path`` (a results file next to the registry, such
     as replicates.json), under the registry's lock so that parallel commands do not lose entries."""
-    with _registry_lock(path.parent):
-        results = read_registry(path)
-        results.setdefault(name, {})[key] = entry
-        path.write_text(json.dumps(results, indent=2, sort_keys=True) + "\n")
+    update_json(path, lambda results: results.setdefault(name, {}).__setitem__(key, entry))
 
 
 def device_name(device) -> str:
     if str(device).startswith("cuda"):
         return torch.cuda.get_device_name(0)
     return f"CPU ({platform.processor() or platform.machine()}, {os.cpu_count()} cores)"
-
-
-@contextlib.contextmanager
-def _registry_lock(models_dir: Path):
-    import fcntl
-
-    with open(models_dir / ".registry.lock", "w") as lock:
-        fcntl.flock(lock, fcntl.LOCK_EX)
-        try:
-            yield
-        finally:
-            fcntl.flock(lock, fcntl.LOCK_UN)

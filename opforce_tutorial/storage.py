@@ -1,10 +1,21 @@
-"""File helpers shared by every writer of the package: checksums and atomic npz writes."""
+"""File helpers shared by every writer of the package: checksums, atomic writes, locked JSON registries.
+
+Atomic writes go to a hidden temporary file beside the target, ``.<name>.<pid>.tmp``, which is flushed
+to disk and renamed over the target: a reader never sees a half-written file, a kill mid-write leaves
+the old file (or none) plus a temporary that no result pattern (``chunk_*.npz``, ``*.pt``, ``*.json``)
+matches, and processes writing different files of one directory (torchrun ranks) do not share a
+temporary name. :func:`remove_stale_temporaries` clears the leftovers of dead processes on start.
+"""
 
 from __future__ import annotations
 
+import fcntl
 import hashlib
+import json
 import os
+from contextlib import contextmanager
 from pathlib import Path
+from typing import Callable
 
 import numpy as np
 
@@ -18,13 +29,95 @@ def sha256(path: Path) -> str:
     return h.hexdigest()
 
 
-def atomic_savez(path: Path, **arrays) -> None:
-    """``np.savez`` to a temporary file beside ``path`` (unique per process), then rename over it.
+def _temporary(path: Path) -> Path:
+    return path.with_name(f".{path.name}.{os.getpid()}.tmp")
 
-    A reader never sees a half-written file, and processes writing different files of one directory
-    (torchrun ranks) do not share a temporary name.
-    """
+
+def atomic_write(path: str | Path, write: Callable) -> None:
+    """Call ``write(binary file)`` on a temporary beside ``path``, fsync it, then rename it over ``path``."""
     path = Path(path)
-    tmp = path.with_name(f"{path.name}.{os.getpid()}.tmp.npz")
-    np.savez(tmp, **arrays)
-    os.replace(tmp, path)
+    tmp = _temporary(path)
+    try:
+        with open(tmp, "wb") as f:
+            write(f)
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        tmp.unlink(missing_ok=True)
+        raise
+
+
+def atomic_savez(path: str | Path, **arrays) -> None:
+    """``np.savez`` of ``arrays`` to ``path``, atomically (the name is kept as given: no ``.npz`` is added)."""
+    atomic_write(path, lambda f: np.savez(f, **arrays))
+
+
+def atomic_write_text(path: str | Path, text: str) -> None:
+    atomic_write(path, lambda f: f.write(text.encode("utf-8")))
+
+
+def atomic_write_json(path: str | Path, obj, sort_keys: bool = False) -> None:
+    atomic_write_text(path, json.dumps(obj, indent=2, sort_keys=sort_keys, ensure_ascii=False) + "\n")
+
+
+def atomic_torch_save(path: str | Path, obj) -> None:
+    import torch
+
+    atomic_write(path, lambda f: torch.save(obj, f))
+
+
+def read_json(path: str | Path, rebuild: str = "") -> dict:
+    """A JSON file's content; a file that is not valid JSON raises an error naming it (and ``rebuild``)."""
+    path = Path(path)
+    try:
+        return json.loads(path.read_text())
+    except (json.JSONDecodeError, UnicodeDecodeError) as err:
+        hint = f"; {rebuild}" if rebuild else ""
+        raise ValueError(f"{path} is not valid JSON ({err}){hint}") from None
+
+
+@contextmanager
+def locked(path: str | Path):
+    """An exclusive lock on ``<path>.lock`` for as long as the ``with`` block runs (writers of one file queue)."""
+    lock = Path(path).with_name(Path(path).name + ".lock")
+    with open(lock, "a") as f:
+        fcntl.flock(f, fcntl.LOCK_EX)
+        try:
+            yield
+        finally:
+            fcntl.flock(f, fcntl.LOCK_UN)
+
+
+def update_json(path: str | Path, update: Callable[[dict], None], sort_keys: bool = True) -> dict:
+    """Read ``path`` (or start from ``{}``), let ``update`` change the dict in place, write it back
+    atomically; the whole read-modify-write holds :func:`locked`, so concurrent writers lose nothing."""
+    path = Path(path)
+    with locked(path):
+        data = read_json(path) if path.exists() else {}
+        update(data)
+        atomic_write_json(path, data, sort_keys=sort_keys)
+    return data
+
+
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
+
+
+def remove_stale_temporaries(directory: str | Path) -> list[Path]:
+    """Delete the temporaries of processes that are no longer running (also those of older versions,
+    ``<name>.<pid>.tmp.npz``); returns what was removed."""
+    removed = []
+    for tmp in [*Path(directory).glob(".*.tmp"), *Path(directory).glob("*.tmp.npz")]:
+        parts = tmp.name.split(".")
+        pid = parts[-2] if tmp.name.endswith(".tmp") else parts[-3]
+        if pid.isdigit() and not _alive(int(pid)):
+            tmp.unlink(missing_ok=True)
+            removed.append(tmp)
+    return removed

@@ -257,10 +257,12 @@ def test_chunk_plan_fits_the_budget_and_keeps_all_directions_when_it_can():
         unit = n**2 * hidden * layers
         return frames * unit * (cnf._BYTES_PER_FRAME_UNIT + cnf._BYTES_PER_DIRECTION_UNIT * directions)
 
-    for n, budget in ((5, 2.0), (10, 2.0), (10, 0.3), (22, 1.0)):
+    for n, budget in ((5, 2.0), (10, 2.0), (10, 0.3), (16, 1.0)):
         frames, directions = cnf.chunk_plan(n, 64, 5, 4, budget)
         assert directions == 3 * n - 6 and planned_bytes(n, 64, 5, frames, directions) <= budget * 1e9
         assert frames == 512 or planned_bytes(n, 64, 5, frames + 1, directions) > budget * 1e9
+    frames, directions = cnf.chunk_plan(22, 64, 5, 4, 1.0)  # not one frame with all 60 directions
+    assert frames == 1 and 1 <= directions < 60 and planned_bytes(22, 64, 5, 1, directions) <= 1e9
     frames, directions = cnf.chunk_plan(10, 64, 5, 4, 2.0, chunk_size=64)
     assert frames == 64 and 1 <= directions < 24 and planned_bytes(10, 64, 5, 64, directions) <= 2e9
     assert planned_bytes(10, 64, 5, 64, directions + 1) > 2e9

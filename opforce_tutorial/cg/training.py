@@ -18,7 +18,7 @@ from dataclasses import dataclass
 import numpy as np
 import torch
 
-from ..kernels.training import optimise
+from ..kernels.training import fingerprint, optimise
 from .network import CGModel, SchNetConfig, SchNetEnergy
 
 
@@ -96,5 +96,6 @@ def train_cg_model(positions, labels, prior, config: SchNetConfig, settings: For
         return x[idx].to(device), residual[idx].to(device)
 
     history = optimise(net, force_loss, make_batch, val_batch, settings, gen, device, checkpoint,
-                       "force matching (CG network)", progress)
+                       "force matching (CG network)", progress,
+                       made_by=fingerprint(settings, net, x.cpu().numpy(), f.cpu().numpy(), val_mask))
     return CGModel(prior, net.eval()).eval(), history

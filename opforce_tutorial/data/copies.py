@@ -41,7 +41,8 @@ import openmm.app as app
 import openmm.unit as u
 from tqdm.auto import tqdm
 
-from ..storage import atomic_savez
+from ..checks import InputError, check_count, check_positive, check_temperature
+from ..storage import atomic_savez, atomic_write_json
 from ..units import ANGSTROM_PER_NM, KJ_PER_KCAL
 from .molecules import SYSTEMS
 from .remd import FORCE_KJ_NM_TO_KCAL_A, log_invocation, run_config
@@ -67,6 +68,18 @@ class CopiesConfig:
     seed: int = 0
     platform: str = "CPU"
     threads: int = 1
+
+    def __post_init__(self):
+        check_count(self.n_copies, "--copies")
+        check_temperature(self.temperature, "--temperature")
+        check_positive(self.timestep_fs, "timestep_fs", "fs")
+        check_positive(self.friction_per_ps, "friction_per_ps", "1/ps")
+        check_positive(self.save_every_ps, "--interval-ps (save_every_ps)", "ps")
+        if self.save_every_ps * 1000.0 < self.timestep_fs:
+            raise InputError(f"--interval-ps = {self.save_every_ps} ps is shorter than one {self.timestep_fs} fs step")
+        check_count(self.chunk_frames, "--chunk-frames")
+        check_positive(self.spacing_nm, "spacing_nm", "nm")
+        check_count(self.threads, "--threads")
 
     @property
     def steps_per_frame(self) -> int:
@@ -145,9 +158,9 @@ def start_structures(run_dir: str | Path, n: int, near: np.ndarray | None = None
 class CopiesMD:
     """K copies of a molecule in one System; :meth:`run` extends every copy to a target length."""
 
-    def __init__(self, out_dir: str | Path, config: CopiesConfig | None = None):
+    def __init__(self, out_dir: str | Path, config: CopiesConfig | None = None, asked: dict | None = None):
         self.out = Path(out_dir)
-        self.config = config = run_config(self.out, config, CopiesConfig)
+        self.config = config = run_config(self.out, config, CopiesConfig, asked)
         self.mol = SYSTEMS[config.system]()
         self.n_atoms = self.mol.system.getNumParticles()
         self.force_map = self.mol.force_map
@@ -197,9 +210,8 @@ class CopiesMD:
                                      f"samples {source_t} K, the copies run at {cfg.temperature} K")
             starts, its = start_structures(cfg.start_from, cfg.n_copies, near, self.mol.bead_atoms,
                                            equilibrium_seed=cfg.seed if cfg.equilibrium_starts else None)
-            (self.out / "starts.json").write_text(json.dumps({"run": cfg.start_from, "near": cfg.start_near,
-                                                              "equilibrium": cfg.equilibrium_starts,
-                                                              "aa_iterations": its}) + "\n")
+            atomic_write_json(self.out / "starts.json", {"run": cfg.start_from, "near": cfg.start_near,
+                                                          "equilibrium": cfg.equilibrium_starts, "aa_iterations": its})
         else:
             one = np.array(self.mol.positions.value_in_unit(u.nanometer))
             starts = np.repeat(one[None], cfg.n_copies, axis=0)

@@ -14,7 +14,7 @@ from pathlib import Path
 
 import numpy as np
 
-from ..storage import sha256
+from ..storage import atomic_write, read_json, sha256, update_json
 
 DATA_DIR = Path(__file__).resolve().parent.parent.parent / "data"
 
@@ -174,11 +174,12 @@ def build_dataset(name: str, run_dirs: list[str | Path], bead_names: list[str], 
     data_dir.mkdir(parents=True, exist_ok=True)
     path = data_dir / f"{name}.npz"
     extra = {} if weights is None else {"weights": np.asarray(weights, dtype=np.float64)}
-    np.savez_compressed(path, positions=positions, forces=np.concatenate([t.forces for t in trajs]), traj_ids=ids,
-                        traj_sources=np.array([t.source for t in trajs]), temperature=temperatures.pop(),
-                        save_interval_ps=intervals.pop(), bead_names=np.array(bead_names), **extra)
+    arrays = dict(positions=positions, forces=np.concatenate([t.forces for t in trajs]), traj_ids=ids,
+                  traj_sources=np.array([t.source for t in trajs]), temperature=temperatures.pop(),
+                  save_interval_ps=intervals.pop(), bead_names=np.array(bead_names), **extra)
+    atomic_write(path, lambda f: np.savez_compressed(f, **arrays))
     registry_path = data_dir / "registry.json"
-    registry = json.loads(registry_path.read_text()) if registry_path.exists() else {}
+    registry = {}
     registry[name] = {"file": path.name, "sha256": sha256(path), "command": BUILD_COMMANDS.get(name, ""),
                       "runs": [str(Path(r)) for r in sorted(run_dirs)], "n_frames": len(positions),
                       "n_trajectories": len(trajs), "temperature_K": trajs[0].temperature,
@@ -193,14 +194,14 @@ def build_dataset(name: str, run_dirs: list[str | Path], bead_names: list[str], 
     registry[f"{name}-histograms"] = {"file": hist_path.name, "sha256": sha256(hist_path),
                                       "command": BUILD_COMMANDS.get(name, ""), "made_from": path.name,
                                       "weighted": weights is not None, "created": time.strftime("%Y-%m-%d")}
-    registry_path.write_text(json.dumps(registry, indent=2, sort_keys=True) + "\n")
+    update_json(registry_path, lambda entries: entries.update(registry))  # locked, atomic
     return registry[name]
 
 
 def registry_entry(name: str, data_dir: Path = DATA_DIR) -> dict:
     """The ``data/registry.json`` entry of a shipped file (dataset or reference histograms)."""
     registry_path = data_dir / "registry.json"
-    registry = json.loads(registry_path.read_text()) if registry_path.exists() else {}
+    registry = read_json(registry_path, "restore it with `git checkout -- data/registry.json`") if registry_path.exists() else {}
     if name not in registry:
         raise DatasetError(f"{name!r} has no entry in {registry_path}; {_fix(name)}")
     return registry[name]
@@ -236,6 +237,8 @@ def load_frames(spec: str | Path) -> tuple[np.ndarray, float, str]:
     ``spec`` is a registered dataset name (see :func:`load_dataset`) or the path of an npz file with
     ``positions`` and ``temperature`` (and, optionally, ``length_unit``, which must then be "Å").
     """
+    from ..checks import check_frames, check_temperature
+
     path = Path(spec)
     if path.suffix != ".npz":
         ds = load_dataset(str(spec))
@@ -248,4 +251,5 @@ def load_frames(spec: str | Path) -> tuple[np.ndarray, float, str]:
         raise DatasetError(f"{path} lacks {sorted(missing)}: it needs positions (frames, beads, 3) in Å and temperature in K")
     if "length_unit" in d.files and str(d["length_unit"]) != "Å":
         raise DatasetError(f"{path} has length_unit {str(d['length_unit'])!r}; convert positions to Å first")
-    return d["positions"].astype(np.float32), float(d["temperature"]), path.stem
+    positions = check_frames(d["positions"], f"{path}: positions").astype(np.float32)
+    return positions, check_temperature(float(d["temperature"]), f"{path}: temperature"), path.stem

@@ -473,8 +473,9 @@ def write_ca_pdb(path, xyz: np.ndarray, residue_names: list[str]) -> None:
     for i, (name, (x, y, z)) in enumerate(zip(residue_names, xyz), start=1):
         lines.append(f"ATOM  {i:5d}  CA  {name:>3s} A{i:4d}    {x:8.3f}{y:8.3f}{z:8.3f}  1.00  0.00           C")
     lines += [f"CONECT{i:5d}{i + 1:5d}" for i in range(1, len(xyz))]
-    with open(path, "w") as f:
-        f.write("\n".join(lines + ["END"]) + "\n")
+    from ..storage import atomic_write_text
+
+    atomic_write_text(path, "\n".join(lines + ["END"]) + "\n")
 
 
 def read_ca_pdb(path) -> np.ndarray:
@@ -486,10 +487,9 @@ def read_ca_pdb(path) -> np.ndarray:
 def write_folding_results(run_dirs: list, residue_names: list[str], data_dir=None) -> dict:
     """``data/cln025.npz`` with MSM weights, the folded reference ``cln025_folded_ca.pdb`` and the report
     ``cln025_folding.json``, all registered with their sha256 in ``data/registry.json``."""
-    import json
     import time
 
-    from ..storage import sha256
+    from ..storage import atomic_write_json, sha256, update_json
     from .dataset import DATA_DIR, BUILD_COMMANDS, build_dataset
 
     data_dir = DATA_DIR if data_dir is None else data_dir
@@ -498,7 +498,7 @@ def write_folding_results(run_dirs: list, residue_names: list[str], data_dir=Non
     report, ref, msm = analyse_folding(run_dirs, trajectories=trajs)
     pdb, report_path = data_dir / "cln025_folded_ca.pdb", data_dir / "cln025_folding.json"
     write_ca_pdb(pdb, ref, residue_names)
-    report_path.write_text(json.dumps(report, indent=2, ensure_ascii=False) + "\n")
+    atomic_write_json(report_path, report)
     summary = {k: report[k] for k in ("total_ns", "trajectories", "foldings", "unfoldings", "folded_fraction_raw")}
     entry = build_dataset("cln025", run_dirs, residue_names, data_dir, weights=np.concatenate(msm.weights), trajectories=trajs,
                           provenance={"weights": "MSM stationary distribution per frame (see cln025_folding.json)",
@@ -506,10 +506,8 @@ def write_folding_results(run_dirs: list, residue_names: list[str], data_dir=Non
                                       "msm_folded_fraction_std": report["msm"]["folded_fraction_std"],
                                       "msm_folded_fraction_bootstrap_std": report["msm"]["folded_fraction_bootstrap_std"],
                                       "msm_implied_timescales_converged": report["msm"]["implied_timescales_converged"]})
-    registry_path = data_dir / "registry.json"
-    registry = json.loads(registry_path.read_text())
-    for key, path in (("cln025-folded-reference", pdb), ("cln025-folding-report", report_path)):
-        registry[key] = {"file": path.name, "sha256": sha256(path), "command": BUILD_COMMANDS["cln025"],
-                         "created": time.strftime("%Y-%m-%d")}
-    registry_path.write_text(json.dumps(registry, indent=2, sort_keys=True) + "\n")
+    entries = {key: {"file": path.name, "sha256": sha256(path), "command": BUILD_COMMANDS["cln025"],
+                     "created": time.strftime("%Y-%m-%d")}
+               for key, path in (("cln025-folded-reference", pdb), ("cln025-folding-report", report_path))}
+    update_json(data_dir / "registry.json", lambda registry: registry.update(entries))  # locked, atomic
     return entry

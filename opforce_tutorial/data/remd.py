@@ -35,7 +35,8 @@ import openmm as mm
 import openmm.unit as u
 from tqdm.auto import tqdm
 
-from ..storage import atomic_savez
+from ..checks import InputError, check_count, check_positive, check_temperature
+from ..storage import atomic_savez, atomic_write_json, read_json, remove_stale_temporaries
 from ..units import ANGSTROM_PER_NM, KB_KJ_PER_MOL_K, KJ_PER_KCAL
 from .molecules import SYSTEMS
 
@@ -50,18 +51,28 @@ def log_invocation(out_dir: Path, message: str) -> None:
                   f"openmm {mm.__version__} python {platform.python_version()}: {message} : {' '.join(sys.argv)}\n")
 
 
-def run_config(out_dir: Path, config, config_class):
-    """A run directory's configuration: ``run.json`` if it exists (``config``, if given, must equal it),
-    else ``config`` (or the class's defaults), written to ``run.json`` for every later resume."""
-    out_dir.mkdir(parents=True, exist_ok=True)
+def run_config(out_dir: Path, config, config_class, asked: dict | None = None):
+    """A run directory's configuration: ``run.json`` if it exists, else ``config`` (or the class's
+    defaults, or the class built from ``asked``), validated *before* it is written to ``run.json``.
+
+    On a resume, ``config`` (if given) must equal the saved one, and every setting in ``asked`` (what a
+    command line set explicitly) must match it: a changed flag is refused, naming the setting, never
+    silently ignored. Temporaries of killed writers are removed (:func:`remove_stale_temporaries`).
+    """
     path = out_dir / "run.json"
     if path.exists():
-        saved = config_class(**json.loads(path.read_text()))
+        remove_stale_temporaries(out_dir)
+        saved = config_class(**read_json(path, f"move {out_dir} away to start a new run"))
         if config is not None and asdict(config) != asdict(saved):
             raise ValueError(f"{path} holds a different configuration; use a new directory to change it")
+        for key, value in (asked or {}).items():
+            if getattr(saved, key) != value:
+                raise InputError(f"{out_dir} is a run with {key} = {getattr(saved, key)!r}, asked for {value!r}; "
+                                 "resume it without that flag, or give a new --out to start another run")
         return saved
-    config = config or config_class()
-    path.write_text(json.dumps(asdict(config), indent=2) + "\n")
+    config = config or config_class(**(asked or {}))  # __post_init__ validates before anything is written
+    out_dir.mkdir(parents=True, exist_ok=True)
+    atomic_write_json(path, asdict(config))
     return config
 
 
@@ -78,6 +89,20 @@ class REMDConfig:
     platform: str = "CPU"
     threads: int = 1
 
+    def __post_init__(self):
+        if not self.temperatures:
+            raise InputError("temperatures: give at least one temperature in kelvin")
+        for t in self.temperatures:
+            check_temperature(t, "temperatures")
+        check_positive(self.timestep_fs, "timestep_fs", "fs")
+        check_positive(self.friction_per_ps, "friction_per_ps", "1/ps")
+        check_positive(self.exchange_every_ps, "--interval-ps (exchange_every_ps)", "ps")
+        if self.exchange_every_ps * 1000.0 < self.timestep_fs:
+            raise InputError(f"--interval-ps = {self.exchange_every_ps} ps is shorter than one {self.timestep_fs} fs step")
+        check_count(self.chunk_frames, "--chunk-frames")
+        check_count(self.save_all_atom_every, "save_all_atom_every")
+        check_count(self.threads, "--threads")
+
     @property
     def steps_per_exchange(self) -> int:
         return int(round(self.exchange_every_ps * 1000.0 / self.timestep_fs))
@@ -86,9 +111,9 @@ class REMDConfig:
 class ReplicaExchange:
     """The replicas of one run directory; :meth:`run` extends it to a target length."""
 
-    def __init__(self, out_dir: str | Path, config: REMDConfig | None = None):
+    def __init__(self, out_dir: str | Path, config: REMDConfig | None = None, asked: dict | None = None):
         self.out = Path(out_dir)
-        self.config = config = run_config(self.out, config, REMDConfig)
+        self.config = config = run_config(self.out, config, REMDConfig, asked)
         self.mol = SYSTEMS[config.system]()
         self.force_map = self.mol.force_map
         self.betas = np.array([1.0 / (KB_KJ_PER_MOL_K * t) for t in config.temperatures])  # 1/(kJ/mol)

@@ -153,7 +153,7 @@ def chunk_plan(n_beads: int, hidden: int, n_layers: int, itemsize: int, memory_b
     A right-hand side holds about U · (a + b · g) · itemsize/4 bytes per frame, with
     U = beads² · hidden · layers and g directions per pass (a, b: ``_BYTES_PER_FRAME_UNIT``,
     ``_BYTES_PER_DIRECTION_UNIT``). Without ``chunk_size``: as many frames as fit with all 3N − 6
-    directions in one pass, at most ``max_chunk``. With it: that many frames and as many directions
+    directions in one pass, at most ``max_chunk`` (if none fits: one frame, fewer directions per pass). With it: that many frames and as many directions
     per pass as fit (at least one; if even one does not fit, fewer frames). Memory is bounded by
     construction, whatever the device.
     """
@@ -166,7 +166,9 @@ def chunk_plan(n_beads: int, hidden: int, n_layers: int, itemsize: int, memory_b
         return int(memory_budget_gb * 1e9 / (unit * (_BYTES_PER_FRAME_UNIT + _BYTES_PER_DIRECTION_UNIT * g)))
 
     if chunk_size is None:
-        return max(1, min(max_chunk, frames_that_fit(directions))), directions
+        if frames_that_fit(directions) >= 1:
+            return min(max_chunk, frames_that_fit(directions)), directions
+        chunk_size = 1  # not even one frame with every direction: one frame, fewer directions per pass
     if frames_that_fit(1) < chunk_size:
         return max(1, frames_that_fit(1)), 1
     per_frame = memory_budget_gb * 1e9 / (unit * chunk_size)

@@ -13,7 +13,7 @@ from pathlib import Path
 
 import torch
 
-from ..storage import sha256
+from ..storage import atomic_torch_save, sha256
 from .cnf import CNFKernel, EGNNConfig, EGNNVectorField, memory_budget_gb
 from .coupling import CouplingFlow, CouplingFlowConfig, CouplingFlowKernel
 
@@ -31,8 +31,9 @@ def save_flow(path: str | Path, model: torch.nn.Module, training, metadata: dict
     """Write ``model`` with its config, training settings (a dataclass) and metadata; returns the sha256."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    torch.save({"kind": flow_kind(model), "config": asdict(model.config), "training": asdict(training),
-                "metadata": metadata or {}, "state_dict": {k: v.cpu() for k, v in model.state_dict().items()}}, path)
+    atomic_torch_save(path, {"kind": flow_kind(model), "config": asdict(model.config), "training": asdict(training),
+                             "metadata": metadata or {},
+                             "state_dict": {k: v.cpu() for k, v in model.state_dict().items()}})
     return sha256(path)
 
 

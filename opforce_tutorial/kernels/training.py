@@ -3,29 +3,71 @@ checkpoint/resume with atomic writes and safe loading."""
 
 from __future__ import annotations
 
+import hashlib
+import json
 import os
+from dataclasses import asdict, is_dataclass
 
+import numpy as np
 import torch
+
+from ..storage import atomic_torch_save
+
+
+class CheckpointMismatch(ValueError):
+    """A checkpoint was made by another configuration, other training settings or other data."""
+
+
+def fingerprint(settings, model, *arrays) -> str:
+    """JSON of what a training run is: its settings, the model's config and the sha256 of its data."""
+    config = getattr(model, "config", None)
+    return json.dumps({"settings": asdict(settings) if is_dataclass(settings) else repr(settings),
+                       "model": type(model).__name__,
+                       "config": asdict(config) if is_dataclass(config) else repr(config),
+                       "data_sha256": [hashlib.sha256(np.ascontiguousarray(np.asarray(a, dtype=np.float32))
+                                                      .tobytes()).hexdigest() for a in arrays]}, sort_keys=True,
+                      default=str)
 
 
 def save_checkpoint(path: str, model, optimizer, generator: torch.Generator, step: int, history: dict,
-                    best_state: dict | None = None) -> None:
-    """Write model, optimiser, RNG, step, history (and the best weights so far) to ``path`` atomically."""
-    tmp = path + ".tmp"
-    torch.save({"model": model.state_dict(), "optimizer": optimizer.state_dict(), "generator": generator.get_state(),
-                "step": step, "history": history, "best_state": best_state}, tmp)
-    os.replace(tmp, path)
+                    best_state: dict | None = None, made_by: str = "") -> None:
+    """Write model, optimiser, RNG, step, history (and the best weights so far) to ``path`` atomically,
+    with the :func:`fingerprint` of the run that made it."""
+    atomic_torch_save(path, {"model": model.state_dict(), "optimizer": optimizer.state_dict(),
+                             "generator": generator.get_state(), "step": step, "history": history,
+                             "best_state": best_state, "made_by": made_by})
 
 
-def load_checkpoint(path: str | None, model, optimizer, generator: torch.Generator, device):
-    """Restore a checkpoint if ``path`` exists; returns ``(step, history, best_state)`` (``(0, None, None)`` when starting)."""
+def load_checkpoint(path: str | None, model, optimizer, generator: torch.Generator, device, made_by: str = ""):
+    """Restore a checkpoint if ``path`` exists; returns ``(step, history, best_state)`` (``(0, None, None)`` when starting).
+
+    A checkpoint whose fingerprint differs from ``made_by`` (another configuration, other settings, other
+    data) is refused, naming what differs.
+    """
     if path is None or not os.path.exists(path):
         return 0, None, None
     state = torch.load(path, map_location=device, weights_only=True)
+    saved = state.get("made_by", "")
+    if made_by and saved != made_by:
+        old, new = (json.loads(x) if x else {} for x in (saved, made_by))
+        diff = sorted(_differences(old, new)) or ["a checkpoint without a fingerprint (older version)"]
+        raise CheckpointMismatch(f"{path} was made by another run ({'; '.join(diff)}); delete it to start afresh "
+                                 "or use another --checkpoint")
     model.load_state_dict(state["model"])
     optimizer.load_state_dict(state["optimizer"])
     generator.set_state(state["generator"])
     return state["step"], state["history"], state.get("best_state")
+
+
+def _differences(old: dict, new: dict, prefix: str = "") -> list[str]:
+    out = []
+    for key in sorted(set(old) | set(new)):
+        a, b = old.get(key), new.get(key)
+        if isinstance(a, dict) and isinstance(b, dict):
+            out += _differences(a, b, f"{prefix}{key}.")
+        elif a != b:
+            out.append(f"{prefix}{key}: {a!r} in the checkpoint, {b!r} now")
+    return out
 
 
 def split_frames(positions, val_fraction: float, generator: torch.Generator):
@@ -37,20 +79,22 @@ def split_frames(positions, val_fraction: float, generator: torch.Generator):
 
 
 def optimise(model, loss_fn, make_batch, val_batch, settings, generator: torch.Generator, device,
-             checkpoint: str | None, desc: str, progress: bool) -> dict:
+             checkpoint: str | None, desc: str, progress: bool, made_by: str = "") -> dict:
     """Adam on ``loss_fn(model, batch)`` with periodic validation, checkpoints and a progress bar.
 
     ``make_batch()`` draws a training batch; ``settings`` needs ``lr``, ``n_steps``, ``eval_every`` and
     ``checkpoint_every``, and may set ``patience``: then training stops after ``patience`` validations
     without improvement and the weights of the best validation loss are restored (early stopping).
-    Resumes from ``checkpoint`` when it exists. Returns the history ``{"step", "train_loss", "val_loss"}``
-    (with ``patience`` also ``best_step`` and ``stopped_early``).
+    Resumes from ``checkpoint`` when it exists and was made by the same run (``made_by``, a
+    :func:`fingerprint`). A non-finite training or validation loss stops with an error (nothing is
+    written). Returns the history ``{"step", "train_loss", "val_loss"}`` (with ``patience`` also
+    ``best_step`` and ``stopped_early``).
     """
     from tqdm.auto import tqdm
 
     patience = getattr(settings, "patience", None)
     opt = torch.optim.Adam(model.parameters(), lr=settings.lr)
-    step, history, best_state = load_checkpoint(checkpoint, model, opt, generator, device)
+    step, history, best_state = load_checkpoint(checkpoint, model, opt, generator, device, made_by)
     history = history or {"step": [], "train_loss": [], "val_loss": []}
     if patience is not None:
         history.setdefault("best_step", 0)
@@ -59,6 +103,9 @@ def optimise(model, loss_fn, make_batch, val_batch, settings, generator: torch.G
     bar = tqdm(range(step, end), initial=step, total=settings.n_steps, desc=desc, disable=not progress, mininterval=2.0)
     for step in bar:
         loss = loss_fn(model, make_batch())
+        if not torch.isfinite(loss):
+            raise FloatingPointError(f"{desc}: the training loss is {loss.item()} at step {step + 1}; check the data "
+                                     "for non-finite or implausible values, or lower the learning rate")
         opt.zero_grad()
         loss.backward()
         opt.step()
@@ -67,6 +114,8 @@ def optimise(model, loss_fn, make_batch, val_batch, settings, generator: torch.G
         if done % settings.eval_every == 0 or done == settings.n_steps:
             with torch.no_grad():
                 val_loss = loss_fn(model, val_batch).item()
+            if not np.isfinite(val_loss):
+                raise FloatingPointError(f"{desc}: the validation loss is {val_loss} at step {done}")
             history["step"].append(done)
             history["train_loss"].append(loss.item())
             history["val_loss"].append(val_loss)
@@ -78,7 +127,7 @@ def optimise(model, loss_fn, make_batch, val_batch, settings, generator: torch.G
                 stop = (done - history["best_step"]) >= patience * settings.eval_every
                 history["stopped_early"] = stop
         if checkpoint is not None and (stop or done % settings.checkpoint_every == 0 or done == settings.n_steps):
-            save_checkpoint(checkpoint, model, opt, generator, done, history, best_state)
+            save_checkpoint(checkpoint, model, opt, generator, done, history, best_state, made_by)
         if stop:
             break
     bar.close()
@@ -95,6 +144,10 @@ def train_on_frames(positions, settings, build_model, batch_fn, loss_fn, device,
     ``batch_fn(frames, settings, generator, device)`` turns clean frames into a batch for
     ``loss_fn(model, batch)``; ``settings`` also needs ``seed``, ``val_fraction`` and ``batch_size``.
     """
+    positions = np.asarray(positions, dtype=np.float32)
+    if not np.isfinite(positions).all():
+        raise ValueError(f"{desc}: {int((~np.isfinite(positions)).any(axis=(1, 2)).sum())} frames have non-finite "
+                         "positions; remove them first")
     gen = torch.Generator().manual_seed(settings.seed)
     train, val = split_frames(positions, settings.val_fraction, gen)
     val_batch = batch_fn(val[:2048], settings, torch.Generator().manual_seed(settings.seed + 1), device)
@@ -104,5 +157,6 @@ def train_on_frames(positions, settings, build_model, batch_fn, loss_fn, device,
     def make_batch():
         return batch_fn(train[torch.randint(len(train), (settings.batch_size,), generator=gen)], settings, gen, device)
 
-    history = optimise(model, loss_fn, make_batch, val_batch, settings, gen, device, checkpoint, desc, progress)
+    history = optimise(model, loss_fn, make_batch, val_batch, settings, gen, device, checkpoint, desc, progress,
+                       made_by=fingerprint(settings, model, positions))
     return model.eval(), history
