@@ -1,5 +1,5 @@
-"""Serve the widgets' JavaScript from the book itself, so that saved widget views (nglview) render in the
-static pages without a CDN.
+"""Serve the widgets' JavaScript and MathJax from the book itself, so that saved widget views (nglview)
+render and formulas are typeset in the static pages without a CDN (offline).
 
 - RequireJS and ``@jupyter-widgets/html-manager`` (its ``embed-amd.js`` bundle, for ipywidgets 8) come
   from the npm registry at pinned versions, checked against the registry's sha512 integrity and cached
@@ -8,7 +8,10 @@ static pages without a CDN.
   JavaScript and Python versions always match; it is served where html-manager looks for a module:
   ``<cdn>/nglview-js-widgets@<version>/dist/index.js``.
 
-Everything lands in ``book/_widget_js/widgets/`` (git-ignored), an extra static path of the book
+- MathJax 3 (``es5/tex-mml-chtml.js`` and its woff-v2 fonts) from the npm registry, pinned and checked
+  the same way, lands in ``book/_widget_js/mathjax/``; ``_config.yml`` points ``mathjax_path`` at it.
+
+Everything lands in ``book/_widget_js/`` (git-ignored), an extra static path of the book
 (``_config.yml``), not ``_static/``, whose scripts Jupyter Book would inject into every page.
 ``make book`` runs this first: ``python book/widget_js.py``.
 """
@@ -32,7 +35,10 @@ PACKAGES = {
     "@jupyter-widgets/html-manager": ("1.0.15", "sha512-5thBIV6ymNgmPVOHvzx+gGy8ZSKmSazhtGw4/c4xJDVzRhG9PTeQsRjF3FUTopvFi//SABeNz1yp47bCrJ3CQA==",
                                       "package/dist/embed-amd.js", "embed-amd.js"),
 }
+#: MathJax: (version, sha512 integrity); the combined TeX/MathML → CHTML component and its fonts are served.
+MATHJAX = ("3.2.2", "sha512-Bt+SSVU8eBG27zChVewOicYs7Xsdt40qm4+UpHyX7k0/O9NliPc+x77k1/FEsPsjKPZGJvtRZM1vO+geW0OhGw==")
 OUT = Path(__file__).resolve().parent / "_widget_js" / "widgets"
+MATHJAX_OUT = OUT.parent / "mathjax"
 CACHE = Path.home() / ".cache" / "opforce-tutorial" / "npm"
 
 
@@ -69,6 +75,15 @@ def main() -> int:
     shutil.rmtree(target, ignore_errors=True)
     shutil.copytree(source, target, ignore=shutil.ignore_patterns("*.map", "extension.js"))
     print(f"widget JavaScript in {OUT}: {sorted(p.name for p in OUT.iterdir())}")
+    shutil.rmtree(MATHJAX_OUT, ignore_errors=True)
+    with tarfile.open(fileobj=io.BytesIO(_tarball("mathjax", *MATHJAX)), mode="r:gz") as tar:
+        for member in tar.getmembers():
+            name = member.name.removeprefix("package/es5/")
+            if member.isfile() and (name == "tex-mml-chtml.js" or name.startswith("output/chtml/fonts/woff-v2/")):
+                target = MATHJAX_OUT / name
+                target.parent.mkdir(parents=True, exist_ok=True)
+                target.write_bytes(tar.extractfile(member).read())
+    print(f"MathJax {MATHJAX[0]} in {MATHJAX_OUT}")
     return 0
 
 

@@ -197,12 +197,13 @@ def _verify_files() -> int:
         print(f"BROKEN   {'models registry':28s} {registry_path} is missing; restore it with `git checkout -- models/`")
         return 1
     registry = {}
-    check("models registry", str(registry_path), lambda: registry.update(pretrained.read_registry()))
+    models_dir = registry_path.parent
+    check("models registry", str(registry_path), lambda: registry.update(pretrained.read_registry(registry_path)))
     for name, entry in sorted(registry.items()):
         fix = f"rebuild it with `{pretrained.rebuild_command(name)}`"
-        check(name, f"{entry.get('file')}  (made by: {entry.get('command')})", lambda: pretrained.load(name), fix)
+        check(name, f"{entry.get('file')}  (made by: {entry.get('command')})", lambda: pretrained.load(name, models_dir), fix)
         if "samples" in entry:
-            check(f"{name} samples", entry["samples"]["file"], lambda: pretrained.load_samples(name), fix)
+            check(f"{name} samples", entry["samples"]["file"], lambda: pretrained.load_samples(name, models_dir), fix)
     for name in sorted(set(pretrained._specs()) - set(registry)):
         problems.append(name)
         print(f"BROKEN   {name:28s} has no entry in {registry_path}; build it with "
@@ -215,7 +216,7 @@ def _verify_files() -> int:
     data = {}
     check("data registry", str(data_registry), lambda: data.update(read_json(data_registry)))
     for key, entry in sorted(data.items()):
-        check(key, f"data/{entry.get('file')}  (made by: {entry.get('command')})", lambda: verified_path(key))
+        check(key, f"data/{entry.get('file')}  (made by: {entry.get('command')})", lambda: verified_path(key, DATA_DIR))
     print(f"{len(problems)} problem(s)" + (f": {', '.join(problems)}" if problems else ""))
     return 1 if problems else 0
 

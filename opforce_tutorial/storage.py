@@ -79,8 +79,8 @@ def read_json(path: str | Path, rebuild: str = "") -> dict:
 
 @contextmanager
 def locked(path: str | Path):
-    """An exclusive lock on ``<path>.lock`` for as long as the ``with`` block runs (writers of one file queue)."""
-    lock = Path(path).with_name(Path(path).name + ".lock")
+    """An exclusive lock on ``.<name>.lock`` beside ``path`` while the ``with`` block runs (writers queue)."""
+    lock = Path(path).with_name(f".{Path(path).name}.lock")
     with open(lock, "a") as f:
         fcntl.flock(f, fcntl.LOCK_EX)
         try:
