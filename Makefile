@@ -22,7 +22,7 @@ install: $(VENV)/.installed
 # thread per process: the chapters' small models lose little with it on an idle machine and do not
 # collapse next to a busy core. No per-cell timeout (a slow cell is not a failure); the whole build is
 # bounded by `timeout 3600`.
-BOOK_INPUTS := $(wildcard book/*.ipynb book/*.md book/*.yml book/*.bib book/*.py) \
+BOOK_INPUTS := $(wildcard book/*.ipynb book/*.md book/*.yml book/*.bib book/*.py book/_ext/*.py) \
                $(shell find opforce_tutorial -name '*.py') $(wildcard models/* data/*.npz data/*.json data/*.pdb)
 BOOK_STAMP := book/_build/.built
 

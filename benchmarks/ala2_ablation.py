@@ -8,8 +8,8 @@ changed and scores what it makes against the shipped reference histograms:
 * flow variants: train a flow, label 4 000 frames once, and score the labelled positions y
   (the kernel-output gate of chapter 2: mean bond and angle JS against the noise kernel's).
 
-Results go to ``benchmarks/results/ala2_ablation.json`` (written atomically after every variant;
-finished variants are skipped, so the command resumes). Run one process per core:
+Results go to ``benchmarks/results/ala2_ablation.json`` (one locked, atomic update per finished variant;
+finished variants are skipped, so the command resumes, and several processes can share the file). Run one process per core:
 ``OMP_NUM_THREADS=1 python benchmarks/ala2_ablation.py [variant ...]`` (default: all, in order).
 """
 
@@ -28,8 +28,10 @@ import torch
 
 from opforce_tutorial import ala2
 from opforce_tutorial.labels import LabelSettings
+from opforce_tutorial.storage import read_json, update_json
 
 OUT = Path(__file__).resolve().parent / "results" / "ala2_ablation.json"
+MACHINE = f"{platform.machine()}, {os.cpu_count()} cores, torch {torch.__version__}, 1 torch thread"
 FM = ala2.CG_SETTINGS.force_matching
 
 
@@ -63,6 +65,10 @@ FLOW_VARIANTS = {
     "coupling output, 4x steps, 0.05": ("coupling", 0.05, {}, {"n_steps": 4 * ala2.COUPLING_STEPS}),
     "coupling output, bond coordinates, 4x steps, 0.05": ("coupling", 0.05, {"coordinates": "bonds"},
                                                           {"n_steps": 4 * ala2.COUPLING_STEPS}),
+    "coupling output, triangular, 0.05": ("coupling", 0.05, {"affine": "triangular"}, {}),
+    "coupling output, bond coordinates, triangular, 0.05": ("coupling", 0.05,
+                                                            {"coordinates": "bonds", "affine": "triangular"}, {}),
+    "coupling output, triangular, 0.1": ("coupling", 0.1, {"affine": "triangular"}, {}),
     "cnf output, registered, 0.05": ("cnf", 0.05, {}, None),
     "cnf output, registered, 0.1": ("cnf", 0.1, {}, None),
 }
@@ -91,8 +97,8 @@ def run_flow_variant(name: str, device="cpu") -> dict:
         flow = load_or_train(ala2.kernel_name(kind, sigma), device=device)
     elif kind == "coupling":
         config = CouplingFlowConfig(bead_types=ala2.BEAD_TYPES, **{**SMALL_COUPLING, **config_changes})
-        settings = CouplingTraining(noise_std=sigma, n_steps=ala2.COUPLING_STEPS, batch_size=256,
-                                    **training_changes)
+        settings = CouplingTraining(noise_std=sigma, **{"n_steps": ala2.COUPLING_STEPS, "batch_size": 256,
+                                                        **training_changes})
         flow, history = train_coupling_flow(ds.positions, config, settings, device)
         extra = {"val_loss": history["val_loss"], "train_s": round(time.perf_counter() - t0, 1)}
     js = output_js(kind, sigma, flow, ds)
@@ -126,28 +132,27 @@ def run_cg_variant(name: str, device="cpu") -> dict:
             "populations": metrics["populations"], "wall_s": round(time.perf_counter() - t0, 1)}
 
 
-def _write(results: dict) -> None:
+def _record(name: str, result: dict) -> None:
+    """Add one variant to the results file (locked and atomic: several processes may run variants)."""
+    def add(results):
+        results.setdefault("machine", MACHINE)
+        results.setdefault("variants", {})[name] = result
+
     OUT.parent.mkdir(parents=True, exist_ok=True)
-    tmp = OUT.with_name(f"{OUT.name}.{os.getpid()}.tmp")
-    tmp.write_text(json.dumps(results, indent=2) + "\n")
-    os.replace(tmp, OUT)
+    update_json(OUT, add, sort_keys=False)
 
 
 def main(names: list[str]) -> None:
     torch.set_num_threads(1)
-    results = json.loads(OUT.read_text()) if OUT.exists() else {}
-    results.setdefault("machine", f"{platform.machine()}, {os.cpu_count()} cores, torch {torch.__version__}, "
-                                  "1 torch thread")
-    results.setdefault("variants", {})
     for name in names or [*FLOW_VARIANTS, *CG_VARIANTS]:
-        if name in results["variants"]:
+        if name in (read_json(OUT) if OUT.exists() else {}).get("variants", {}):
             print(f"{name}: recorded, skipped", flush=True)
             continue
         print(f"{name}: running", flush=True)
         run = run_flow_variant if name in FLOW_VARIANTS else run_cg_variant
-        results["variants"][name] = {**run(name), "date": time.strftime("%Y-%m-%d %H:%M")}
-        _write(results)
-        print(json.dumps({name: results["variants"][name]}, indent=1), flush=True)
+        result = {**run(name), "date": time.strftime("%Y-%m-%d %H:%M")}
+        _record(name, result)
+        print(json.dumps({name: result}, indent=1), flush=True)
 
 
 if __name__ == "__main__":

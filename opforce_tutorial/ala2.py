@@ -86,13 +86,20 @@ def make_kernel(source: str, noise_std: float, kbt: float, flow: torch.nn.Module
 
 
 def labelled_set(source: str, noise_std: float | None, dataset, flow=None, settings: LabelSettings = LABELS,
-                 device="cpu", progress: bool = True):
-    """(positions, labels, source frame index) of a label source over the dataset."""
+                 device="cpu", progress: bool = True, work_dir: Path | None = None):
+    """(positions, labels, source frame index) of a label source over the dataset.
+
+    Kernel labels are written to ``work_dir/labels.npz`` (resumable) when given, else to a temporary folder.
+    """
     if source == "reference":  # as many frames as a kernel makes labels, chosen by the same seeded rule
         n = min(dataset.n_frames, settings.frames_to_keep(dataset.n_frames) * settings.repeats)
         idx = np.sort(np.random.default_rng(settings.seed).choice(dataset.n_frames, n, replace=False))
         return dataset.positions[idx], dataset.forces[idx], idx
     kernel = make_kernel(source, noise_std, thermal_energy(dataset.temperature), flow, device)
+    if work_dir is not None:
+        out = label_frames(dataset.positions, kernel, dataset.temperature, Path(work_dir) / "labels.npz", settings,
+                           device, progress=progress)
+        return out.positions, out.forces, out.frame_index
     with tempfile.TemporaryDirectory() as tmp:
         out = label_frames(dataset.positions, kernel, dataset.temperature, Path(tmp) / "labels.npz", settings, device,
                            progress=progress)
@@ -183,19 +190,22 @@ def model_dihedral_checks(models: dict, frames, kbt: float, batch_size: int = 40
                          for name, rows in checks.items()}).T
 
 
-def long_run(model: CGModel, ns: float = 1.0, device="cpu", progress: bool = True) -> dict:
+def long_run(model: CGModel, ns: float = 1.0, device="cpu", progress: bool = True,
+             checkpoint: str | None = None) -> dict:
     """A chapter CG model simulated as its registration did (:data:`CG_SETTINGS`, seed 0: the same 64
     starting frames) but for ``ns`` nanoseconds per replica.
 
     Returns its :func:`basin_exchange` and :func:`~opforce_tutorial.evaluation.basin_populations`
     (fractions with block errors over the replicas). At 2 fs and 20 000 replica-steps/s (this chapter's
-    model on one CPU core) 1 ns of 64 replicas takes about half an hour.
+    model on one CPU core) 1 ns of 64 replicas takes about half an hour; with ``checkpoint`` a killed run
+    resumes.
     """
     if ns <= 0:
         raise ValueError(f"ns must be positive, got {ns}")
     ds = training_frames()
     settings = replace(CG_SETTINGS, n_steps=int(round(ns * 1000 / CG_SETTINGS.dt)))
-    traj = simulate_cg(model, ds.positions, thermal_energy(ds.temperature), ds.bead_masses, settings, device, progress)
+    traj = simulate_cg(model, ds.positions, thermal_energy(ds.temperature), ds.bead_masses, settings, device, progress,
+                       checkpoint)
     return {"exchange": basin_exchange(traj), "populations": basin_populations(traj)}
 
 
@@ -205,17 +215,21 @@ def record_long_run(name: str, ns: float = 1.0, device="cpu", models_dir: Path |
     the device and the wall time."""
     import time
 
-    from .pretrained import MODELS_DIR, device_name, load, record_entry
+    import shutil
+
+    from .pretrained import MODELS_DIR, device_name, load, record_entry, work_dir
 
     models_dir = MODELS_DIR if models_dir is None else models_dir
     model, registered = load(name, models_dir)
     t0 = time.perf_counter()
-    result = long_run(model, ns, device)
+    work = work_dir(models_dir, f"long-run-{name}-{ns:g}ns")  # a killed run resumes from here
+    result = long_run(model, ns, device, checkpoint=str(work / "simulation.ckpt"))
     entry = {**result, "ns_per_replica": ns, "model_sha256": registered["sha256"],
              "wall_time_s": round(time.perf_counter() - t0, 1), "device": device_name(device),
              "command": f"opforce long-run {name} --ns {ns:g}" + (f" --device {device}" if device != "cpu" else ""),
              "created": time.strftime("%Y-%m-%d")}
     record_entry(models_dir / LONG_RUNS, name, f"{ns:g}", entry)
+    shutil.rmtree(work, ignore_errors=True)
     return entry
 
 
@@ -304,28 +318,29 @@ def seed_anova(seeds, column: str = "αR %", names: list[str] | None = None) -> 
 
 
 # ---------------------------------------------------------------------------------- registered models
-def _fit_flow(ds, source: str, noise_std: float, seed: int, device):
+def _fit_flow(ds, source: str, noise_std: float, seed: int, device, work_dir: Path | None = None):
     """The coupling flow or CNF vector field of a label source, trained on the frames of ``ds``
-    (:func:`training_frames`) with ``seed`` (0: the registered one).
+    (:func:`training_frames`) with ``seed`` (0: the registered one); checkpointed in ``work_dir``.
 
     Returns ``(flow, config, settings, metrics)``.
     """
+    checkpoint = None if work_dir is None else str(Path(work_dir) / "flow.ckpt")
     if source == "coupling":
         config = CouplingFlowConfig(bead_types=BEAD_TYPES, **SMALL_COUPLING)
         settings = CouplingTraining(noise_std=noise_std, n_steps=COUPLING_STEPS, batch_size=256, seed=seed)
-        flow, history = train_coupling_flow(ds.positions, config, settings, device)
+        flow, history = train_coupling_flow(ds.positions, config, settings, device, checkpoint)
     else:
         config = EGNNConfig(bead_types=BEAD_TYPES, **SMALL_EGNN)
         settings = CNFTraining(noise_std=noise_std, prior_std=noise_std, n_steps=CNF_STEPS, batch_size=256, seed=seed)
-        flow, history = train_cnf(ds.positions, config, settings, device)
+        flow, history = train_cnf(ds.positions, config, settings, device, checkpoint)
     metrics = {"final_val_loss": history["val_loss"][-1], "val_loss": history["val_loss"],
                "dataset_sha256": _dataset_sha()}
     return flow, config, settings, metrics
 
 
 def _train_flow(source: str, noise_std: float):
-    def train(device):
-        flow, config, settings, metrics = _fit_flow(training_frames(), source, noise_std, 0, device)
+    def train(device, work_dir=None):
+        flow, config, settings, metrics = _fit_flow(training_frames(), source, noise_std, 0, device, work_dir)
         return flow.cpu(), asdict(config), asdict(settings), metrics, None
 
     return train
@@ -350,7 +365,8 @@ def models_trained_on_other_data(models_registry: dict | None = None) -> list[st
 
 
 def _cg_run(ds, source: str, noise_std: float | None, flow, seed: int, device, dihedral_hidden: int = 0,
-            label_settings: LabelSettings = LABELS, cg_settings: CGRunSettings = CG_SETTINGS):
+            label_settings: LabelSettings = LABELS, cg_settings: CGRunSettings = CG_SETTINGS,
+            work_dir: Path | None = None):
     """Labels → CG model → simulation → scores for one label source on the frames of ``ds``
     (:func:`training_frames`) with ``cg_settings`` (and a network with ``dihedral_hidden``), every
     random choice seeded by ``seed``.
@@ -358,14 +374,16 @@ def _cg_run(ds, source: str, noise_std: float | None, flow, seed: int, device, d
     ``seed`` picks the labelled frames and kernel draws, the network's initialisation and batches, and the
     simulation's starts and noise; seed 0 is the registered model. The registered models use
     :data:`LABELS` and :data:`CG_SETTINGS`; other settings are for ablations
-    (``benchmarks/ala2_ablation.py``). Returns ``(CGRun, metrics, settings)``.
+    (``benchmarks/ala2_ablation.py``). Labels and the force-matching checkpoint go to ``work_dir`` (if
+    given), so a killed run resumes. Returns ``(CGRun, metrics, settings)``.
     """
     labels = replace(label_settings, seed=seed)
     cg = replace(cg_settings, seed=seed, force_matching=replace(cg_settings.force_matching, seed=seed),
                  dihedral_hidden=dihedral_hidden)
-    y, f, idx = labelled_set(source, noise_std, ds, flow, labels, device=device)
+    y, f, idx = labelled_set(source, noise_std, ds, flow, labels, device=device, work_dir=work_dir)
     run = run_label_source(y, f, thermal_energy(ds.temperature), BEAD_TYPES, ds.bead_masses, ds.positions, cg,
-                           val_mask=validation_mask(idx, ds.n_frames, 0.1, ds.traj_ids), device=device)
+                           val_mask=validation_mask(idx, ds.n_frames, 0.1, ds.traj_ids), device=device,
+                           checkpoint=None if work_dir is None else str(Path(work_dir) / "cg.ckpt"))
     scores = score(run.trajectory, reference_histograms())
     metrics = {"n_labels": len(y), "best_val_force_mse": min(run.history["val_loss"]),
                "best_step": run.history["best_step"], "js": scores["js"], "populations": scores["populations"],
@@ -374,12 +392,13 @@ def _cg_run(ds, source: str, noise_std: float | None, flow, seed: int, device, d
 
 
 def _train_cg(source: str, noise_std: float | None, dihedral_hidden: int = 0):
-    def train(device):
+    def train(device, work_dir=None):
         from .pretrained import load_or_train
 
         flow = load_or_train(kernel_name(source, noise_std), device=device) if source in ("coupling", "cnf") else None
         flow = None if flow is None else flow.to(device)
-        run, metrics, training = _cg_run(training_frames(), source, noise_std, flow, 0, device, dihedral_hidden)
+        run, metrics, training = _cg_run(training_frames(), source, noise_std, flow, 0, device, dihedral_hidden,
+                                         work_dir=work_dir)
         config = {"n_beads": 5, "n_fourier": run.model.prior.n_fourier, "schnet": asdict(run.model.net.config)}
         return run.model.cpu(), config, training, metrics, run.trajectory
 
@@ -387,13 +406,13 @@ def _train_cg(source: str, noise_std: float | None, dihedral_hidden: int = 0):
 
 
 def _replicate_cg(source: str, noise_std: float | None, dihedral_hidden: int = 0):
-    def replicate(seed, device):
+    def replicate(seed, device, work_dir=None):
         """Metrics of the whole pipeline of a CG model (its kernel's flow included) rerun with ``seed``."""
         ds, metrics, flow = training_frames(), {}, None
         if source in ("coupling", "cnf"):
-            flow, _, _, flow_metrics = _fit_flow(ds, source, noise_std, seed, device)
+            flow, _, _, flow_metrics = _fit_flow(ds, source, noise_std, seed, device, work_dir)
             metrics["flow_final_val_loss"] = flow_metrics["final_val_loss"]
-        return {**_cg_run(ds, source, noise_std, flow, seed, device, dihedral_hidden)[1], **metrics}
+        return {**_cg_run(ds, source, noise_std, flow, seed, device, dihedral_hidden, work_dir=work_dir)[1], **metrics}
 
     return replicate
 

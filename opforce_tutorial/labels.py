@@ -11,7 +11,8 @@ Incremental output. Each finished batch is written atomically to ``<out>.parts/b
 skips batches that are there, and refuses to continue if the plan (kernel, model checksum, input,
 fractions, seed, batch size) changed. When every batch is done the parts are merged in batch order
 into ``<out>`` (an npz: ``positions``, ``forces``, ``frame_index`` into the input frames, and a JSON
-``metadata`` string) and the parts directory is removed.
+``metadata`` string) and the parts directory is removed; a rerun of the same plan on a finished
+``<out>`` returns it without labelling again.
 
 Sharding. Under ``torchrun`` (``WORLD_SIZE`` > 1) rank ``r`` labels the batches ``b ≡ r (mod world
 size)`` (process group: gloo on CPU, NCCL on GPU), all ranks meet at a barrier, and rank 0 merges. The
@@ -150,6 +151,10 @@ def label_frames(positions, kernel, temperature: float, out: str | Path, setting
     plan = {**kernel_description(kernel), "model_sha256": model_sha256, "input_sha256": array_sha256(positions),
             "source": source, "temperature_K": float(temperature), **asdict(settings),
             "n_frames_in": len(positions), "n_kept_frames": int(n_keep), "n_batches": n_batches}
+    if out.exists() and rank == 0 and world == 1:  # finished before (a resumed pipeline): the same plan is kept
+        done = load_labels(out)
+        if {k: done.metadata.get(k) for k in plan} == json.loads(json.dumps(plan)):
+            return done
     lock = None
     if rank == 0:
         parts.mkdir(parents=True, exist_ok=True)

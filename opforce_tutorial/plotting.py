@@ -22,15 +22,32 @@ COLORS = {
 }
 
 
+def _offline_notebook_renderer():
+    """plotly's notebook renderer without its ``<script src=...mathjax...>`` CDN link."""
+    import re
+
+    from plotly.io._base_renderers import NotebookRenderer
+
+    class OfflineNotebookRenderer(NotebookRenderer):
+        def to_mimebundle(self, fig_dict):
+            bundle = super().to_mimebundle(fig_dict)
+            bundle["text/html"] = re.sub(r'<script src="https?://[^"]*mathjax[^"]*"></script>', "", bundle["text/html"])
+            return bundle
+
+    return OfflineNotebookRenderer()
+
+
 def set_style() -> None:
     """Apply the book's plot style (call once at the top of a chapter).
 
     Sets the matplotlib defaults, and makes plotly figures carry plotly.js inline so that they work
-    in the static HTML book without a kernel or internet access.
+    in the static HTML book without a kernel or internet access (plotly's notebook renderer also links
+    MathJax from a CDN; the book serves its own, so that link is dropped).
     """
     import plotly.io as pio
 
-    pio.renderers.default = "plotly_mimetype+notebook"
+    pio.renderers["offline_notebook"] = _offline_notebook_renderer()
+    pio.renderers.default = "plotly_mimetype+offline_notebook"
     mpl.rcParams.update({
         "figure.dpi": 100,
         "savefig.dpi": 120,

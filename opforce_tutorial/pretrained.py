@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import os
 import platform
+import shutil
 import time
 from dataclasses import asdict, dataclass
 from pathlib import Path
@@ -37,20 +38,21 @@ class PretrainedError(RuntimeError):
 class ModelSpec:
     """How to train a registered model and how to rebuild it from its saved config."""
 
-    # device -> (model, config, training, metrics, samples): samples is an array the model produced (e.g. a
-    # CG model's simulated trajectory), saved next to the weights, or None
-    train: Callable[[str], tuple]
+    # (device, work_dir) -> (model, config, training, metrics, samples): samples is an array the model
+    # produced (e.g. a CG model's simulated trajectory), saved next to the weights, or None. work_dir (or
+    # None) holds the run's checkpoints and labels, so that a killed run resumes where it stopped.
+    train: Callable[[str, Path | None], tuple]
     build: Callable[[dict], torch.nn.Module]  # config -> untrained model
     file: str
-    # (seed, device) -> metrics of the same training run with another seed (see :func:`replicate`), or None
-    replicate: Callable[[int, str], dict] | None = None
+    # (seed, device, work_dir) -> metrics of the same training run with another seed (see :func:`replicate`)
+    replicate: Callable[[int, str, Path | None], dict] | None = None
 
 
 def _specs() -> dict[str, ModelSpec]:
     from .kernels.flow1d import Flow1DConfig, Flow1DTraining, NoiseConditionalFlow1D, train_flow1d
     from .systems import DoubleWellBond
 
-    def train_toy_flow(device):
+    def train_toy_flow(device, work_dir=None):  # half a minute: nothing to resume
         training = Flow1DTraining()
         flow, metrics = train_flow1d(DoubleWellBond(), training, device=device)
         return flow, asdict(flow.config), asdict(training), metrics, None
@@ -135,7 +137,7 @@ def load_or_train(name: str, train: bool | None = None, device: str | None = Non
     if should_train(train):
         if name not in _TRAINED:
             device = device or ("cuda" if torch.cuda.is_available() else "cpu")
-            model, _, _, _, samples = _specs()[name].train(device)
+            model, _, _, _, samples = _specs()[name].train(device, None)
             _TRAINED[name] = (model.eval(), samples)
         return _TRAINED[name][0]
     return load(name)[0]
@@ -158,7 +160,8 @@ def pretrain(name: str, device: str = "cpu", models_dir: Path = MODELS_DIR) -> d
     """
     spec = _specs()[name]
     t0 = time.perf_counter()
-    model, config, training, metrics, produced = spec.train(device)
+    work = work_dir(models_dir, name)
+    model, config, training, metrics, produced = spec.train(device, work)
     wall = time.perf_counter() - t0
     _TRAINED[name] = (model.eval(), produced)
     models_dir.mkdir(parents=True, exist_ok=True)
@@ -186,7 +189,17 @@ def pretrain(name: str, device: str = "cpu", models_dir: Path = MODELS_DIR) -> d
     }
     # several `opforce pretrain` processes may finish at once: one locked, atomic read-modify-write
     update_json(models_dir / "registry.json", lambda registry: registry.__setitem__(name, entry))
+    shutil.rmtree(work, ignore_errors=True)
     return entry
+
+
+def work_dir(models_dir: Path, name: str) -> Path:
+    """``models/.work/<name>/``: checkpoints and labels of a run in progress (`opforce pretrain` and
+    `opforce replicate` resume from it after a kill; each stage refuses state of another configuration).
+    Removed when the run has finished."""
+    path = models_dir / ".work" / name
+    path.mkdir(parents=True, exist_ok=True)
+    return path
 
 
 def replicate_command(name: str, seed: int) -> str:
@@ -226,11 +239,13 @@ def replicate(name: str, seed: int, device: str = "cpu", models_dir: Path = MODE
         raise PretrainedError(f"{name!r} has no entry in {models_dir / 'registry.json'}; "
                               f"train it first with `{rebuild_command(name)}`")
     t0 = time.perf_counter()
-    metrics = spec.replicate(seed, device)
+    work = work_dir(models_dir, f"{name}-seed{seed}")
+    metrics = spec.replicate(seed, device, work)
     entry = {"metrics": metrics, "model_sha256": registered["sha256"], "wall_time_s": round(time.perf_counter() - t0, 1),
              "command": replicate_command(name, seed) + (f" --device {device}" if device != "cpu" else ""),
              "device": device_name(device), "created": time.strftime("%Y-%m-%d")}
     record_entry(models_dir / REPLICATES, name, str(seed), entry)
+    shutil.rmtree(work, ignore_errors=True)
     return entry
 
 

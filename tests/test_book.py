@@ -1,7 +1,6 @@
 """Browser tests of the built book (``make book`` first): headless Chromium via Playwright.
 
-External hosts are blocked: every page must work offline (the one known exception, MathJax from its
-CDN, is listed in ALLOWED_EXTERNAL and only affects how formulas are typeset).
+External hosts are blocked: every page must work offline, MathJax included (the book serves it).
 """
 
 import functools
@@ -16,7 +15,7 @@ import pytest
 
 HTML = Path(__file__).resolve().parent.parent / "book" / "_build" / "html"
 CHROMIUM = shutil.which("chromium") or "/usr/bin/chromium"
-ALLOWED_EXTERNAL = {"cdn.jsdelivr.net", "cdnjs.cloudflare.com"}  # MathJax only (see module docstring)
+ALLOWED_EXTERNAL: set[str] = set()  # none: MathJax and the widget JavaScript are served by the book
 TIMEOUT_MS = 90_000
 # Jupyter Book 1.0.4 registers sphinx-thebe's inline config twice on every page; the second copy throws
 # this error. Thebe (launch buttons) is unused here, so it breaks nothing; any other page error fails.
@@ -98,6 +97,17 @@ def test_intro_links_to_chapter_one(site, page):
     assert "Operator forces" in page.title() or "Operator forces" in page.content()
     assert page.locator("a[href*='01_bond_toy']").count() > 0
     assert page.errors == [] and _unexpected_external(page) == []
+
+
+def test_formulas_are_typeset_offline(site, page):
+    """With every external host blocked, the chapters' formulas render (MathJax from the book), not raw TeX."""
+    for chapter in ("01_bond_toy", "02_alanine_dipeptide"):
+        page.goto(f"{site}/{chapter}.html", wait_until="load")
+        page.wait_for_selector("mjx-container", state="attached")
+        assert page.locator("mjx-container").count() >= 5
+        assert page.evaluate("() => document.querySelectorAll('.math:not(:has(mjx-container))').length") == 0
+        assert "\\frac" not in page.inner_text("body") and "$$" not in page.inner_text("body")
+    assert page.errors == [] and page.blocked == [], page.blocked
 
 
 def test_chapter_one_renders_and_its_slider_changes_the_result(site, page):

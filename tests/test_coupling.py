@@ -7,15 +7,17 @@ from opforce_tutorial.kernels import remove_mean
 from opforce_tutorial.kernels.coupling import CouplingFlow, CouplingFlowConfig, CouplingFlowKernel, random_rotations
 
 
-@pytest.fixture(params=["helmert", "bonds"])
+@pytest.fixture(params=["helmert", "bonds", "helmert triangular", "bonds triangular"])
 def coordinates(request):
+    """Internal coordinates of the flow, and its position couplings' linear part."""
     return request.param
 
 
 def _small_flow(seed=0, n_beads=3, coordinates="helmert"):
     torch.manual_seed(seed)
+    coords, *affine = coordinates.split()
     cfg = CouplingFlowConfig(bead_types=list(range(n_beads)), n_coupling_layers=2, n_transformer_layers=1, d_model=12,
-                             lengthscales=[1.0, 3.0], d_ff=16, coordinates=coordinates)
+                             lengthscales=[1.0, 3.0], d_ff=16, coordinates=coords, affine=(affine or ["diagonal"])[0])
     flow = CouplingFlow(cfg).double()
     with torch.no_grad():  # leave the identity initialisation so that the tests see a non-trivial map
         for p in flow.parameters():
@@ -50,7 +52,7 @@ def test_log_density_matches_brute_force_jacobian(gen, device, coordinates):
     y, v = c + flow.from_internal(out[:6].view(1, 2, 3), c), out[6:].view(1, 3, 3)
     base = flow._base_log_prob(z[:6].view(1, 2, 3), z[6:].view(1, 3, 3))
     expected = base - torch.linalg.slogdet(jac)[1]
-    if coordinates == "bonds":
+    if coordinates.startswith("bonds"):
         d = (y - c)[0]  # Helmert coordinates → bond coordinates: one linear map per Cartesian axis
         assert flow.bond_log_jacobian == pytest.approx(3 * math.log(math.sqrt(3)), rel=1e-12)  # det = √N for a chain
         assert torch.allclose(flow.to_internal(d[None], c), out[:6].view(1, 2, 3), atol=1e-12)

@@ -64,7 +64,7 @@ def test_load_or_train_trains_when_forced(monkeypatch):
     calls = []
     tiny = torch.nn.Linear(1, 1)
 
-    def train(device):
+    def train(device, work_dir=None):
         calls.append(device)
         return tiny, {}, {}, {}, np.arange(3)
 
@@ -78,7 +78,7 @@ def test_load_or_train_trains_when_forced(monkeypatch):
 
 
 def test_pretrain_writes_file_and_registry(monkeypatch, tmp_path):
-    spec = pretrained.ModelSpec(train=lambda d: (torch.nn.Linear(2, 1), {"n": 2}, {"steps": 0}, {"loss": 1.0},
+    spec = pretrained.ModelSpec(train=lambda d, w=None: (torch.nn.Linear(2, 1), {"n": 2}, {"steps": 0}, {"loss": 1.0},
                                                  np.ones((4, 2), dtype=np.float32)),
                                 build=lambda cfg: torch.nn.Linear(cfg["n"], 1), file="tiny.pt")
     monkeypatch.setattr(pretrained, "_specs", lambda: {"tiny": spec})
@@ -96,11 +96,11 @@ def test_pretrain_writes_file_and_registry(monkeypatch, tmp_path):
 def _replicable(tmp_path, monkeypatch):
     seeds = []
 
-    def replicate(seed, device):
+    def replicate(seed, device, work_dir=None):
         seeds.append(seed)
         return {"loss": float(seed)}
 
-    spec = pretrained.ModelSpec(train=lambda d: (torch.nn.Linear(2, 1), {"n": 2}, {}, {"loss": 0.0}, None),
+    spec = pretrained.ModelSpec(train=lambda d, w=None: (torch.nn.Linear(2, 1), {"n": 2}, {}, {"loss": 0.0}, None),
                                 build=lambda cfg: torch.nn.Linear(cfg["n"], 1), file="tiny.pt", replicate=replicate)
     plain = pretrained.ModelSpec(train=spec.train, build=spec.build, file="plain.pt")
     monkeypatch.setattr(pretrained, "_specs", lambda: {"tiny": spec, "plain": plain})

@@ -216,3 +216,56 @@ def test_opforce_models_fails_on_a_corrupt_simulation_or_dataset_and_names_the_f
     (models / "registry.json").unlink()
     status, captured = _cli(capsys, "models")
     assert status == 1 and "registry.json is missing" in captured.out
+
+
+# --------------------------------------------------------------------------- long jobs resume
+def test_a_killed_simulation_resumes_to_the_uninterrupted_result_bitwise(tmp_path):
+    from opforce_tutorial.simulation import simulate_langevin
+
+    x0 = torch.randn(4, 3, 3, generator=torch.Generator().manual_seed(0), dtype=torch.float64)
+    calls = {"n": 0, "kill_at": None}
+
+    def forces(x):
+        calls["n"] += 1
+        if calls["kill_at"] is not None and calls["n"] == calls["kill_at"]:
+            raise KeyboardInterrupt  # a kill between two checkpoints
+        return -2.0 * x
+
+    def run(checkpoint=None, **changes):
+        settings = dict(masses=12.0, kbt=0.6, dt=0.002, friction=1.0, n_steps=60, save_every=4, burn_in=8,
+                        generator=torch.Generator().manual_seed(1), progress=False, checkpoint=checkpoint,
+                        checkpoint_every=7)
+        return simulate_langevin(forces, x0, **{**settings, **changes})
+
+    whole = run()
+    ckpt = str(tmp_path / "sim.ckpt")
+    calls.update(n=0, kill_at=45)
+    with pytest.raises(KeyboardInterrupt):
+        run(ckpt)
+    assert os.path.exists(ckpt) and torch.load(ckpt, weights_only=True)["step"] == 42
+    calls.update(kill_at=None)
+    assert torch.equal(run(ckpt), whole)
+    with pytest.raises(ValueError, match="checkpoint of another simulation"):
+        run(ckpt, dt=0.001)
+
+
+def test_pretrain_and_replicate_give_each_run_a_work_directory_that_survives_a_kill(monkeypatch, tmp_path):
+    from opforce_tutorial import pretrained
+
+    seen = []
+
+    def train(device, work_dir):
+        seen.append(work_dir)
+        marker = work_dir / "stage1.done"
+        if not marker.exists():  # the first attempt is killed after its first stage
+            marker.write_text("")
+            raise KeyboardInterrupt
+        return torch.nn.Linear(2, 1), {"n": 2}, {}, {"loss": 0.0}, None
+
+    spec = pretrained.ModelSpec(train=train, build=lambda cfg: torch.nn.Linear(cfg["n"], 1), file="tiny.pt")
+    monkeypatch.setattr(pretrained, "_specs", lambda: {"tiny": spec})
+    with pytest.raises(KeyboardInterrupt):
+        pretrained.pretrain("tiny", models_dir=tmp_path)
+    assert (tmp_path / ".work" / "tiny" / "stage1.done").exists()
+    pretrained.pretrain("tiny", models_dir=tmp_path)  # the same command resumes
+    assert seen == [tmp_path / ".work" / "tiny"] * 2 and not (tmp_path / ".work" / "tiny").exists()

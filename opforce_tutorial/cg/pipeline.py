@@ -65,10 +65,11 @@ def fit_cg_model(positions, labels, kbt: float, bead_types: list[int], settings:
 
 
 def simulate_cg(model: CGModel, start_frames, kbt: float, masses, settings: CGRunSettings = CGRunSettings(),
-                device="cpu", progress: bool = True) -> np.ndarray:
+                device="cpu", progress: bool = True, checkpoint: str | None = None) -> np.ndarray:
     """BAOAB simulation of ``model`` from ``settings.n_replicas`` frames drawn (seeded) from ``start_frames``.
 
-    Returns the saved frames (n_saved, n_replicas, beads, 3) in Å as float32.
+    Returns the saved frames (n_saved, n_replicas, beads, 3) in Å as float32. With ``checkpoint`` the
+    simulation resumes after a kill (:func:`~opforce_tutorial.simulation.simulate_langevin`).
     """
     start_frames = np.asarray(start_frames)
     rng = np.random.default_rng(settings.seed)
@@ -78,14 +79,18 @@ def simulate_cg(model: CGModel, start_frames, kbt: float, masses, settings: CGRu
     gen = torch.Generator(device=device).manual_seed(settings.seed)
     traj = simulate_langevin(model.forces, starts, masses=torch.as_tensor(masses, dtype=torch.float32), kbt=kbt,
                              dt=settings.dt, friction=settings.friction, n_steps=settings.n_steps,
-                             save_every=settings.save_every, burn_in=settings.burn_in, generator=gen, progress=progress)
+                             save_every=settings.save_every, burn_in=settings.burn_in, generator=gen, progress=progress,
+                             checkpoint=checkpoint)
     return traj.cpu().numpy().astype(np.float32)
 
 
 def run_label_source(positions, labels, kbt: float, bead_types: list[int], masses, start_frames,
                      settings: CGRunSettings = CGRunSettings(), val_mask=None, device="cpu",
                      checkpoint: str | None = None, progress: bool = True) -> CGRun:
-    """:func:`fit_cg_model` then :func:`simulate_cg`: the whole path from one label source to CG samples."""
+    """:func:`fit_cg_model` then :func:`simulate_cg`: the whole path from one label source to CG samples
+    (with ``checkpoint``, both the force matching and the simulation resume after a kill)."""
     model, fits, history = fit_cg_model(positions, labels, kbt, bead_types, settings, val_mask, device, checkpoint,
                                         progress)
-    return CGRun(model, fits, history, simulate_cg(model, start_frames, kbt, masses, settings, device, progress))
+    sim_checkpoint = None if checkpoint is None else f"{checkpoint}.simulation"
+    return CGRun(model, fits, history, simulate_cg(model, start_frames, kbt, masses, settings, device, progress,
+                                                   sim_checkpoint))

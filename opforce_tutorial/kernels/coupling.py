@@ -30,6 +30,13 @@ of c's k-th bond (:func:`bond_frames`): one scale per bond and frame axis contra
 leaves the bending broad. The map from Helmert coordinates is linear with a constant Jacobian
 (the frames are rotations fixed by c), so labels are unaffected by it and log q adds its constant.
 
+Correlated displacements (``affine="triangular"``). A diagonal scale cannot shrink a combination of
+coordinates (an angle moves two bonds at once) while leaving others broad; the exact denoising posterior
+of a harmonic system is a Gaussian with a full covariance. Then each position coupling is
+δ̃ ← L δ̃ + t with L = diag(e^s) + M, M strictly lower-triangular over all 3(N − 1) internal coordinates
+(from the conditioner's bead-averaged features, bounded by tanh), so log|det L| = Σ s still, and the
+inverse is a triangular solve.
+
 Each s and t comes from a conditioner: per-bead input = bead-type embedding + MLP([c − c̄, u]) with u
 the untransformed variable, then transformer blocks whose attention weights are Gaussian RBFs of the
 conditioning positions' pairwise distances, softmax_j(−|c_i − c_j|²/2ℓ_h²), one lengthscale ℓ_h per
@@ -69,6 +76,9 @@ class CouplingFlowConfig:
     #: Internal coordinates the affine couplings scale: "helmert" (an orthonormal basis of the mean-free
     #: subspace, the authors' choice) or "bonds" (each bond's displacement in a frame of c's bond).
     coordinates: str = "helmert"
+    #: The position couplings' linear part: "diagonal" (one scale per coordinate, the authors' choice) or
+    #: "triangular" (a lower-triangular matrix over all internal coordinates: correlated displacements).
+    affine: str = "diagonal"
 
     def __post_init__(self):
         if not self.lengthscales or min(self.lengthscales) <= 0:
@@ -77,6 +87,8 @@ class CouplingFlowConfig:
             raise ValueError(f"coordinates must be 'helmert' or 'bonds', got {self.coordinates!r}")
         if self.coordinates == "bonds" and len(self.bead_types) < 3:
             raise ValueError("bond frames need a chain of at least 3 beads")
+        if self.affine not in ("diagonal", "triangular"):
+            raise ValueError(f"affine must be 'diagonal' or 'triangular', got {self.affine!r}")
 
 
 #: A CPU-sized coupling flow (the book's chapter 2, ``opforce train-kernel --size small``).
@@ -110,9 +122,9 @@ class RBFAttentionBlock(nn.Module):
 
 
 class Conditioner(nn.Module):
-    """(c, u) ↦ (s, t), each (B, N, 3)."""
+    """(c, u) ↦ (s, t), each (B, N, 3), and with ``n_mix`` > 0 also m (B, n_mix) from the bead-averaged features."""
 
-    def __init__(self, cfg: CouplingFlowConfig):
+    def __init__(self, cfg: CouplingFlowConfig, n_mix: int = 0):
         super().__init__()
         n_types = max(cfg.bead_types) + 1
         self.register_buffer("types", torch.tensor(cfg.bead_types, dtype=torch.long))
@@ -123,6 +135,10 @@ class Conditioner(nn.Module):
         self.outp = nn.Sequential(nn.Linear(cfg.d_model, cfg.d_model), nn.SiLU(), nn.Linear(cfg.d_model, 6))
         nn.init.zeros_(self.outp[-1].weight)  # start as the identity map
         nn.init.zeros_(self.outp[-1].bias)
+        self.mix = nn.Linear(cfg.d_model, n_mix) if n_mix else None
+        if self.mix is not None:
+            nn.init.zeros_(self.mix.weight)
+            nn.init.zeros_(self.mix.bias)
         self.max_log_scale = cfg.max_log_scale
 
     def forward(self, c_centred, dist2, u):
@@ -130,7 +146,10 @@ class Conditioner(nn.Module):
         for block in self.blocks:
             h = block(h, dist2)
         s, t = self.outp(h).chunk(2, dim=-1)
-        return self.max_log_scale * torch.tanh(s / self.max_log_scale), t
+        s = self.max_log_scale * torch.tanh(s / self.max_log_scale)
+        if self.mix is None:
+            return s, t
+        return s, t, torch.tanh(self.mix(h.mean(dim=1)))
 
 
 def helmert_basis(n: int) -> torch.Tensor:
@@ -170,7 +189,10 @@ class CouplingFlow(nn.Module):
         # bond coordinates: log |det| of the map from the Helmert coordinates to bond differences (3 axes)
         diff = torch.eye(self.n_beads, dtype=torch.float64)[1:] - torch.eye(self.n_beads, dtype=torch.float64)[:-1]
         self.bond_log_jacobian = 3 * float(torch.linalg.slogdet(diff @ helmert_basis(self.n_beads))[1])
-        self.cond_y = nn.ModuleList(Conditioner(config) for _ in range(config.n_coupling_layers))
+        n_internal = 3 * (self.n_beads - 1)
+        n_mix = n_internal * (n_internal - 1) // 2 if config.affine == "triangular" else 0
+        self.register_buffer("_lower", torch.tril_indices(n_internal, n_internal, -1), persistent=False)
+        self.cond_y = nn.ModuleList(Conditioner(config, n_mix) for _ in range(config.n_coupling_layers))
         self.cond_v = nn.ModuleList(Conditioner(config) for _ in range(config.n_coupling_layers))
         self.log_std_y = nn.Parameter(torch.tensor(math.log(0.05)))
         self.log_std_v = nn.Parameter(torch.tensor(0.0))
@@ -205,14 +227,36 @@ class CouplingFlow(nn.Module):
         """A conditioner's per-bead output (B, N, 3) as a per-internal-coordinate scale or shift."""
         return a[:, 1:] if self.config.coordinates == "bonds" else self.to_internal(a)
 
+    def _linear_part(self, s, m):
+        """L = diag(e^s) + strictly-lower M over the flattened internal coordinates: (B, D, D)."""
+        lin = torch.diag_embed(s.flatten(1).exp())
+        lin[:, self._lower[0], self._lower[1]] = m
+        return lin
+
+    def _position_coupling(self, fy, cc, dist2, v, d, inverse: bool):
+        """δ̃ ← L δ̃ + t (or its inverse), L and t given (c, v); returns (δ̃, log|det| of the step)."""
+        out = fy(cc, dist2, v)
+        s, t = (self._internal_params(a) for a in out[:2])
+        if self.config.affine == "diagonal":
+            d = (d - t) * (-s).exp() if inverse else d * s.exp() + t
+        else:
+            lin = self._linear_part(s, out[2])
+            flat = d.flatten(1)
+            if inverse:
+                flat = torch.linalg.solve_triangular(lin, (flat - t.flatten(1))[..., None], upper=False)[..., 0]
+            else:
+                flat = (lin @ flat[..., None])[..., 0] + t.flatten(1)
+            d = flat.view_as(d)
+        logdet = s.flatten(1).sum(-1)
+        return d, -logdet if inverse else logdet
+
     def forward_map(self, c, d0, v0):
         """Base (δ̃₀, v₀) → (δ̃, v); returns (δ̃, v, log|det ∂(δ̃,v)/∂(δ̃₀,v₀)|). δ̃ is (B, N−1, 3)."""
         cc, dist2 = self._geometry(c)
         d, v, logdet = d0, v0, torch.zeros(len(c), dtype=c.dtype, device=c.device)
         for fy, fv in zip(self.cond_y, self.cond_v):
-            s, t = (self._internal_params(a) for a in fy(cc, dist2, v))
-            d = d * s.exp() + t
-            logdet = logdet + s.flatten(1).sum(-1)
+            d, step = self._position_coupling(fy, cc, dist2, v, d, inverse=False)
+            logdet = logdet + step
             s, t = fv(cc, dist2, self.from_internal(d, c))
             v = v * s.exp() + t
             logdet = logdet + s.flatten(1).sum(-1)
@@ -226,9 +270,8 @@ class CouplingFlow(nn.Module):
             s, t = fv(cc, dist2, self.from_internal(d, c))
             v = (v - t) * (-s).exp()
             logdet = logdet - s.flatten(1).sum(-1)
-            s, t = (self._internal_params(a) for a in fy(cc, dist2, v))
-            d = (d - t) * (-s).exp()
-            logdet = logdet - s.flatten(1).sum(-1)
+            d, step = self._position_coupling(fy, cc, dist2, v, d, inverse=True)
+            logdet = logdet + step
         return d, v, logdet
 
     def log_prob(self, y, v, c):
