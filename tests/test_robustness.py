@@ -269,3 +269,16 @@ def test_pretrain_and_replicate_give_each_run_a_work_directory_that_survives_a_k
     assert (tmp_path / ".work" / "tiny" / "stage1.done").exists()
     pretrained.pretrain("tiny", models_dir=tmp_path)  # the same command resumes
     assert seen == [tmp_path / ".work" / "tiny"] * 2 and not (tmp_path / ".work" / "tiny").exists()
+
+
+def test_a_dataset_build_refuses_another_molecules_runs(tmp_path):
+    from opforce_tutorial.data.dataset import DatasetError, build_dataset
+    from opforce_tutorial.data.remd import REMDConfig, ReplicaExchange
+
+    ReplicaExchange(tmp_path / "ala2_run", REMDConfig(temperatures=[300.0], exchange_every_ps=0.2,
+                                                      chunk_frames=2)).run(0.0004, progress=False)
+    with pytest.raises(DatasetError, match=r"simulated \['ala2'\], not one molecule 'cln025'"):
+        build_dataset("cln025", [tmp_path / "ala2_run"], [f"CA{i}" for i in range(10)], data_dir=tmp_path / "data")
+    with pytest.raises(DatasetError, match="3 bead names for runs with \\[5\\] beads"):
+        build_dataset("ala2", [tmp_path / "ala2_run"], ["C", "N", "CA"], data_dir=tmp_path / "data")
+    assert not (tmp_path / "data" / "cln025.npz").exists()

@@ -109,6 +109,7 @@ class Trajectory:
     save_interval_ps: float
     replica_exchange: bool = False  # the target replica of a replica-exchange run
     energies: np.ndarray | None = None  # (frames,) potential energy, kcal/mol, where the run saved it
+    system: str | None = None  # the molecule the run simulated (its run.json), e.g. "ala2"
 
 
 def load_trajectories(run_dirs: list[str | Path]) -> list[Trajectory]:
@@ -126,11 +127,12 @@ def load_trajectories(run_dirs: list[str | Path]) -> list[Trajectory]:
         energy = np.concatenate([d["energy_kcal"] for d in data]) if all("energy_kcal" in d for d in data) else None
         if "n_copies" in cfg:
             out += [Trajectory(pos[:, k], frc[:, k], f"{run.name}/copy{k:02d}", cfg["temperature"], cfg["save_every_ps"],
-                               energies=None if energy is None else energy[:, k])
+                               energies=None if energy is None else energy[:, k], system=cfg.get("system"))
                     for k in range(cfg["n_copies"])]
         else:
             out.append(Trajectory(pos, frc, run.name, cfg["temperatures"][0], cfg["exchange_every_ps"],
-                                  replica_exchange=len(cfg["temperatures"]) > 1, energies=energy))
+                                  replica_exchange=len(cfg["temperatures"]) > 1, energies=energy,
+                                  system=cfg.get("system")))
     return out
 
 
@@ -148,7 +150,7 @@ def thin_to_common_interval(trajs: list[Trajectory]) -> list[Trajectory]:
             raise ValueError(f"{t.source} saves every {t.save_interval_ps} ps: not a whole fraction of {interval} ps")
         k = int(round(stride))
         out.append(Trajectory(t.positions[::k], t.forces[::k], t.source, t.temperature, interval, t.replica_exchange,
-                              None if t.energies is None else t.energies[::k]))
+                              None if t.energies is None else t.energies[::k], t.system))
     return out
 
 
@@ -163,6 +165,12 @@ def build_dataset(name: str, run_dirs: list[str | Path], bead_names: list[str], 
     loaded trajectories (:func:`load_trajectories`), to save reading them again.
     """
     trajs = thin_to_common_interval(load_trajectories(run_dirs) if trajectories is None else trajectories)
+    systems = {t.system for t in trajs if t.system is not None}
+    if len(systems) > 1 or (name in BUILD_COMMANDS and systems - {name}):
+        raise DatasetError(f"the runs simulated {sorted(systems)}, not one molecule {name!r}: pass only {name} runs")
+    if len({t.positions.shape[1] for t in trajs} | {len(bead_names)}) > 1:
+        raise DatasetError(f"{len(bead_names)} bead names for runs with {sorted({t.positions.shape[1] for t in trajs})} "
+                           "beads per frame")
     temperatures = {t.temperature for t in trajs}
     intervals = {t.save_interval_ps for t in trajs}
     if len(temperatures) > 1:
