@@ -365,7 +365,7 @@ def models_trained_on_other_data(models_registry: dict | None = None) -> list[st
 
 
 def _cg_run(ds, source: str, noise_std: float | None, flow, seed: int, device, dihedral_hidden: int = 0,
-            label_settings: LabelSettings = LABELS, cg_settings: CGRunSettings = CG_SETTINGS,
+            label_settings: LabelSettings | None = None, cg_settings: CGRunSettings | None = None,
             work_dir: Path | None = None):
     """Labels → CG model → simulation → scores for one label source on the frames of ``ds``
     (:func:`training_frames`) with ``cg_settings`` (and a network with ``dihedral_hidden``), every
@@ -373,10 +373,12 @@ def _cg_run(ds, source: str, noise_std: float | None, flow, seed: int, device, d
 
     ``seed`` picks the labelled frames and kernel draws, the network's initialisation and batches, and the
     simulation's starts and noise; seed 0 is the registered model. The registered models use
-    :data:`LABELS` and :data:`CG_SETTINGS`; other settings are for ablations
+    :data:`LABELS` and :data:`CG_SETTINGS` (the defaults); other settings are for ablations
     (``benchmarks/ala2_ablation.py``). Labels and the force-matching checkpoint go to ``work_dir`` (if
     given), so a killed run resumes. Returns ``(CGRun, metrics, settings)``.
     """
+    label_settings = LABELS if label_settings is None else label_settings  # read at call time (tests patch them)
+    cg_settings = CG_SETTINGS if cg_settings is None else cg_settings
     labels = replace(label_settings, seed=seed)
     cg = replace(cg_settings, seed=seed, force_matching=replace(cg_settings.force_matching, seed=seed),
                  dihedral_hidden=dihedral_hidden)

@@ -129,9 +129,9 @@ def test_a_flow_kernel_replicate_retrains_its_flow_with_the_seed(tiny, tmp_path,
     seeds = []
     train_flow = ala2.train_coupling_flow
 
-    def recorded(positions, config, settings, device):
+    def recorded(positions, config, settings, device, checkpoint=None):
         seeds.append(settings.seed)
-        return train_flow(positions, config, settings, device)
+        return train_flow(positions, config, settings, device, checkpoint)
 
     monkeypatch.setattr(ala2, "train_coupling_flow", recorded)
     pretrained.pretrain(ala2.cg_name("coupling", 0.05), models_dir=tmp_path)
