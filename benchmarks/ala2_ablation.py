@@ -69,6 +69,10 @@ FLOW_VARIANTS = {
     "coupling output, bond coordinates, triangular, 0.05": ("coupling", 0.05,
                                                             {"coordinates": "bonds", "affine": "triangular"}, {}),
     "coupling output, triangular, 0.1": ("coupling", 0.1, {"affine": "triangular"}, {}),
+    "coupling output, bond coordinates, invariant inputs, 0.05": ("coupling", 0.05, {"coordinates": "bonds",
+                                                                                     "invariant_features": True}, {}),
+    "coupling output, bond coordinates, invariant inputs, 0.1": ("coupling", 0.1, {"coordinates": "bonds",
+                                                                                   "invariant_features": True}, {}),
     "cnf output, registered, 0.05": ("cnf", 0.05, {}, None),
     "cnf output, registered, 0.1": ("cnf", 0.1, {}, None),
 }

@@ -7,7 +7,7 @@ from opforce_tutorial.kernels import remove_mean
 from opforce_tutorial.kernels.coupling import CouplingFlow, CouplingFlowConfig, CouplingFlowKernel, random_rotations
 
 
-@pytest.fixture(params=["helmert", "bonds", "helmert triangular", "bonds triangular"])
+@pytest.fixture(params=["helmert", "bonds", "helmert triangular", "bonds triangular", "bonds diagonal invariant"])
 def coordinates(request):
     """Internal coordinates of the flow, and its position couplings' linear part."""
     return request.param
@@ -15,9 +15,10 @@ def coordinates(request):
 
 def _small_flow(seed=0, n_beads=3, coordinates="helmert"):
     torch.manual_seed(seed)
-    coords, *affine = coordinates.split()
+    coords, affine, *extra = coordinates.split() + ["diagonal"] * (" " not in coordinates)
     cfg = CouplingFlowConfig(bead_types=list(range(n_beads)), n_coupling_layers=2, n_transformer_layers=1, d_model=12,
-                             lengthscales=[1.0, 3.0], d_ff=16, coordinates=coords, affine=(affine or ["diagonal"])[0])
+                             lengthscales=[1.0, 3.0], d_ff=16, coordinates=coords, affine=affine,
+                             invariant_features="invariant" in extra)
     flow = CouplingFlow(cfg).double()
     with torch.no_grad():  # leave the identity initialisation so that the tests see a non-trivial map
         for p in flow.parameters():
@@ -94,6 +95,16 @@ def test_bond_frames_are_orthonormal_follow_the_bonds_and_rotate_with_the_chain(
     assert torch.allclose(bond_frames(c @ r.transpose(1, 2)), f @ r.transpose(1, 2)[:, None], atol=1e-12)
     with pytest.raises(ValueError, match="at least 3 beads"):
         CouplingFlowConfig(bead_types=[0, 1], coordinates="bonds")
+
+
+def test_bead_invariants_are_bond_lengths_and_angle_cosines(gen):
+    from opforce_tutorial.kernels.coupling import bead_invariants
+
+    c = torch.tensor([[[0.0, 0.0, 0.0], [1.5, 0.0, 0.0], [2.5, 3**0.5, 0.0]]], dtype=torch.float64)  # 120° at bead 1
+    inv = bead_invariants(c)[0]
+    assert torch.allclose(inv, torch.tensor([[0.0, 1.5, 0.0], [1.5, 2.0, -0.5], [2.0, 0.0, 0.0]], dtype=torch.float64))
+    r = random_rotations(1, torch.float64, generator=gen)
+    assert torch.allclose(bead_invariants(c @ r.transpose(1, 2) + 3.0), bead_invariants(c))
 
 
 def test_helmert_basis_is_orthonormal_and_mean_free():

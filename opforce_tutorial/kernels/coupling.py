@@ -79,6 +79,9 @@ class CouplingFlowConfig:
     #: The position couplings' linear part: "diagonal" (one scale per coordinate, the authors' choice) or
     #: "triangular" (a lower-triangular matrix over all internal coordinates: correlated displacements).
     affine: str = "diagonal"
+    #: Give the conditioners each bead's bond lengths and bond-angle cosine in c (rotation-invariant
+    #: inputs beside the centred positions), from which denoising shifts of bonds and angles follow directly.
+    invariant_features: bool = False
 
     def __post_init__(self):
         if not self.lengthscales or min(self.lengthscales) <= 0:
@@ -129,7 +132,8 @@ class Conditioner(nn.Module):
         n_types = max(cfg.bead_types) + 1
         self.register_buffer("types", torch.tensor(cfg.bead_types, dtype=torch.long))
         self.embed = nn.Embedding(n_types, cfg.d_model)
-        self.inp = nn.Sequential(nn.Linear(6, cfg.d_model), nn.SiLU(), nn.Linear(cfg.d_model, cfg.d_model))
+        n_in = 6 + (3 if cfg.invariant_features else 0)  # c − c̄ (+ invariants) and the untransformed variable
+        self.inp = nn.Sequential(nn.Linear(n_in, cfg.d_model), nn.SiLU(), nn.Linear(cfg.d_model, cfg.d_model))
         self.blocks = nn.ModuleList(RBFAttentionBlock(cfg.d_model, cfg.lengthscales, cfg.d_ff)
                                     for _ in range(cfg.n_transformer_layers))
         self.outp = nn.Sequential(nn.Linear(cfg.d_model, cfg.d_model), nn.SiLU(), nn.Linear(cfg.d_model, 6))
@@ -161,6 +165,17 @@ def helmert_basis(n: int) -> torch.Tensor:
         q[:k, k - 1] = 1.0 / math.sqrt(k * (k + 1))
         q[k, k - 1] = -k / math.sqrt(k * (k + 1))
     return q
+
+
+def bead_invariants(c: torch.Tensor) -> torch.Tensor:
+    """Per bead of chains c (B, N, 3): length of the bond before it, of the bond after it, and the cosine
+    of the bond angle at it (0 where a bead has no such bond or angle). (B, N, 3)."""
+    b = c[:, 1:] - c[:, :-1]
+    length = b.norm(dim=-1)
+    zero = torch.zeros_like(length[:, :1])
+    cos = (-(b[:, :-1] * b[:, 1:]).sum(-1) / (length[:, :-1] * length[:, 1:]))
+    return torch.stack([torch.cat([zero, length], 1), torch.cat([length, zero], 1),
+                        torch.cat([zero, cos, zero], 1)], dim=-1)
 
 
 def bond_frames(c: torch.Tensor) -> torch.Tensor:
@@ -197,10 +212,13 @@ class CouplingFlow(nn.Module):
         self.log_std_y = nn.Parameter(torch.tensor(math.log(0.05)))
         self.log_std_v = nn.Parameter(torch.tensor(0.0))
 
-    @staticmethod
-    def _geometry(c):
+    def _geometry(self, c):
+        """The conditioners' view of c: centred positions (with their invariants) and squared distances."""
         cc = c - c.mean(dim=1, keepdim=True)
-        return cc, torch.cdist(cc, cc) ** 2
+        dist2 = torch.cdist(cc, cc) ** 2
+        if self.config.invariant_features:
+            cc = torch.cat([cc, bead_invariants(c)], dim=-1)
+        return cc, dist2
 
     def _base_log_prob(self, d0, v0):
         def log_normal(z, log_std):
