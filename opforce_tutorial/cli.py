@@ -98,8 +98,9 @@ def _main(argv: list[str] | None = None) -> int:
     t.add_argument("--steps", type=int, default=20_000)
     t.add_argument("--batch-size", type=int, default=512)
     t.add_argument("--lr", type=float, default=5e-4)
-    t.add_argument("--size", choices=["seed", "small"], default="seed",
-                   help="seed: the paper's sizes (coupling 8×3, d_model 128; EGNN 64×5); small: CPU-sized (4×1, 64; 32×3)")
+    t.add_argument("--size", choices=["paper", "small"], default="paper",
+                   help="paper: the sizes of Klein et al. (coupling 8×3, d_model 128; EGNN 64×5); small: CPU-sized "
+                        "(4×1, 64; 32×3)")
     t.add_argument("--out", required=True, help="flow file to write (.pt)")
     t.add_argument("--checkpoint", help="checkpoint file (resumed if present)")
     t.add_argument("--device", default="cpu")
