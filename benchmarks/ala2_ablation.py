@@ -58,9 +58,9 @@ CG_VARIANTS = {
 FLOW_VARIANTS = {
     "noise kernel output, 0.05": ("noise", 0.05, {}, None),
     "noise kernel output, 0.1": ("noise", 0.1, {}, None),
-    "coupling output, registered, 0.05": ("coupling", 0.05, {}, None),
+    "coupling output, Helmert coordinates (the authors'), 0.05": ("coupling", 0.05, {}, {}),
     "coupling output, bond coordinates, 0.05": ("coupling", 0.05, {"coordinates": "bonds"}, {}),
-    "coupling output, registered, 0.1": ("coupling", 0.1, {}, None),
+    "coupling output, Helmert coordinates (the authors'), 0.1": ("coupling", 0.1, {}, {}),
     "coupling output, bond coordinates, 0.1": ("coupling", 0.1, {"coordinates": "bonds"}, {}),
     "coupling output, 4x steps, 0.05": ("coupling", 0.05, {}, {"n_steps": 4 * ala2.COUPLING_STEPS}),
     "coupling output, bond coordinates, 4x steps, 0.05": ("coupling", 0.05, {"coordinates": "bonds"},
@@ -76,16 +76,11 @@ FLOW_VARIANTS = {
     "cnf output, registered, 0.05": ("cnf", 0.05, {}, None),
     "cnf output, registered, 0.1": ("cnf", 0.1, {}, None),
 }
-OUTPUT_LABELS = LabelSettings(n_frames=4_000, repeats=1, batch_size=256, seed=0)
 
 
 def output_js(source: str, sigma: float, flow, ds) -> dict:
-    """JS (with floors) of the bonds and angles of a kernel's labelled positions y against the data."""
-    from opforce_tutorial.evaluation import chain_observables, evaluate
-
-    y, _, _ = ala2.labelled_set(source, sigma, ds, flow, OUTPUT_LABELS, progress=False)
-    names = [n for n in chain_observables(5) if n.split()[0] in ("bond", "angle")]
-    return evaluate(y, ala2.reference_histograms(), names)
+    """:func:`opforce_tutorial.ala2.kernel_output_js`: the output gate's JS of a kernel's positions y."""
+    return ala2.kernel_output_js(source, sigma, flow, ds)
 
 
 def run_flow_variant(name: str, device="cpu") -> dict:
