@@ -13,8 +13,8 @@ from pathlib import Path
 import torch
 
 from opforce_tutorial.kernels import NoiseKernel
-from opforce_tutorial.kernels.cnf import (CNFKernel, CNFTraining, EGNNConfig, EGNNVectorField, _flow_matching_batch,
-                                          exact_divergence, loop_divergence)
+from opforce_tutorial.kernels.cnf import CNFKernel, CNFTraining, EGNNConfig, EGNNVectorField, _flow_matching_batch
+from opforce_tutorial.kernels.divergence import exact_divergence, loop_divergence
 from opforce_tutorial.kernels.coupling import (CouplingFlow, CouplingFlowConfig, CouplingFlowKernel, CouplingTraining,
                                                _training_batch)
 

@@ -165,7 +165,7 @@ def _main(argv: list[str] | None = None) -> int:
     if args.command == "data" and args.data_command == "copies":
         return _copies(args)
     if args.command == "data":
-        from .data.remd import REMDConfig, ReplicaExchange
+        from .data.remd import ReplicaExchange
 
         asked = _given(system=args.system, platform=args.platform, threads=args.threads, seed=args.seed,
                        exchange_every_ps=args.interval_ps, chunk_frames=args.chunk_frames,

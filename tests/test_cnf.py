@@ -2,7 +2,8 @@ import numpy as np
 import pytest
 import torch
 
-from opforce_tutorial.kernels.cnf import EGNNConfig, EGNNVectorField, exact_divergence, loop_divergence
+from opforce_tutorial.kernels.cnf import EGNNConfig, EGNNVectorField
+from opforce_tutorial.kernels.divergence import exact_divergence, loop_divergence
 from opforce_tutorial.kernels.coupling import random_rotations
 
 

@@ -1,6 +1,5 @@
 """Nothing lost, nothing wrong written: kills mid-write, corrupt files, mismatched resumes, bad inputs."""
 
-import json
 import os
 import signal
 import subprocess

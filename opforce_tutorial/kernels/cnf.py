@@ -31,7 +31,7 @@ import torch
 from torch import nn
 
 from .base import remove_mean
-from .divergence import exact_divergence, loop_divergence, score_rhs  # noqa: F401 (loop_divergence: re-export)
+from .divergence import exact_divergence, score_rhs
 from .ode import SolverStats, SolverStepLimit, dopri5, rk4
 from .training import train_on_frames
 
