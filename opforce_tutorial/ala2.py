@@ -103,13 +103,9 @@ def labelled_set(source: str, noise_std: float | None, dataset, flow=None, setti
         idx = np.sort(np.random.default_rng(settings.seed).choice(dataset.n_frames, n, replace=False))
         return dataset.positions[idx], dataset.forces[idx], idx
     kernel = make_kernel(source, noise_std, thermal_energy(dataset.temperature), flow, device)
-    if work_dir is not None:
-        out = label_frames(dataset.positions, kernel, dataset.temperature, Path(work_dir) / "labels.npz", settings,
-                           device, progress=progress)
-        return out.positions, out.forces, out.frame_index
     with tempfile.TemporaryDirectory() as tmp:
-        out = label_frames(dataset.positions, kernel, dataset.temperature, Path(tmp) / "labels.npz", settings, device,
-                           progress=progress)
+        out = label_frames(dataset.positions, kernel, dataset.temperature, Path(work_dir or tmp) / "labels.npz",
+                           settings, device, progress=progress)
     return out.positions, out.forces, out.frame_index
 
 

@@ -39,6 +39,18 @@ def check_count(value, name: str, minimum: int = 1) -> int:
     return int(value)
 
 
+def check_md_settings(timestep_fs, friction_per_ps, interval_ps, chunk_frames, threads) -> None:
+    """The settings every MD run shares: positive time step and friction, a saving interval of at least one
+    step, whole positive chunk and thread counts."""
+    check_positive(timestep_fs, "timestep_fs", "fs")
+    check_positive(friction_per_ps, "friction_per_ps", "1/ps")
+    check_positive(interval_ps, "--interval-ps", "ps")
+    if interval_ps * 1000.0 < timestep_fs:
+        raise InputError(f"--interval-ps = {interval_ps} ps is shorter than one {timestep_fs} fs step")
+    check_count(chunk_frames, "--chunk-frames")
+    check_count(threads, "--threads")
+
+
 def check_frames(positions, name: str = "positions", n_beads: int | None = None) -> np.ndarray:
     """Frames (n, beads, 3) in Å: finite, at least 2 beads (or exactly ``n_beads``), and chain-like
     consecutive-bead distances (:data:`BOND_RANGE_A`; catches frames in nm)."""

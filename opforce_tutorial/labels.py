@@ -26,6 +26,7 @@ ODE report each label's cost and error estimate (``kernel.last_costs``); they ar
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import json
 import os
@@ -39,7 +40,7 @@ import torch
 
 from .kernels.base import keep_finite
 from .checks import check_frames, check_temperature
-from .storage import atomic_savez, atomic_write_json, remove_stale_temporaries
+from .storage import atomic_savez, atomic_write_json, locked, remove_stale_temporaries
 
 
 #: A kernel's ``last_costs`` keys → the per-label arrays of a labelled set.
@@ -100,19 +101,6 @@ def array_sha256(a: np.ndarray) -> str:
     return hashlib.sha256(np.ascontiguousarray(a).tobytes()).hexdigest()
 
 
-def _exclusive(path: Path, busy: str):
-    """An open file holding a non-blocking exclusive lock on ``path``; ``busy`` is the error if it is held."""
-    import fcntl
-
-    f = open(path, "a")
-    try:
-        fcntl.flock(f, fcntl.LOCK_EX | fcntl.LOCK_NB)
-    except BlockingIOError:
-        f.close()
-        raise ValueError(busy) from None
-    return f
-
-
 def _distributed(device: torch.device):
     """(rank, world size, torch.distributed or None) from the torchrun environment."""
     world = int(os.environ.get("WORLD_SIZE", "1"))
@@ -155,10 +143,11 @@ def label_frames(positions, kernel, temperature: float, out: str | Path, setting
         done = load_labels(out)
         if {k: done.metadata.get(k) for k in plan} == json.loads(json.dumps(plan)):
             return done
-    lock = None
+    lock = contextlib.ExitStack()  # rank 0 holds the output's lock until the merge
     if rank == 0:
         parts.mkdir(parents=True, exist_ok=True)
-        lock = _exclusive(parts / ".labelling.lock", f"another process is labelling into {out}; wait for it to finish")
+        lock.enter_context(locked(parts / "labelling", busy=f"another process is labelling into {out}; wait for it "
+                                                            "to finish"))
         remove_stale_temporaries(parts)
         plan_path = parts / "plan.json"
         if plan_path.exists() and json.loads(plan_path.read_text()) != json.loads(json.dumps(plan)):

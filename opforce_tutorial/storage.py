@@ -78,11 +78,15 @@ def read_json(path: str | Path, rebuild: str = "") -> dict:
 
 
 @contextmanager
-def locked(path: str | Path):
-    """An exclusive lock on ``.<name>.lock`` beside ``path`` while the ``with`` block runs (writers queue)."""
+def locked(path: str | Path, busy: str | None = None):
+    """An exclusive lock on ``.<name>.lock`` beside ``path`` while the ``with`` block runs: writers queue,
+    or, with ``busy`` (the error message), a second one is refused instead of waiting."""
     lock = Path(path).with_name(f".{Path(path).name}.lock")
     with open(lock, "a") as f:
-        fcntl.flock(f, fcntl.LOCK_EX)
+        try:
+            fcntl.flock(f, fcntl.LOCK_EX | (fcntl.LOCK_NB if busy else 0))
+        except BlockingIOError:
+            raise ValueError(busy) from None
         try:
             yield
         finally:

@@ -158,16 +158,16 @@ def test_train_kernel_and_label_refuse_bad_input_in_one_line(tmp_path, capsys):
 
 def test_two_labelling_runs_on_one_output_do_not_race(tmp_path):
     from opforce_tutorial.kernels import NoiseKernel
-    from opforce_tutorial.labels import LabelSettings, _exclusive, label_frames
+    from opforce_tutorial.labels import LabelSettings, label_frames
+    from opforce_tutorial.storage import locked
 
     frames = np.cumsum(np.full((10, 4, 3), 2.0), axis=1)
     out = tmp_path / "labels.npz"
     parts = tmp_path / "labels.npz.parts"
     parts.mkdir()
-    held = _exclusive(parts / ".labelling.lock", "busy")  # another process is labelling
-    with pytest.raises(ValueError, match="another process is labelling into"):
-        label_frames(frames, NoiseKernel(0.05, 0.6), 300.0, out, LabelSettings(1.0, 1, 4), progress=False)
-    held.close()
+    with locked(parts / "labelling", busy="busy"):  # another process is labelling
+        with pytest.raises(ValueError, match="another process is labelling into"):
+            label_frames(frames, NoiseKernel(0.05, 0.6), 300.0, out, LabelSettings(1.0, 1, 4), progress=False)
     assert label_frames(frames, NoiseKernel(0.05, 0.6), 300.0, out, LabelSettings(1.0, 1, 4),
                         progress=False).n_labels == 10
 

@@ -41,7 +41,7 @@ import openmm.app as app
 import openmm.unit as u
 from tqdm.auto import tqdm
 
-from ..checks import InputError, check_count, check_positive, check_temperature
+from ..checks import check_count, check_md_settings, check_positive, check_temperature
 from ..storage import atomic_savez, atomic_write_json
 from ..units import ANGSTROM_PER_NM, KJ_PER_KCAL
 from .molecules import SYSTEMS
@@ -72,14 +72,8 @@ class CopiesConfig:
     def __post_init__(self):
         check_count(self.n_copies, "--copies")
         check_temperature(self.temperature, "--temperature")
-        check_positive(self.timestep_fs, "timestep_fs", "fs")
-        check_positive(self.friction_per_ps, "friction_per_ps", "1/ps")
-        check_positive(self.save_every_ps, "--interval-ps (save_every_ps)", "ps")
-        if self.save_every_ps * 1000.0 < self.timestep_fs:
-            raise InputError(f"--interval-ps = {self.save_every_ps} ps is shorter than one {self.timestep_fs} fs step")
-        check_count(self.chunk_frames, "--chunk-frames")
+        check_md_settings(self.timestep_fs, self.friction_per_ps, self.save_every_ps, self.chunk_frames, self.threads)
         check_positive(self.spacing_nm, "spacing_nm", "nm")
-        check_count(self.threads, "--threads")
 
     @property
     def steps_per_frame(self) -> int:

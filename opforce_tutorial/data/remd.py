@@ -35,7 +35,7 @@ import openmm as mm
 import openmm.unit as u
 from tqdm.auto import tqdm
 
-from ..checks import InputError, check_count, check_positive, check_temperature
+from ..checks import InputError, check_count, check_md_settings, check_temperature
 from ..storage import atomic_savez, atomic_write_json, read_json, remove_stale_temporaries
 from ..units import ANGSTROM_PER_NM, KB_KJ_PER_MOL_K, KJ_PER_KCAL
 from .molecules import SYSTEMS
@@ -94,14 +94,9 @@ class REMDConfig:
             raise InputError("temperatures: give at least one temperature in kelvin")
         for t in self.temperatures:
             check_temperature(t, "temperatures")
-        check_positive(self.timestep_fs, "timestep_fs", "fs")
-        check_positive(self.friction_per_ps, "friction_per_ps", "1/ps")
-        check_positive(self.exchange_every_ps, "--interval-ps (exchange_every_ps)", "ps")
-        if self.exchange_every_ps * 1000.0 < self.timestep_fs:
-            raise InputError(f"--interval-ps = {self.exchange_every_ps} ps is shorter than one {self.timestep_fs} fs step")
-        check_count(self.chunk_frames, "--chunk-frames")
+        check_md_settings(self.timestep_fs, self.friction_per_ps, self.exchange_every_ps, self.chunk_frames,
+                          self.threads)
         check_count(self.save_all_atom_every, "save_all_atom_every")
-        check_count(self.threads, "--threads")
 
     @property
     def steps_per_exchange(self) -> int:
