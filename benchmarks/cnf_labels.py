@@ -72,7 +72,7 @@ def noised(x: torch.Tensor):
 
 def run(job: dict) -> dict:
     """One labelling job in this process: labels, labels/s, solver cost and peak memory."""
-    from opforce_tutorial.kernels.cnf import CNFKernel, memory_budget_gb
+    from opforce_tutorial.kernels.cnf import CNFDensity, memory_budget_gb
 
     torch.set_num_threads(1)
     device = torch.device(job["device"])
@@ -80,19 +80,20 @@ def run(job: dict) -> dict:
     field = model(job["model"], job["beads"]).to(device, dtype)
     x = frames(job["beads"], job["frames"]).to(device, dtype)
     budget = job.get("budget_gb") or memory_budget_gb(device)
-    kernel = CNFKernel(field, NOISE_STD, PRIOR_STD, KBT, rtol=job["tol"], atol=job["tol"], method=job["method"],
-                       chunk_size=job.get("chunk"), memory_budget_gb=budget)
+    density = CNFDensity(field, PRIOR_STD, rtol=job["tol"], atol=job["tol"], method=job["method"],
+                         chunk_size=job.get("chunk"), memory_budget_gb=budget)
     if device.type == "cuda":
         torch.cuda.reset_peak_memory_stats(device)
     t0 = time.perf_counter()
-    y, f = kernel.solve(*(t.to(device, dtype) for t in noised(x.cpu().double())))
+    y, score = density.solve(*(t.to(device, dtype) for t in noised(x.cpu().double())))
+    f = KBT * score
     wall = time.perf_counter() - t0
     peak = (torch.cuda.max_memory_allocated(device) if device.type == "cuda"
             else resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024)
     return {"labels": f.double().cpu().tolist(), "wall_s": wall, "labels_per_s": len(x) / wall,
-            "chunk": kernel.chunk_size, "directions_per_pass": kernel.group_size,
-            "evaluations_per_chunk": kernel.stats.evaluations / -(-len(x) // kernel.chunk_size),
-            "failed_chunks": kernel.failed_chunks, "peak_memory_gb": peak / 1e9}
+            "chunk": density.chunk_size, "directions_per_pass": density.group_size,
+            "evaluations_per_chunk": density.stats.evaluations / -(-len(x) // density.chunk_size),
+            "failed_chunks": density.failed_chunks, "peak_memory_gb": peak / 1e9}
 
 
 def cpu_model() -> str:

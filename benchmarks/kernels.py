@@ -13,9 +13,10 @@ from pathlib import Path
 import torch
 
 from opforce_tutorial.kernels import NoiseKernel
-from opforce_tutorial.kernels.cnf import CNFKernel, CNFTraining, EGNNConfig, EGNNVectorField, _flow_matching_batch
+from opforce_tutorial.kernels import ReverseNoiseKernel
+from opforce_tutorial.kernels.cnf import CNFDensity, CNFTraining, EGNNConfig, EGNNVectorField, _flow_matching_batch
 from opforce_tutorial.kernels.divergence import exact_divergence, loop_divergence
-from opforce_tutorial.kernels.coupling import (CouplingFlow, CouplingFlowConfig, CouplingFlowKernel, CouplingTraining,
+from opforce_tutorial.kernels.coupling import (CouplingFlow, CouplingFlowConfig, CouplingTraining,
                                                _training_batch)
 
 OUT = Path(__file__).resolve().parent / "results" / "kernels.json"
@@ -47,12 +48,13 @@ def main(device="cuda" if torch.cuda.is_available() else "cpu"):
         field = EGNNVectorField(EGNNConfig(bead_types=types)).to(device)  # hidden 64, 5 layers
         t_exact = timed(lambda: exact_divergence(field, 0.5, x))
         t_loop = timed(lambda: loop_divergence(field, 0.5, x))
-        cnf = CNFKernel(field, noise_std=0.05, prior_std=0.05, kbt=0.6, chunk_size=4)  # dopri5, rtol = atol = 1e-5 Å
+        cnf = ReverseNoiseKernel(CNFDensity(field, prior_std=0.05, chunk_size=4), 0.05, 0.6, mean_free=True)  # dopri5, rtol = atol = 1e-5 Å
         t_cnf = timed(lambda: cnf.sample_with_forces(x[:4]), repeat=1)
-        cnf_rk4 = CNFKernel(field, noise_std=0.05, prior_std=0.05, kbt=0.6, solver="rk4", n_steps=10, chunk_size=4)
+        cnf_rk4 = ReverseNoiseKernel(CNFDensity(field, prior_std=0.05, solver="rk4", n_steps=10, chunk_size=4), 0.05, 0.6,
+                                     mean_free=True)
         t_cnf_rk4 = timed(lambda: cnf_rk4.sample_with_forces(x[:4]), repeat=1)
         flow = CouplingFlow(CouplingFlowConfig(bead_types=types)).to(device)  # seed size: 8 × 3, d 128
-        cf = CouplingFlowKernel(flow, noise_std=0.05, kbt=0.6)
+        cf = ReverseNoiseKernel(flow, 0.05, 0.6, mean_free=True)
         t_cf = timed(lambda: cf.sample_with_forces(x))
         noise = NoiseKernel(0.05, kbt=0.6, mean_free=True)
         big = x.repeat(64, 1, 1)
@@ -66,7 +68,7 @@ def main(device="cuda" if torch.cuda.is_available() else "cpu"):
 
         def coupling_step():
             xb, v, c = _training_batch(data[:batch], cs, gen, device)
-            loss = -flow.log_prob(xb, v, c).mean()
+            loss = -flow.log_prob(xb, c, v).mean()
             opt_cf.zero_grad()
             loss.backward()
             opt_cf.step()
@@ -87,7 +89,7 @@ def main(device="cuda" if torch.cuda.is_available() else "cpu"):
             "exact-divergence speed-up": round(t_loop / t_exact, 2),
             "CNF labels/s (dopri5, rtol=atol=1e-5, batch 4)": round(4 / t_cnf, 2),
             # two calls (warm-up + timed), each one forward and one backward solve
-            "CNF dopri5 accepted steps per ODE solve": round(cnf.stats.accepted / 4, 1),
+            "CNF dopri5 accepted steps per ODE solve": round(cnf.flow.stats.accepted / 4, 1),
             "CNF labels/s (RK4, 10 steps, batch 4)": round(4 / t_cnf_rk4, 2),
             "coupling-flow labels/s (8 couplings x 3 transformer layers, batch 16)": round(16 / t_cf, 1),
             "noise-kernel labels/s (batch 1024)": round(1024 / t_noise),

@@ -5,8 +5,8 @@ Label sources, each at the noise levels :data:`NOISE_STDS` (standard deviations 
 
 * ``reference``: the frames with their mapped atomistic forces (the delta kernel);
 * ``noise``: :class:`~opforce_tutorial.kernels.NoiseKernel` with mean-free noise;
-* ``coupling``: :class:`~opforce_tutorial.kernels.coupling.CouplingFlowKernel` (pretrained ``ala2-coupling-<σ>``);
-* ``cnf``: :class:`~opforce_tutorial.kernels.cnf.CNFKernel` (pretrained ``ala2-cnf-<σ>``).
+* ``coupling``: :class:`~opforce_tutorial.kernels.ReverseNoiseKernel` around a coupling flow (pretrained ``ala2-coupling-<σ>``);
+* ``cnf``: the same kernel around :class:`~opforce_tutorial.kernels.cnf.CNFDensity` (pretrained ``ala2-cnf-<σ>``).
 
 Every label source makes the same number of labels (:data:`LABELS`: a kernel labels 4 000 frames 10
 times, the reference takes 40 000 frames with their forces); every label source then trains the same CG model (:mod:`opforce_tutorial.cg`) with the same budget, on the
@@ -32,9 +32,9 @@ from .data.dataset import load_dataset, registry_entry, verified_path
 from .data.report import count_transitions
 from .evaluation import (BASINS, ReferenceHistograms, basin_populations, chain_observables,
                          dihedral_integration_by_parts_check, evaluate, observable_values)
-from .kernels import NoiseKernel
-from .kernels.cnf import SMALL_EGNN, CNFKernel, memory_budget_gb, CNFTraining, EGNNConfig, EGNNVectorField, train_cnf
-from .kernels.coupling import SMALL_COUPLING, CouplingFlow, CouplingFlowConfig, CouplingFlowKernel, CouplingTraining, train_coupling_flow
+from .kernels import NoiseKernel, ReverseNoiseKernel
+from .kernels.cnf import SMALL_EGNN, CNFDensity, memory_budget_gb, CNFTraining, EGNNConfig, EGNNVectorField, train_cnf
+from .kernels.coupling import SMALL_COUPLING, CouplingFlow, CouplingFlowConfig, CouplingTraining, train_coupling_flow
 from .labels import LabelSettings, label_frames
 from .units import kbt as thermal_energy
 
@@ -86,9 +86,10 @@ def make_kernel(source: str, noise_std: float, kbt: float, flow: torch.nn.Module
     if source == "noise":
         return NoiseKernel(noise_std, kbt, mean_free=True)
     if source == "coupling":
-        return CouplingFlowKernel(flow, noise_std, kbt)
+        return ReverseNoiseKernel(flow, noise_std, kbt, mean_free=True)
     if source == "cnf":
-        return CNFKernel(flow, noise_std, noise_std, kbt, memory_budget_gb=memory_budget_gb(device))
+        return ReverseNoiseKernel(CNFDensity(flow, noise_std, memory_budget_gb=memory_budget_gb(device)), noise_std, kbt,
+                                  mean_free=True)
     raise ValueError(f"no kernel for label source {source!r}; kernels are noise, coupling and cnf")
 
 

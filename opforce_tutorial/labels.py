@@ -88,12 +88,16 @@ class LabelledSet:
 
 
 def kernel_description(kernel) -> dict:
-    """The kernel's type and its widths (Å) and k_BT (kcal/mol), for the metadata."""
+    """The kernel's type (and its conditional density's), widths (Å), k_BT (kcal/mol) and solver, for the metadata."""
     out = {"kernel": type(kernel).__name__}
+    density = getattr(kernel, "flow", None)
+    if density is not None:
+        out["density"] = type(density).__name__
     for attr, key in (("noise_std", "noise_std_A"), ("prior_std", "prior_std_A"), ("kbt", "kbt_kcal_per_mol"),
                       ("solver", "solver"), ("method", "label_method"), ("rtol", "rtol"), ("atol", "atol_A")):
-        if hasattr(kernel, attr):
-            out[key] = getattr(kernel, attr)
+        for owner in (kernel, density):
+            if owner is not None and hasattr(owner, attr) and key not in out:
+                out[key] = getattr(owner, attr)
     return out
 
 

@@ -7,6 +7,14 @@ from opforce_tutorial.kernels.divergence import exact_divergence, loop_divergenc
 from opforce_tutorial.kernels.coupling import random_rotations
 
 
+def cnf_kernel(field, noise_std, prior_std, kbt, **options):
+    """The CNF's reverse-noise kernel, as the chapters build it."""
+    from opforce_tutorial.kernels import ReverseNoiseKernel
+    from opforce_tutorial.kernels.cnf import CNFDensity
+
+    return ReverseNoiseKernel(CNFDensity(field, prior_std, **options), noise_std, kbt, mean_free=True)
+
+
 @pytest.fixture
 def field():
     torch.manual_seed(0)
@@ -47,10 +55,10 @@ def test_exact_divergence_is_differentiable(field, gen):
 
 def test_log_density_matches_change_of_variables_and_inverse(field, gen):
     """log q(y|c) from the backward pass equals log N(z; c, σ_p²) − log|det ∂Φ/∂z| from the forward map."""
-    from opforce_tutorial.kernels.cnf import CNFKernel, integrate
+    from opforce_tutorial.kernels.cnf import integrate
     from opforce_tutorial.kernels.coupling import helmert_basis
 
-    kern = CNFKernel(field, noise_std=0.05, prior_std=0.3, kbt=0.6, solver="rk4", n_steps=16)
+    kern = cnf_kernel(field, noise_std=0.05, prior_std=0.3, kbt=0.6, solver="rk4", n_steps=16)
     c = _frames(gen, b=1)
     z = c + 0.3 * (lambda e: e - e.mean(1, keepdim=True))(torch.randn(1, 5, 3, dtype=torch.float64, generator=gen))
     y, _ = integrate(field, z, 0.0, 1.0, 16)
@@ -66,13 +74,12 @@ def test_log_density_matches_change_of_variables_and_inverse(field, gen):
     d = z - c
     log_base = -0.5 * (d**2).sum() / 0.3**2 - 12 * (0.5 * torch.log(torch.tensor(2 * torch.pi)) + torch.log(torch.tensor(0.3)))
     expected = log_base - torch.linalg.slogdet(jac)[1]
-    assert torch.allclose(kern.log_prob(y, c), expected.to(torch.float64), atol=1e-5)
+    assert torch.allclose(kern.flow.log_prob(y, c), expected.to(torch.float64), atol=1e-5)
 
 
 def test_cnf_labels_are_finite_difference_scores_with_zero_net_force(field, gen):
-    from opforce_tutorial.kernels.cnf import CNFKernel
 
-    kern = CNFKernel(field, noise_std=0.05, prior_std=0.3, kbt=0.6, solver="rk4", n_steps=4)
+    kern = cnf_kernel(field, noise_std=0.05, prior_std=0.3, kbt=0.6, solver="rk4", n_steps=4)
     x = _frames(gen, b=3)
     y, f = kern.sample_with_forces(x, generator=torch.Generator().manual_seed(3))
     g = torch.Generator().manual_seed(3)
@@ -82,15 +89,15 @@ def test_cnf_labels_are_finite_difference_scores_with_zero_net_force(field, gen)
     h = 1e-5
     direction = torch.randn(x.shape, dtype=x.dtype, generator=g)
     direction = direction - direction.mean(1, keepdim=True)
-    fd = (kern.log_prob(y + h * direction, c) - kern.log_prob(y - h * direction, c)) / (2 * h)
+    fd = (kern.flow.log_prob(y + h * direction, c) - kern.flow.log_prob(y - h * direction, c)) / (2 * h)
     assert torch.allclose((f * direction).sum(dim=(1, 2)), 0.6 * fd.detach(), rtol=1e-4, atol=1e-5)
     # rotating c and y rotates the label (equivariance of the whole kernel)
     r = random_rotations(1, torch.float64, generator=g)[0]
     y_r, c_r = y @ r.T, c @ r.T
     y_r.requires_grad_(True)
-    (score_r,) = torch.autograd.grad(kern.log_prob(y_r, c_r).sum(), y_r)
+    (score_r,) = torch.autograd.grad(kern.flow.log_prob(y_r, c_r).sum(), y_r)
     yy = y.clone().requires_grad_(True)
-    (score,) = torch.autograd.grad(kern.log_prob(yy, c).sum(), yy)
+    (score,) = torch.autograd.grad(kern.flow.log_prob(yy, c).sum(), yy)
     assert torch.allclose(score_r, score @ r.T, atol=1e-7)
 
 
@@ -109,20 +116,19 @@ def test_dopri5_matches_the_exact_solution_of_a_linear_ode():
 
 
 def test_dopri5_labels_agree_with_fine_rk4_and_do_not_depend_on_chunking(field, gen):
-    from opforce_tutorial.kernels.cnf import CNFKernel
 
     x = _frames(gen, b=2)
-    adaptive = CNFKernel(field, noise_std=0.05, prior_std=0.3, kbt=0.6, rtol=1e-6, atol=1e-6, chunk_size=1)
-    fine = CNFKernel(field, noise_std=0.05, prior_std=0.3, kbt=0.6, solver="rk4", n_steps=32)
+    adaptive = cnf_kernel(field, noise_std=0.05, prior_std=0.3, kbt=0.6, rtol=1e-6, atol=1e-6, chunk_size=1)
+    fine = cnf_kernel(field, noise_std=0.05, prior_std=0.3, kbt=0.6, solver="rk4", n_steps=32)
     y, f = adaptive.sample_with_forces(x, generator=torch.Generator().manual_seed(7))
     y2, f2 = fine.sample_with_forces(x, generator=torch.Generator().manual_seed(7))
     assert torch.allclose(y, y2, atol=1e-6) and torch.allclose(f, f2, rtol=1e-4, atol=1e-4)
-    adaptive.chunk_size = 2
+    adaptive.flow.chunk_size = 2
     y3, f3 = adaptive.sample_with_forces(x, generator=torch.Generator().manual_seed(7))
     assert torch.allclose(y3, y, atol=1e-6) and torch.allclose(f3, f, rtol=1e-4, atol=1e-4)
-    assert adaptive.stats.accepted > 0 and adaptive.stats.rejected >= 0
+    assert adaptive.flow.stats.accepted > 0 and adaptive.flow.stats.rejected >= 0
     with pytest.raises(ValueError, match="solver"):
-        CNFKernel(field, noise_std=0.05, prior_std=0.3, kbt=0.6, solver="euler")
+        cnf_kernel(field, noise_std=0.05, prior_std=0.3, kbt=0.6, solver="euler")
 
 
 def test_flow_matching_training_learns_and_resumes(tmp_path):
@@ -146,15 +152,14 @@ def test_flow_matching_training_learns_and_resumes(tmp_path):
 
 
 def test_a_chunk_the_solver_cannot_finish_is_dropped_not_zero_filled(field, gen, tmp_path):
-    from opforce_tutorial.kernels.cnf import CNFKernel
     from opforce_tutorial.labels import LabelSettings, label_frames
 
     x = _frames(gen, b=4)
-    stiff = CNFKernel(field, noise_std=0.05, prior_std=0.3, kbt=0.6, chunk_size=2, max_steps=2)
+    stiff = cnf_kernel(field, noise_std=0.05, prior_std=0.3, kbt=0.6, chunk_size=2, max_steps=2)
     y, f = stiff.sample_with_forces(x, generator=torch.Generator().manual_seed(0))
     assert torch.isnan(y).all() and torch.isnan(f).all() and stiff.failed_chunks == 2
     field.float()  # the labelling pipeline works in float32
-    ok = CNFKernel(field, noise_std=0.05, prior_std=0.3, kbt=0.6, chunk_size=2)
+    ok = cnf_kernel(field, noise_std=0.05, prior_std=0.3, kbt=0.6, chunk_size=2)
     frames = _frames(gen, b=6).float().numpy()
     out = label_frames(frames, stiff, 300.0, tmp_path / "stiff.npz", LabelSettings(1.0, 1, 3), progress=False)
     assert out.metadata["n_dropped"] == 6 and out.n_labels == 0
@@ -163,17 +168,16 @@ def test_a_chunk_the_solver_cannot_finish_is_dropped_not_zero_filled(field, gen,
 
 
 def test_the_step_cap_counts_the_steps_of_one_solve_not_all_solves(field, gen):
-    from opforce_tutorial.kernels.cnf import CNFKernel
 
     x = _frames(gen, b=8)
-    probe = CNFKernel(field, noise_std=0.05, prior_std=0.3, kbt=0.6, chunk_size=2)
+    probe = cnf_kernel(field, noise_std=0.05, prior_std=0.3, kbt=0.6, chunk_size=2)
     probe.sample_with_forces(x[:2], generator=torch.Generator().manual_seed(0))
-    one_chunk = probe.stats.accepted + probe.stats.rejected  # a forward and a backward solve
-    capped = CNFKernel(field, noise_std=0.05, prior_std=0.3, kbt=0.6, chunk_size=2, max_steps=2 * one_chunk)
+    one_chunk = probe.flow.stats.accepted + probe.flow.stats.rejected  # a forward and a backward solve
+    capped = cnf_kernel(field, noise_std=0.05, prior_std=0.3, kbt=0.6, chunk_size=2, max_steps=2 * one_chunk)
     for seed in range(3):  # 12 chunks: a running count would pass the cap after two
         _, f = capped.sample_with_forces(x, generator=torch.Generator().manual_seed(seed))
         assert torch.isfinite(f).all()
-    assert capped.failed_chunks == 0 and capped.stats.accepted + capped.stats.rejected > 5 * capped.max_steps
+    assert capped.failed_chunks == 0 and capped.flow.stats.accepted + capped.flow.stats.rejected > 5 * capped.flow.max_steps
 
 
 def _chains(b, n, seed=0):
@@ -197,11 +201,10 @@ def _draws(x, seed=1, noise_std=0.05, prior_std=0.05):
 
 def _inverse_reference(field, y, c, prior_std=0.05):
     """k_BT ∇_y log q(y|c) by the inverse solve with autograd, float64 at a tight tolerance."""
-    from opforce_tutorial.kernels.cnf import CNFKernel
 
-    ref = CNFKernel(field.double(), 0.05, prior_std, 0.6, rtol=1e-10, atol=1e-10, method="inverse")
+    ref = cnf_kernel(field.double(), 0.05, prior_std, 0.6, rtol=1e-10, atol=1e-10, method="inverse")
     yy = y.double().clone().requires_grad_(True)
-    (score,) = torch.autograd.grad(ref.log_prob(yy, c.double()).sum(), yy)
+    (score,) = torch.autograd.grad(ref.flow.log_prob(yy, c.double()).sum(), yy)
     return 0.6 * score
 
 
@@ -212,42 +215,41 @@ def _relative(f, ref):
 @pytest.mark.parametrize("n", [5, 10])
 def test_score_labels_equal_the_inverse_solve_labels(n, dtype):
     """One forward solve of (x, s) gives the labels of the inverse solve: ≤ 1e-4 (float32), 1e-6 (float64)."""
-    from opforce_tutorial.kernels.cnf import CNFKernel
 
     torch.manual_seed(0)
     field = EGNNVectorField(EGNNConfig(bead_types=[i % 4 for i in range(n)], hidden=16, n_layers=2))
     x = _chains(3, n)
     z, c = _draws(x)
     tol = {torch.float32: 1e-6, torch.float64: 1e-9}[dtype]
-    kern = CNFKernel(field.to(dtype), 0.05, 0.05, 0.6, rtol=tol, atol=tol)
-    y, f = kern.solve(z.to(dtype), c.to(dtype))
+    kern = cnf_kernel(field.to(dtype), 0.05, 0.05, 0.6, rtol=tol, atol=tol)
+    y, score = kern.flow.solve(z.to(dtype), c.to(dtype))
+    f = 0.6 * score
     assert _relative(f, _inverse_reference(field, y, c)) <= {torch.float32: 1e-4, torch.float64: 1e-6}[dtype]
     assert f.sum(dim=1).abs().max() < 1e-4 * f.abs().max()  # zero net force
     costs = kern.last_costs
-    assert costs["evaluations"].tolist() == [kern.stats.evaluations] * 3 and (costs["label_error"] > 0).all()
+    assert costs["evaluations"].tolist() == [kern.flow.stats.evaluations] * 3 and (costs["label_error"] > 0).all()
 
 
 def test_score_labels_of_the_trained_chapter_2_flow_equal_the_inverse_solve_labels(dtype):
     from opforce_tutorial import pretrained
     from opforce_tutorial.data.dataset import load_dataset
-    from opforce_tutorial.kernels.cnf import CNFKernel
 
     field = pretrained.load("ala2-cnf-0.05")[0]
     x = torch.as_tensor(load_dataset("ala2").positions[[10, 50_000]], dtype=torch.float64)
     z, c = _draws(x - x.mean(dim=1, keepdim=True))
     tol = {torch.float32: 1e-6, torch.float64: 1e-9}[dtype]
-    y, f = CNFKernel(field.to(dtype), 0.05, 0.05, 0.6, rtol=tol, atol=tol).solve(z.to(dtype), c.to(dtype))
+    y, score = cnf_kernel(field.to(dtype), 0.05, 0.05, 0.6, rtol=tol, atol=tol).flow.solve(z.to(dtype), c.to(dtype))
+    f = 0.6 * score
     assert _relative(f, _inverse_reference(field, y, c)) <= {torch.float32: 1e-4, torch.float64: 1e-6}[dtype]
 
 
 def test_score_labels_rotate_with_the_frames(field):
-    from opforce_tutorial.kernels.cnf import CNFKernel
 
-    kern = CNFKernel(field, 0.05, 0.3, 0.6, rtol=1e-9, atol=1e-9)
+    kern = cnf_kernel(field, 0.05, 0.3, 0.6, rtol=1e-9, atol=1e-9)
     z, c = _draws(_chains(2, 5), prior_std=0.3)
     r = random_rotations(1, torch.float64, generator=torch.Generator().manual_seed(4))[0]
-    y, f = kern.solve(z, c)
-    y_r, f_r = kern.solve(z @ r.T, c @ r.T)
+    y, f = kern.flow.solve(z, c)
+    y_r, f_r = kern.flow.solve(z @ r.T, c @ r.T)
     assert torch.allclose(y_r, y @ r.T, atol=1e-8) and torch.allclose(f_r, f @ r.T, rtol=1e-6, atol=1e-6)
 
 
@@ -297,11 +299,10 @@ def test_a_right_hand_side_stays_within_the_memory_it_was_planned_for(tmp_path):
 
 
 def test_labelling_keeps_each_cnf_labels_cost_and_error(field, tmp_path):
-    from opforce_tutorial.kernels.cnf import CNFKernel
     from opforce_tutorial.labels import LabelSettings, label_frames, load_labels
 
     field.float()
-    kern = CNFKernel(field, noise_std=0.05, prior_std=0.3, kbt=0.6, chunk_size=2)
+    kern = cnf_kernel(field, noise_std=0.05, prior_std=0.3, kbt=0.6, chunk_size=2)
     frames = _chains(5, 5).float().numpy()
     out = label_frames(frames, kern, 300.0, tmp_path / "l.npz", LabelSettings(1.0, 1, 3), progress=False)
     back = load_labels(tmp_path / "l.npz")
@@ -309,6 +310,6 @@ def test_labelling_keeps_each_cnf_labels_cost_and_error(field, tmp_path):
     for key in ("solver_evaluations", "solver_accepted", "solver_rejected", "label_error"):
         assert back.costs[key].shape == (5,) and np.array_equal(back.costs[key], out.costs[key])
     assert (back.costs["solver_evaluations"] >= 6 * back.costs["solver_accepted"]).all()
-    stiff = CNFKernel(field, noise_std=0.05, prior_std=0.3, kbt=0.6, chunk_size=2, max_steps=2)
+    stiff = cnf_kernel(field, noise_std=0.05, prior_std=0.3, kbt=0.6, chunk_size=2, max_steps=2)
     out = label_frames(frames, stiff, 300.0, tmp_path / "s.npz", LabelSettings(1.0, 1, 3), progress=False)
     assert out.metadata["n_failed_chunks"] == 3 and out.metadata["n_dropped"] == 5 and out.n_labels == 0

@@ -4,7 +4,8 @@ import pytest
 import torch
 
 from opforce_tutorial.kernels import remove_mean
-from opforce_tutorial.kernels.coupling import CouplingFlow, CouplingFlowConfig, CouplingFlowKernel, random_rotations
+from opforce_tutorial.kernels import ReverseNoiseKernel
+from opforce_tutorial.kernels.coupling import CouplingFlow, CouplingFlowConfig, random_rotations
 
 
 @pytest.fixture(params=["helmert", "bonds", "helmert triangular", "bonds triangular", "bonds diagonal invariant"])
@@ -58,12 +59,12 @@ def test_log_density_matches_brute_force_jacobian(gen, device, coordinates):
         assert flow.bond_log_jacobian == pytest.approx(3 * math.log(math.sqrt(3)), rel=1e-12)  # det = √N for a chain
         assert torch.allclose(flow.to_internal(d[None], c), out[:6].view(1, 2, 3), atol=1e-12)
         expected = expected + flow.bond_log_jacobian
-    assert torch.allclose(flow.log_prob(y, v, c), expected, atol=1e-9)
+    assert torch.allclose(flow.log_prob(y, c, v), expected, atol=1e-9)
 
 
 def test_label_is_kbt_times_finite_difference_of_log_q(gen, coordinates):
     flow = _small_flow(2, coordinates=coordinates)
-    kern = CouplingFlowKernel(flow, noise_std=0.05, kbt=0.6)
+    kern = ReverseNoiseKernel(flow, noise_std=0.05, kbt=0.6, mean_free=True)
     x = 3.8 * torch.randn(5, 3, 3, dtype=torch.float64, generator=gen)
     y, f = kern.sample_with_forces(x, generator=torch.Generator().manual_seed(5))
     g = torch.Generator().manual_seed(5)
@@ -78,7 +79,7 @@ def test_label_is_kbt_times_finite_difference_of_log_q(gen, coordinates):
         e[:, :, dim] = -h / 3
         e[:, bead, dim] += h
         with torch.no_grad():
-            fd = (flow.log_prob(y + e, v, c) - flow.log_prob(y - e, v, c)) / (2 * h)
+            fd = (flow.log_prob(y + e, c, v) - flow.log_prob(y - e, c, v)) / (2 * h)
         assert torch.allclose((f * e / h).sum(dim=(1, 2)), 0.6 * fd, rtol=1e-5, atol=1e-6)
 
 
@@ -133,7 +134,7 @@ def test_seed_sized_flow_builds_and_checks_lengthscales():
     y, v = flow.sample(c)
     assert y.shape == v.shape == (2, 10, 3)
     assert torch.allclose((y - c).mean(dim=1), torch.zeros(2, 3), atol=1e-6)
-    assert torch.isfinite(flow.log_prob(y, v, c)).all()
+    assert torch.isfinite(flow.log_prob(y, c, v)).all()
     with pytest.raises(ValueError, match="lengthscale"):
         CouplingFlowConfig(bead_types=[0], lengthscales=[])
     assert math.isclose(cfg.lengthscales[-1], 5.0)
@@ -158,7 +159,7 @@ def test_trained_on_a_gaussian_toy_labels_approach_the_posterior_score(tmp_path)
     flow2, hist2 = train_coupling_flow(x, cfg, settings, checkpoint=ckpt, progress=False)
     assert hist2 == hist
     x_test = mu + s * torch.randn(6000, 2, 3, generator=gen) + torch.randn(6000, 1, 3, generator=gen)
-    y, f = CouplingFlowKernel(flow, sigma, kbt=1.0).sample_with_forces(x_test, generator=gen)
+    y, f = ReverseNoiseKernel(flow, sigma, kbt=1.0, mean_free=True).sample_with_forces(x_test, generator=gen)
     # E[label | y] is the internal score of the marginal of y; for the exact posterior that marginal is
     # the data, so E[label | y] = −P(y − μ)/s²: regress the labels on it (slope 1, no offset).
     exact = remove_mean(-(y - mu) / s**2)

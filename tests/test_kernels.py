@@ -65,3 +65,31 @@ def test_keep_finite_drops_never_fills():
     y2, f2, w2, n = keep_finite(y, f, w)
     assert n == 2
     assert torch.equal(y2, y[:1]) and torch.equal(f2, f[:1]) and torch.equal(w2, w[:1])
+
+
+def test_every_registered_flow_labels_as_before_the_one_kernel_redesign():
+    """Coupling flows and CNFs, now one ReverseNoiseKernel each, give the labels they gave before.
+
+    ``tests/data/reference_labels.npz`` holds labels made by the kernels' earlier, separate classes
+    (``tests/data/make_reference_labels.py``). On the CPU kind that made it the labels are bitwise equal;
+    elsewhere other vector instructions round differently, so they agree to float32 precision.
+    """
+    import sys
+    from pathlib import Path
+
+    import numpy as np
+
+    sys.path.insert(0, str(Path(__file__).parent / "data"))
+    from make_reference_labels import reference_labels
+
+    saved = np.load(Path(__file__).parent / "data" / "reference_labels.npz")
+    now = reference_labels()
+    same_cpu = str(saved["cpu_capability"]) == torch.backends.cpu.get_cpu_capability() and \
+        str(saved["torch"]) == torch.__version__
+    flows = [k for k in saved.files if "/" in k]
+    assert len(flows) == 8
+    for key in flows:
+        if same_cpu:
+            assert np.array_equal(now[key], saved[key]), key
+        else:
+            np.testing.assert_allclose(now[key], saved[key], rtol=1e-4, atol=1e-3, err_msg=key)

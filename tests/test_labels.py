@@ -160,7 +160,7 @@ def test_train_kernel_then_label_from_the_command_line(frames, tmp_path):
           str(tmp_path / "cnf.pt"), "--data-fraction", "0.1", "--repeats", "1", "--batch-size", "2",
           "--solver", "rk4", "--memory-gb", "0.5", "--out", str(tmp_path / "cnf_labels.npz")])
     out = load_labels(tmp_path / "cnf_labels.npz")
-    assert out.metadata["kernel"] == "CNFKernel" and out.metadata["prior_std_A"] == 0.1 and out.n_labels == 4
+    assert out.metadata["density"] == "CNFDensity" and out.metadata["prior_std_A"] == 0.1 and out.n_labels == 4
     assert out.metadata["label_method"] == "score" and out.costs["solver_evaluations"].shape == (4,)
     assert np.allclose(out.forces.sum(axis=1), 0.0, atol=1e-3)
     meta = json.loads(json.dumps(out.metadata))

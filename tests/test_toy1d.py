@@ -52,7 +52,7 @@ def test_posterior_normalised_and_sampled_correctly(system, gen, noise_std):
     for c in (1.3, 1.5, 1.62):
         q = torch.exp(post.log_prob(g, torch.full_like(g, c)))
         assert float(torch.trapezoid(q, g)) == pytest.approx(1.0, abs=1e-4)
-        ys = post.sample(torch.full((40_000,), c, dtype=torch.float64), generator=gen)
+        ys, _ = post.sample(torch.full((40_000,), c, dtype=torch.float64), generator=gen)
         mean = float(torch.trapezoid(q * g, g))
         sd = float(torch.trapezoid(q * (g - mean) ** 2, g)) ** 0.5
         assert float(ys.mean()) == pytest.approx(mean, abs=5 * sd / 200)
@@ -63,7 +63,7 @@ def test_posterior_marginal_is_data_distribution(system, gen):
     """x ~ p, c = x + σε, y ~ p(·|c)  =>  y ~ p (the reverse kernel's key property)."""
     x = system.sample(100_000, generator=gen)
     c = x + 0.08 * torch.randn(x.shape, dtype=x.dtype, generator=gen)
-    y = ExactDenoisingPosterior(system, 0.08).sample(c, generator=gen)
+    y, _ = ExactDenoisingPosterior(system, 0.08).sample(c, generator=gen)
     edges = np.linspace(1.2, 1.8, 25)
     expected = system.bin_probabilities(edges) * len(y)
     observed, _ = np.histogram(y.numpy(), edges)

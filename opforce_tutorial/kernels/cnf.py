@@ -1,4 +1,4 @@
-"""Continuous normalizing flow kernel: an EGNN vector field, conditional flow matching, exact divergence.
+"""Continuous normalizing flow q(y | c): an EGNN vector field, conditional flow matching, exact divergence.
 
 Vector field. v_θ(t, x) on frames x ∈ R^{N×3} (Å, mean-free) is an E(n)-equivariant graph network on
 the fully connected bead graph: node features h_i = one-hot bead type ⊕ time; each layer computes
@@ -175,13 +175,15 @@ def chunk_plan(n_beads: int, hidden: int, n_layers: int, itemsize: int, memory_b
     return chunk_size, int(min(directions, (per_frame - _BYTES_PER_FRAME_UNIT) // _BYTES_PER_DIRECTION_UNIT))
 
 
-class CNFKernel:
-    """Reverse-noise kernel of the CNF (see module docstring); frames (B, N, 3) in Å.
+class CNFDensity:
+    """The CNF's conditional density q(y | c) (see module docstring); frames (B, N, 3) in Å.
 
-    c = x + σ_n Pε, z = c + σ_p Pξ, y = Φ(z), label = k_BT ∇_y log q(y | c).
-    ``noise_std`` σ_n and ``prior_std`` σ_p (Å) must be those used in training.
+    z = c + σ_p Pξ, y = Φ(z). ``prior_std`` σ_p (Å) must be the one used in training. As a
+    :class:`~opforce_tutorial.kernels.reverse.ConditionalDensity` it has no auxiliaries; wrapped in
+    :class:`~opforce_tutorial.kernels.reverse.ReverseNoiseKernel` (``mean_free=True``, the σ_n of training)
+    it labels with k_BT ∇_y log q(y | c), the score coming with the draw (:meth:`sample_with_score`).
 
-    Labels (``method``):
+    Scores (``method``):
 
     * ``"score"`` (default): one forward solve of the pair (x, s) from (z, −(z − c)/σ_p²), with
       dx/dt = v and ds/dt = −Jᵀs − ∇_x(∇·v) (:mod:`~opforce_tutorial.kernels.divergence`); then y = x(1)
@@ -203,25 +205,23 @@ class CNFKernel:
     any non-finite label, instead of one stiff frame stopping a whole labelling run.
 
     Cost and error: ``stats`` sums the solver's evaluations and steps over all chunks; after each
-    :meth:`sample_with_forces`, ``last_costs`` holds per label the evaluations, accepted and rejected
-    steps of its chunk's solve and an estimate of its label error (k_BT times the summed local error
-    estimates of s, largest component; kcal/mol/Å; NaN for a failed chunk or ``rk4``).
+    :meth:`solve`, ``last_costs`` holds per draw the evaluations, accepted and rejected steps of its
+    chunk's solve and ``score_error``, an estimate of the score's error (the summed local error
+    estimates of s, largest component; 1/Å; NaN for a failed chunk, ``rk4`` or ``"inverse"``).
     """
 
-    def __init__(self, field: EGNNVectorField, noise_std: float, prior_std: float, kbt: float,
-                 solver: str = "dopri5", n_steps: int = 20, rtol: float = 1e-5, atol: float = 1e-5,
+    def __init__(self, field: EGNNVectorField, prior_std: float, solver: str = "dopri5", n_steps: int = 20, rtol: float = 1e-5, atol: float = 1e-5,
                  chunk_size: int | None = None, max_steps: int = 10_000, method: str = "score",
                  memory_budget_gb: float = 2.0):
-        for name, val in (("noise_std", noise_std), ("prior_std", prior_std), ("kbt", kbt)):
-            if not val > 0:
-                raise ValueError(f"{name} must be positive, got {val!r}")
+        if not prior_std > 0:
+            raise ValueError(f"prior_std must be a positive standard deviation in Å, got {prior_std!r}")
         if solver not in ("dopri5", "rk4"):
             raise ValueError(f"solver must be 'dopri5' or 'rk4', got {solver!r}")
         if method not in ("score", "inverse"):
             raise ValueError(f"method must be 'score' or 'inverse', got {method!r}")
         if chunk_size is not None and chunk_size < 1:
             raise ValueError("chunk_size must be at least 1")
-        self.field, self.noise_std, self.prior_std, self.kbt = field, noise_std, prior_std, kbt
+        self.field, self.prior_std = field, float(prior_std)
         self.solver, self.n_steps, self.rtol, self.atol = solver, n_steps, rtol, atol
         self.method, self.memory_budget_gb, self.max_steps = method, memory_budget_gb, max_steps
         cfg = field.config
@@ -238,7 +238,8 @@ class CNFKernel:
         return integrate_adaptive(self.field, x, t0, t1, self.rtol, self.atol, with_divergence, self.max_steps,
                                   stats=stats if stats is not None else self.stats)
 
-    def log_prob(self, y: torch.Tensor, c: torch.Tensor, stats: SolverStats | None = None) -> torch.Tensor:
+    def log_prob(self, y: torch.Tensor, c: torch.Tensor, aux: None = None, stats: SolverStats | None = None
+                 ) -> torch.Tensor:
         """log q(y | c) on the mean-free subspace (differentiable in y): backward pass with exact divergence.
 
         The solve's cost is counted in ``stats`` (default: the kernel's running total)."""
@@ -268,46 +269,53 @@ class CNFKernel:
             error = stats.local_error[:, n:].max(dim=1).values
         return end[:, :n].reshape(shape), remove_mean(end[:, n:].reshape(shape)), error
 
-    def sample_with_forces(self, x: torch.Tensor, generator: torch.Generator | None = None):
-        def mean_free_noise():
-            return remove_mean(torch.randn(x.shape, dtype=x.dtype, device=x.device, generator=generator))
+    def base_draw(self, c: torch.Tensor, generator: torch.Generator | None = None) -> torch.Tensor:
+        """z = c + σ_p Pξ, the start of the flow."""
+        return c + self.prior_std * remove_mean(torch.randn(c.shape, dtype=c.dtype, device=c.device,
+                                                            generator=generator))
 
-        c = x + self.noise_std * mean_free_noise()
-        return self.solve(c + self.prior_std * mean_free_noise(), c)
+    @torch.no_grad()
+    def sample(self, c: torch.Tensor, generator: torch.Generator | None = None):
+        """(y, None) with y = Φ(z), z = c + σ_p Pξ: the draw alone (one forward solve of x)."""
+        y, _ = self._integrate(self.base_draw(c, generator), 0.0, 1.0)
+        return y, None
+
+    def sample_with_score(self, c: torch.Tensor, generator: torch.Generator | None = None):
+        """(y, ∇_y log q(y | c)) for a draw z = c + σ_p Pξ: :meth:`solve`."""
+        return self.solve(self.base_draw(c, generator), c)
 
     def solve(self, z: torch.Tensor, c: torch.Tensor):
-        """(y, labels) from base draws z around noised frames c (both (B, N, 3), Å), chunk by chunk."""
-        ys, labels, costs = [], [], {k: [] for k in ("evaluations", "accepted", "rejected", "label_error")}
+        """(y, ∇_y log q(y | c)) from base draws z around noised frames c (both (B, N, 3), Å), chunk by chunk."""
+        ys, scores, costs = [], [], {k: [] for k in ("evaluations", "accepted", "rejected", "score_error")}
         for sl in torch.split(torch.arange(len(z)), self.chunk_size):
             chunk = SolverStats()
             error = torch.full((len(sl),), float("nan"), dtype=z.dtype, device=z.device)
             try:
                 if self.method == "score":
                     y, score, error = self.forward_score(z[sl], c[sl], chunk)
-                    error = self.kbt * error
                 else:
                     with torch.no_grad():
                         y, _ = self._integrate(z[sl], 0.0, 1.0, stats=chunk)
                     y = y.detach().requires_grad_(True)
                     with torch.enable_grad():
-                        (score,) = torch.autograd.grad(self.log_prob(y, c[sl], chunk).sum(), y)
+                        (score,) = torch.autograd.grad(self.log_prob(y, c[sl], stats=chunk).sum(), y)
             except SolverStepLimit:
                 self.failed_chunks += 1
                 y = score = torch.full_like(z[sl], float("nan"))
             self.stats.add(chunk)
             ys.append(y.detach())
-            labels.append(self.kbt * score.detach())
+            scores.append(score.detach())
             for key, val in (("evaluations", chunk.evaluations), ("accepted", chunk.accepted),
                              ("rejected", chunk.rejected)):
                 costs[key].append(torch.full((len(sl),), val, dtype=torch.int64))
-            costs["label_error"].append(error.detach().cpu())
+            costs["score_error"].append(error.detach().cpu())
         self.last_costs = {k: torch.cat(v) for k, v in costs.items()}
-        return torch.cat(ys), torch.cat(labels)
+        return torch.cat(ys), torch.cat(scores)
 
 
 @dataclass
 class CNFTraining:
-    """Conditional flow-matching settings (lengths in Å); the seed's chignolin setting is σ_n = σ_p = 0.05."""
+    """Conditional flow-matching settings (lengths in Å); the authors' reference implementation uses σ_n = σ_p = 0.05 for chignolin."""
 
     noise_std: float
     prior_std: float
@@ -327,8 +335,7 @@ def _flow_matching_batch(x, settings: CNFTraining, gen, device):
     x = x - x.mean(dim=1, keepdim=True)
 
     def mean_free_noise():
-        e = torch.randn(x.shape, dtype=x.dtype, generator=gen).to(device)
-        return e - e.mean(dim=1, keepdim=True)
+        return remove_mean(torch.randn(x.shape, dtype=x.dtype, generator=gen).to(device))
 
     x0 = x + settings.noise_std * mean_free_noise() + settings.prior_std * mean_free_noise()
     t = torch.rand(len(x), dtype=x.dtype, generator=gen).to(device)

@@ -44,9 +44,10 @@ head (the attention is fixed by c and does not depend on the transformed variabl
 MLP. The flow is not rotation-equivariant; train it with a random rotation per sample
 (:func:`random_rotations`).
 
-Kernel labels (:meth:`CouplingFlow.log_prob` differentiated in y at fixed c and v): the y block of
-k_BT ∇_(y,v) log q(y, v | c); its expectation over v given y is the marginal score, and the v block
-is discarded.
+Kernel labels: the flow is a :class:`~opforce_tutorial.kernels.reverse.ConditionalDensity` with the
+auxiliaries v, so :class:`~opforce_tutorial.kernels.reverse.ReverseNoiseKernel` (``mean_free=True``)
+labels with the y block of k_BT ∇_(y,v) log q(y, v | c) at fixed c and v; its expectation over v
+given y is the marginal score, and the v block is discarded.
 """
 
 from __future__ import annotations
@@ -57,6 +58,7 @@ from dataclasses import dataclass, field
 import torch
 from torch import nn
 
+from .base import remove_mean
 from .training import train_on_frames
 
 _LOG_2PI = math.log(2.0 * math.pi)
@@ -292,7 +294,7 @@ class CouplingFlow(nn.Module):
             logdet = logdet + step
         return d, v, logdet
 
-    def log_prob(self, y, v, c):
+    def log_prob(self, y, c, v):
         """log q(y, v | c) on the mean-free subspace of y − c (density per unit volume of the Helmert
         coordinates, whichever internal coordinates the flow uses); differentiable in y, v and the parameters."""
         d0, v0, logdet = self.inverse_map(c, self.to_internal(y - c, c), v)
@@ -319,31 +321,6 @@ def random_rotations(n: int, dtype=torch.float32, device=None, generator: torch.
     return q
 
 
-class CouplingFlowKernel:
-    """Reverse-noise kernel with a :class:`CouplingFlow`: c = x + σPε, (y, v) ~ q(·|c), label = y block.
-
-    label = k_BT ∇_y log q(y, v | c) at fixed c and v (kcal/mol/Å), mean-free; v and its score are
-    dropped. The noise is mean-free (P removes the mean over beads) as in training; ``noise_std`` (Å)
-    must be the σ the flow was trained with.
-    """
-
-    def __init__(self, flow: CouplingFlow, noise_std: float, kbt: float):
-        if not noise_std > 0:
-            raise ValueError(f"noise_std must be a positive standard deviation in Å, got {noise_std!r}")
-        if not kbt > 0:
-            raise ValueError(f"kbt must be positive (kcal/mol), got {kbt!r}")
-        self.flow, self.noise_std, self.kbt = flow, float(noise_std), float(kbt)
-
-    def sample_with_forces(self, x: torch.Tensor, generator: torch.Generator | None = None):
-        eps = torch.randn(x.shape, dtype=x.dtype, device=x.device, generator=generator)
-        c = x + self.noise_std * (eps - eps.mean(dim=1, keepdim=True))
-        y, v = self.flow.sample(c, generator=generator)
-        y = y.detach().requires_grad_(True)
-        with torch.enable_grad():
-            (score,) = torch.autograd.grad(self.flow.log_prob(y, v, c).sum(), y)
-        return y.detach(), self.kbt * score
-
-
 @dataclass
 class CouplingTraining:
     """Maximum-likelihood training settings (the seed: Adam, lr 5e-4, batch 512)."""
@@ -365,7 +342,7 @@ def _training_batch(x, settings, gen, device):
         centred = x - x.mean(dim=1, keepdim=True)
         x = centred @ random_rotations(len(x), x.dtype, device, gen).transpose(1, 2)
     eps = torch.randn(x.shape, dtype=x.dtype, generator=gen).to(device)
-    c = x + settings.noise_std * (eps - eps.mean(dim=1, keepdim=True))  # mean-free noise
+    c = x + settings.noise_std * remove_mean(eps)
     v = torch.randn(x.shape, dtype=x.dtype, generator=gen).to(device)
     return x, v, c
 
@@ -383,7 +360,7 @@ def train_coupling_flow(positions: torch.Tensor, config: CouplingFlowConfig, set
     """
     def nll(model, batch):
         x, v, c = batch
-        return -model.log_prob(x, v, c).mean()
+        return -model.log_prob(x, c, v).mean()
 
     return train_on_frames(positions, settings, lambda: CouplingFlow(config), _training_batch, nll, device, checkpoint,
                            "train coupling flow", progress)

@@ -14,8 +14,9 @@ from pathlib import Path
 import torch
 
 from ..storage import atomic_torch_save, sha256
-from .cnf import CNFKernel, EGNNConfig, EGNNVectorField, memory_budget_gb
-from .coupling import CouplingFlow, CouplingFlowConfig, CouplingFlowKernel
+from .cnf import CNFDensity, EGNNConfig, EGNNVectorField, memory_budget_gb
+from .coupling import CouplingFlow, CouplingFlowConfig
+from .reverse import ReverseNoiseKernel
 
 _KINDS = {"coupling": (CouplingFlowConfig, CouplingFlow), "cnf": (EGNNConfig, EGNNVectorField)}
 
@@ -58,7 +59,7 @@ def load_flow(path: str | Path, device: str | torch.device = "cpu") -> tuple[tor
 def kernel_from_file(path: str | Path, kbt: float, device: str | torch.device = "cpu", **kernel_options):
     """The reverse-noise kernel of a saved flow, with the noise widths it was trained with.
 
-    ``kernel_options`` go to :class:`~.cnf.CNFKernel` (``solver``, ``rtol``, ``atol``, ``chunk_size``,
+    ``kernel_options`` go to :class:`~.cnf.CNFDensity` (``solver``, ``rtol``, ``atol``, ``chunk_size``,
     ``method``, ``memory_budget_gb``; by default the budget of ``device``, :func:`~.cnf.memory_budget_gb`).
     Returns ``(kernel, info)``; ``info["sha256"]`` is the file's checksum.
     """
@@ -67,7 +68,7 @@ def kernel_from_file(path: str | Path, kbt: float, device: str | torch.device = 
     if info["kind"] == "coupling":
         if kernel_options:
             raise ValueError(f"the coupling-flow kernel takes no options, got {sorted(kernel_options)}")
-        return CouplingFlowKernel(model, noise_std=training["noise_std"], kbt=kbt), info
+        return ReverseNoiseKernel(model, training["noise_std"], kbt, mean_free=True), info
     kernel_options.setdefault("memory_budget_gb", memory_budget_gb(device))
-    return CNFKernel(model, noise_std=training["noise_std"], prior_std=training["prior_std"], kbt=kbt,
-                     **kernel_options), info
+    density = CNFDensity(model, prior_std=training["prior_std"], **kernel_options)
+    return ReverseNoiseKernel(density, training["noise_std"], kbt, mean_free=True), info

@@ -24,7 +24,8 @@ k_BT δa/(ℓ² e^{2b}) rather than by k_BT δμ/σ², which would blow up as σ
 
 The flow is conditioned on σ as well as on c, so one trained model serves every noise level of a
 range (the book's variance slider); :meth:`NoiseConditionalFlow1D.at` fixes σ and returns the
-``sample``/``log_prob`` interface that :class:`~opforce_tutorial.kernels.ReverseNoiseKernel` uses.
+conditional-density interface (:class:`~opforce_tutorial.kernels.reverse.ConditionalDensity`) that
+:class:`~opforce_tutorial.kernels.ReverseNoiseKernel` uses.
 """
 
 from __future__ import annotations
@@ -106,7 +107,7 @@ class NoiseConditionalFlow1D(nn.Module):
         return pick(mu) + pick(s) * eps
 
     def at(self, noise_std: float) -> "_FixedNoiseFlow":
-        """The flow with σ fixed: an object with ``sample(c)`` and ``log_prob(y, c)``."""
+        """The flow with σ fixed, as the conditional density a reverse-noise kernel takes."""
         lo, hi = self.config.noise_std_min, self.config.noise_std_max
         if not lo * (1 - 1e-9) <= noise_std <= hi * (1 + 1e-9):
             raise ValueError(f"noise_std {noise_std} Å is outside the range this flow was trained on [{lo}, {hi}] Å")
@@ -118,10 +119,12 @@ class _FixedNoiseFlow:
     flow: NoiseConditionalFlow1D
     noise_std: float
 
-    def sample(self, c, generator=None):
-        return self.flow.sample(c, self.noise_std, generator=generator)
+    """q(y | c) at one σ: a :class:`~opforce_tutorial.kernels.reverse.ConditionalDensity` without auxiliaries."""
 
-    def log_prob(self, y, c):
+    def sample(self, c, generator=None):
+        return self.flow.sample(c, self.noise_std, generator=generator), None
+
+    def log_prob(self, y, c, aux=None):
         return self.flow.log_prob(y, c, self.noise_std)
 
 

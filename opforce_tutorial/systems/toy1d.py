@@ -173,7 +173,7 @@ class ExactDenoisingPosterior:
     is tabulated on ``n_nodes`` points of [c − 8σ, c + 8σ] ∩ domain (spacing ≤ 16σ/(n_nodes − 1)), a
     cell is drawn with probability equal to its trapezoid mass and y uniformly within it (inverse-CDF
     sampling, exact up to the grid spacing). ``log_prob`` is analytic in y with the normaliser
-    (p * N)(c) by quadrature. It has the ``sample`` / ``log_prob`` interface of the learned flows.
+    (p * N)(c) by quadrature. It is a :class:`~opforce_tutorial.kernels.reverse.ConditionalDensity`, as the learned flows are.
     """
 
     def __init__(self, system: DoubleWellBond, noise_std: float, n_nodes: int = 513):
@@ -192,7 +192,8 @@ class ExactDenoisingPosterior:
         logw = self.system.log_density(nodes) - 0.5 * ((nodes - c[:, None]) / self.noise_std) ** 2
         return nodes, logw
 
-    def sample(self, c: torch.Tensor, generator: torch.Generator | None = None) -> torch.Tensor:
+    def sample(self, c: torch.Tensor, generator: torch.Generator | None = None) -> tuple[torch.Tensor, None]:
+        """(y, None): y ~ q(·|c), no auxiliaries."""
         flat = _as_tensor(c).reshape(-1)
         out = torch.empty_like(flat)
         for sl in torch.arange(len(flat)).split(4096):
@@ -203,9 +204,9 @@ class ExactDenoisingPosterior:
             cell = torch.searchsorted(cdf, u).clamp(max=self.n_nodes - 2)
             left, right = nodes.gather(1, cell), nodes.gather(1, cell + 1)
             out[sl] = (left + (right - left) * torch.rand(left.shape, dtype=flat.dtype, generator=generator)).squeeze(1)
-        return out.reshape(c.shape)
+        return out.reshape(c.shape), None
 
-    def log_prob(self, y: torch.Tensor, c: torch.Tensor) -> torch.Tensor:
+    def log_prob(self, y: torch.Tensor, c: torch.Tensor, aux: None = None) -> torch.Tensor:
         """log q(y | c) (1/Å), differentiable in ``y``; normaliser by trapezoid rule on the window."""
         s = self.noise_std
         flat = c.detach().reshape(-1)
