@@ -1,6 +1,6 @@
 """Chapter 2's ablations: what each change to labels, flows and force matching buys, measured.
 
-Each variant reruns one stage of the chapter-2 pipeline (``opforce_tutorial.ala2``) with one setting
+Each variant reruns one stage of the chapter-2 pipeline (``opforce_tutorial.chapters.ala2``) with one setting
 changed and scores what it makes against the shipped reference histograms:
 
 * CG variants: label source → CG model → 64 × 100 ps simulation → JS of bonds, angles and the
@@ -26,7 +26,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from opforce_tutorial import ala2
+from opforce_tutorial.chapters import ala2
 from opforce_tutorial.labels import LabelSettings
 from opforce_tutorial.storage import read_json, update_json
 
@@ -79,7 +79,7 @@ FLOW_VARIANTS = {
 
 
 def output_js(source: str, sigma: float, flow, ds) -> dict:
-    """:func:`opforce_tutorial.ala2.kernel_output_js`: the output gate's JS of a kernel's positions y."""
+    """:func:`opforce_tutorial.chapters.ala2.kernel_output_js`: the output gate's JS of a kernel's positions y."""
     return ala2.kernel_output_js(source, sigma, flow, ds)
 
 

@@ -19,7 +19,7 @@ matplotlib.use("Agg")
 import torch  # noqa: E402
 
 from opforce_tutorial import plotting, pretrained  # noqa: E402
-from opforce_tutorial.bond_toy import NOISE_VARS, run_study  # noqa: E402
+from opforce_tutorial.chapters.bond_toy import NOISE_VARS, run_study  # noqa: E402
 from opforce_tutorial.systems import DoubleWellBond  # noqa: E402
 
 ROOT = Path(__file__).resolve().parent.parent

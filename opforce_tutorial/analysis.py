@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from typing import Callable
+
 import numpy as np
 
 
@@ -55,3 +57,27 @@ def js_floor(reference, n_samples: int, n_draws: int = 20, seed: int = 0) -> flo
     reference = reference / reference.sum()
     rng = np.random.default_rng(seed)
     return float(np.mean([js_divergence(reference, rng.multinomial(n_samples, reference)) for _ in range(n_draws)]))
+
+
+def block_mean(values: np.ndarray, n_blocks: int = 10) -> tuple[float, float]:
+    """Mean and its standard error from ``n_blocks`` contiguous blocks (for correlated series)."""
+    blocks = np.array_split(np.asarray(values, dtype=float), n_blocks)
+    means = np.array([b.mean() for b in blocks if len(b)])
+    return float(means.mean()), float(means.std(ddof=1) / np.sqrt(len(means)))
+
+
+def state_populations(frames, states: Callable[[np.ndarray], dict[str, np.ndarray]], n_blocks: int = 10
+                      ) -> dict[str, dict[str, float]]:
+    """Population (mean, block error) of each of a system's states, for time-ordered frames (..., beads, 3).
+
+    ``states(frames)`` maps frames (n, beads, 3) to ``{state: (n,) bool}`` (e.g.
+    :func:`opforce_tutorial.systems.alanine_dipeptide.basins`). A simulation's output (n_saved,
+    n_replicas, beads, 3) is split into blocks of replicas (which are independent); a single time series
+    into contiguous time blocks.
+    """
+    frames = np.asarray(frames)
+    if frames.ndim == 4:  # (time, replicas, beads, 3) -> replica-major, so blocks hold whole replicas
+        frames = frames.transpose(1, 0, 2, 3)
+    flat = frames.reshape(-1, *frames.shape[-2:])
+    return {name: dict(zip(("mean", "block_error"), block_mean(inside, n_blocks)))
+            for name, inside in states(flat).items()}

@@ -263,7 +263,7 @@ def _replicate(args) -> int:
 
 
 def _long_run(args) -> int:
-    from . import ala2
+    from .chapters import ala2
 
     for name in args.name:
         done = ala2.long_runs().get(name, {}).get(f"{args.ns:g}")

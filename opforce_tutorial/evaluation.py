@@ -1,15 +1,14 @@
 """Evaluators, one per observable, on histograms shared with a small saved reference.
 
-Observables of a CG chain are named by kind and beads: ``"bond 0-1"`` (Å), ``"angle 0-1-2"`` (degrees),
-``"dihedral 0-1-2-3"`` (degrees) and, for 5-bead alanine dipeptide, ``"ramachandran"`` (φ = 0-1-2-3,
-ψ = 1-2-3-4 on a 60 × 60 grid over (−180°, 180°]²). :func:`make_reference` histograms reference frames
-on edges set from them (bonds and angles: their range widened by a quarter on each side; dihedrals:
-the full circle) and keeps only the edges and bin probabilities, so a chapter can evaluate a model
-without the dataset. :func:`evaluate` histograms model frames on the same edges and reports each
-observable's Jensen–Shannon divergence next to its finite-sample floor: the JS that the same number of
-independent samples from the reference itself would show.
+The observables and their reference histograms are defined in :mod:`opforce_tutorial.observables`; a
+system's own observables (alanine dipeptide's Ramachandran plane, ...) come from
+:mod:`opforce_tutorial.systems` and are passed in: nothing here assumes a system. :func:`evaluate`
+histograms model frames on the reference's edges and reports each observable's Jensen–Shannon
+divergence next to its finite-sample floor: the JS that the same number of independent samples from
+the reference itself would show.
 
-Basin populations (alanine dipeptide β/PII, αR, αL) come with block errors (:func:`basin_populations`).
+Populations of a system's states (alanine dipeptide's basins, a protein's folded state) come with block
+errors (:func:`state_populations`).
 Forces are checked without any model by integration by parts, ⟨F·∇h⟩ = −k_BT⟨Δh⟩, along the bonds
 (:func:`integration_by_parts_check`) and along the dihedrals (:func:`dihedral_integration_by_parts_check`).
 """
@@ -17,121 +16,40 @@ Forces are checked without any model by integration by parts, ⟨F·∇h⟩ = �
 from __future__ import annotations
 
 import copy
-from dataclasses import dataclass
-from pathlib import Path
+from typing import Sequence
 
 import numpy as np
 import torch
 
-from .analysis import js_divergence, js_floor
-from .storage import atomic_write
-from .geometry import bond_angles, bond_lengths, chain_indices, dihedral_angles
+from .analysis import block_mean, js_divergence, js_floor, state_populations
+from .geometry import chain_indices, dihedral_angles
+from .observables import (Observable, ReferenceHistograms, chain_observables, check_finite_frames, histogram,
+                          make_reference, observable, observable_values)
 
-RAMACHANDRAN_BINS = 60
+__all__ = ["Observable", "ReferenceHistograms", "chain_observables", "make_reference", "observable_values", "evaluate",
+           "state_populations", "mirror_asymmetry", "mirror_energy_asymmetry", "integration_by_parts_check",
+           "dihedral_integration_by_parts_check"]
 
-
-def observable_values(frames, name: str) -> np.ndarray:
-    """Values of the observable ``name`` for frames (..., beads, 3) in Å: (n,) or, for "ramachandran", (n, 2)."""
-    x = torch.as_tensor(np.asarray(frames, dtype=np.float64)).reshape(-1, *np.shape(frames)[-2:])
-    with torch.no_grad():
-        if name == "ramachandran":
-            return np.degrees(dihedral_angles(x, torch.tensor([[0, 1, 2, 3], [1, 2, 3, 4]])).numpy())
-        kind, beads = name.split(" ")
-        idx = torch.tensor([[int(b) for b in beads.split("-")]])
-        fn = {"bond": bond_lengths, "angle": bond_angles, "dihedral": dihedral_angles}[kind]
-        values = fn(x, idx)[:, 0].numpy()
-        return values if kind == "bond" else np.degrees(values)
-
-
-def chain_observables(n_beads: int, ramachandran: bool = False) -> list[str]:
-    """Every bond, angle and dihedral of a chain (and the Ramachandran plane when asked)."""
-    names = []
-    for kind, size in (("bond", 2), ("angle", 3), ("dihedral", 4)):
-        names += [f"{kind} " + "-".join(map(str, t)) for t in chain_indices(n_beads, size).tolist()]
-    return names + (["ramachandran"] if ramachandran else [])
-
-
-@dataclass
-class ReferenceHistograms:
-    """Edges and bin probabilities of every observable of a reference set, and its number of samples."""
-
-    edges: dict[str, list[np.ndarray]]
-    probabilities: dict[str, np.ndarray]
-    n_samples: int
-
-    def save(self, path: str | Path) -> None:
-        arrays = {"n_samples": self.n_samples}
-        for name, p in self.probabilities.items():
-            arrays[f"{name}|p"] = p
-            for k, e in enumerate(self.edges[name]):
-                arrays[f"{name}|edges{k}"] = e
-        atomic_write(path, lambda f: np.savez_compressed(f, **arrays))
-
-    @classmethod
-    def load(cls, path: str | Path) -> "ReferenceHistograms":
-        d = np.load(path)
-        names = sorted({k.split("|")[0] for k in d.files if "|" in k})
-        edges = {n: [d[k] for k in sorted(f for f in d.files if f.startswith(n + "|edges"))] for n in names}
-        return cls(edges=edges, probabilities={n: d[f"{n}|p"] for n in names}, n_samples=int(d["n_samples"]))
-
-
-def _histogram(values: np.ndarray, edges: list[np.ndarray], weights=None) -> np.ndarray:
-    if len(edges) == 1:
-        counts, _ = np.histogram(values, bins=edges[0], weights=weights)
-    else:
-        counts, *_ = np.histogram2d(values[:, 0], values[:, 1], bins=edges, weights=weights)
-    total = np.sum(weights) if weights is not None else len(values)
-    return counts / total
-
-
-def _check_finite(frames, what: str) -> None:
-    x = np.asarray(frames)
-    if x.size == 0 or not np.isfinite(x).all():
-        bad = int((~np.isfinite(x.reshape(-1, *x.shape[-2:]))).any(axis=(1, 2)).sum()) if x.size else 0
-        raise ValueError(f"{what}: {'no frames' if not x.size else f'{bad} frames have non-finite coordinates'}; "
-                         "a score of them would be meaningless")
-
-
-def make_reference(frames, names: list[str], weights=None, n_bins: int = 100) -> ReferenceHistograms:
-    """Histogram reference frames (optionally with per-frame equilibrium weights) for every observable.
-
-    Refuses non-finite frames or weights (their bin edges would be NaN and every later score against
-    them meaningless); an observable without spread (a constrained bond) gets narrow bins around its value.
-    """
-    _check_finite(frames, "reference frames")
-    if weights is not None:
-        weights = np.asarray(weights, dtype=float)
-        if not (np.isfinite(weights).all() and (weights >= 0).all() and weights.sum() > 0):
-            raise ValueError("reference weights must be finite and non-negative with a positive sum")
-    edges, probs = {}, {}
-    for name in names:
-        v = observable_values(frames, name)
-        if name == "ramachandran":
-            edges[name] = [np.linspace(-180.0, 180.0, RAMACHANDRAN_BINS + 1)] * 2
-        elif name.startswith("dihedral"):
-            edges[name] = [np.linspace(-180.0, 180.0, n_bins + 1)]
-        else:
-            lo, hi = np.quantile(v, [0.0, 1.0])
-            pad = 0.25 * (hi - lo) if hi > lo else 1e-3 * max(abs(lo), 1.0)  # a constrained bond: one narrow peak
-            edges[name] = [np.linspace(lo - pad, hi + pad, n_bins + 1)]
-        probs[name] = _histogram(v, edges[name], weights)
-    return ReferenceHistograms(edges, probs, n_samples=int(np.prod(np.shape(frames)[:-2])))
-
-
-def evaluate(frames, reference: ReferenceHistograms, names: list[str] | None = None, floor_draws: int = 20) -> dict:
+def evaluate(frames, reference: ReferenceHistograms, observables: Sequence[str | Observable] | None = None,
+             floor_draws: int = 20) -> dict:
     """{observable: {"js", "js_floor", "n_samples"}} of model frames against the reference histograms.
+
+    ``observables``: the chain observables' names and the system's own Observables to score (default:
+    every observable of the reference, which must then all be chain observables).
 
     Samples outside the reference edges count against the model (the model histogram is normalised by
     all samples, and the JS of two normalised histograms is taken after adding the lost mass to a
     virtual "outside" bin). The floor assumes independent samples, so correlated trajectories should be
     judged against it as a lower bound.
     """
-    _check_finite(frames, "frames to evaluate")
+    check_finite_frames(frames, "frames to evaluate")
     out = {}
-    for name in names or list(reference.probabilities):
-        v = observable_values(frames, name)
+    for obs in map(observable, observables or list(reference.probabilities)):
+        name, v = obs.name, obs.values(frames)
+        if name not in reference.probabilities:
+            raise ValueError(f"the reference has no histogram of {name!r}; it has {sorted(reference.probabilities)}")
         p_ref = reference.probabilities[name].ravel()
-        p_mod = _histogram(v, reference.edges[name]).ravel()
+        p_mod = histogram(v, reference.edges[name]).ravel()
         with_outside = [np.append(p, max(0.0, 1.0 - p.sum())) for p in (p_ref, p_mod)]
         out[name] = {"js": js_divergence(*with_outside),
                      "js_floor": js_floor(with_outside[0], len(v), n_draws=floor_draws),
@@ -155,9 +73,10 @@ def mirror_asymmetry(probabilities, kbt: float) -> np.ndarray:
     return a
 
 
-def mirror_energy_asymmetry(model, frames, edges, batch_size: int = 8192) -> np.ndarray:
-    r"""A CG model's ½[E(x) − E(x̄)] (kcal/mol) averaged over the ``frames`` in each (φ, ψ) bin of ``edges``,
-    with x̄ the mirror image of x (z → −z), which has (−φ, −ψ). NaN in empty bins.
+def mirror_energy_asymmetry(model, frames, edges, surface: Observable, batch_size: int = 8192) -> np.ndarray:
+    r"""A CG model's ½[E(x) − E(x̄)] (kcal/mol) averaged over the ``frames`` in each bin of ``edges`` of a
+    two-dihedral ``surface`` (φ, ψ), with x̄ the mirror image of x (z → −z), which has (−φ, −ψ). NaN in
+    empty bins.
 
     For a model whose energy is mirror-symmetric except for terms in (φ, ψ) alone (a distance-only
     network plus a prior whose odd part is its dihedral sine terms), this is exactly the chiral part A of
@@ -168,40 +87,11 @@ def mirror_energy_asymmetry(model, frames, edges, batch_size: int = 8192) -> np.
     model = copy.deepcopy(model).double()  # float64, leaving the caller's model as it is
     flip = torch.tensor([1.0, 1.0, -1.0], dtype=torch.float64)
     half = 0.5 * (model.energy_in_batches(x, batch_size) - model.energy_in_batches(x * flip, batch_size)).numpy()
-    phi, psi = observable_values(np.asarray(frames), "ramachandran").T
+    phi, psi = surface.values(np.asarray(frames)).T
     total, _, _ = np.histogram2d(phi, psi, bins=edges, weights=half)
     count, _, _ = np.histogram2d(phi, psi, bins=edges)
     with np.errstate(invalid="ignore"):
         return np.where(count > 0, total / np.maximum(count, 1), np.nan)
-
-
-#: Alanine dipeptide basins on (φ, ψ) in degrees.
-BASINS = {
-    "αL (φ > 0)": lambda phi, psi: phi > 0,
-    "αR": lambda phi, psi: (phi <= 0) & (psi > -120) & (psi < 50),
-    "β / PII": lambda phi, psi: (phi <= 0) & ((psi >= 50) | (psi <= -120)),
-}
-
-
-def block_mean(values: np.ndarray, n_blocks: int = 10) -> tuple[float, float]:
-    """Mean and its standard error from ``n_blocks`` contiguous blocks (for correlated series)."""
-    blocks = np.array_split(np.asarray(values, dtype=float), n_blocks)
-    means = np.array([b.mean() for b in blocks if len(b)])
-    return float(means.mean()), float(means.std(ddof=1) / np.sqrt(len(means)))
-
-
-def basin_populations(frames, n_blocks: int = 10) -> dict[str, dict[str, float]]:
-    """β/PII, αR and αL populations with block errors, for time-ordered frames (..., 5, 3).
-
-    A simulation's output (n_saved, n_replicas, 5, 3) is split into blocks of replicas (which are
-    independent); a single time series into contiguous time blocks.
-    """
-    frames = np.asarray(frames)
-    if frames.ndim == 4:  # (time, replicas, beads, 3) -> replica-major, so blocks hold whole replicas
-        frames = frames.transpose(1, 0, 2, 3)
-    phi, psi = (a.ravel() for a in observable_values(frames, "ramachandran").T)
-    return {name: dict(zip(("mean", "block_error"), block_mean(f(phi, psi), n_blocks))) for name, f in BASINS.items()}
-
 
 
 def integration_by_parts_check(positions, forces, kbt: float, pairs=None, n_blocks: int = 10) -> list[dict]:

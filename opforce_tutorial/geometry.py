@@ -48,8 +48,3 @@ def dihedral(x, i: int, j: int, k: int, l: int) -> np.ndarray:  # noqa: E741
     """Dihedral angle i-j-k-l in degrees, in (−180, 180], IUPAC sign convention (numpy in and out)."""
     with torch.no_grad():
         return np.degrees(dihedral_angles(_as_tensor(x), torch.tensor([[i, j, k, l]]))[..., 0].cpu().numpy())
-
-
-def ramachandran(x) -> tuple[np.ndarray, np.ndarray]:
-    """(φ, ψ) in degrees of 5-bead alanine dipeptide frames: φ = beads 0-1-2-3, ψ = beads 1-2-3-4."""
-    return dihedral(x, 0, 1, 2, 3), dihedral(x, 1, 2, 3, 4)

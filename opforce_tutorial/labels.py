@@ -2,7 +2,7 @@
 
 Plan. From ``n`` input frames keep ``round(data_fraction · n)``, or ``n_frames`` (a seeded random subset), and draw
 ``repeats`` kernel samples from each, so that a kernel yields about as many labelled samples as the
-full set (the seed labels 10 % of the frames 10 times). The (kept frame, repeat) work items are cut into
+full set (the paper labels 10 % of the frames 10 times). The (kept frame, repeat) work items are cut into
 batches of ``batch_size``; batch ``b`` takes its randomness from its own generator seeded with
 ``seed · 1_000_003 + b``, so the labels do not depend on how batches are spread over processes, nor on
 interruptions.

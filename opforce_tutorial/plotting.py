@@ -229,15 +229,15 @@ def molecule_view(mol, bead_names):
 
 def plot_ramachandran_panels(samples: dict, kbt: float, max_kcal: float = 6.0, ncols: int = 4):
     """Free energy −k_BT log p(φ, ψ) (kcal/mol, 60 × 60 grid) of every entry of ``samples`` (frames)."""
-    from .evaluation import RAMACHANDRAN_BINS, observable_values
+    from .systems.alanine_dipeptide import RAMACHANDRAN
 
-    edges = np.linspace(-180.0, 180.0, RAMACHANDRAN_BINS + 1)
+    edges = np.linspace(-180.0, 180.0, 61)
     n = len(samples)
     ncols = min(ncols, n)
     nrows = -(-n // ncols)
     fig, axes = plt.subplots(nrows, ncols, figsize=(2.9 * ncols, 2.7 * nrows), sharex=True, sharey=True, squeeze=False)
     for ax, (name, frames) in zip(axes.flat, samples.items()):
-        rama = observable_values(frames, "ramachandran")
+        rama = RAMACHANDRAN.values(frames)
         h, *_ = np.histogram2d(rama[:, 0], rama[:, 1], bins=[edges, edges])
         with np.errstate(divide="ignore"):
             f = -kbt * np.log(h / h.sum())

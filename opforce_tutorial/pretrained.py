@@ -16,12 +16,11 @@ import os
 import platform
 import shutil
 import time
-from dataclasses import asdict, dataclass
 from pathlib import Path
-from typing import Callable
-
 import torch
 
+from . import catalog
+from .catalog import ModelSpec
 from .storage import atomic_torch_save, atomic_write, read_json, sha256, update_json
 
 MODELS_DIR = Path(__file__).resolve().parent.parent / "models"
@@ -34,36 +33,8 @@ class PretrainedError(RuntimeError):
     """A pretrained file is missing, corrupt or unknown; the message says how to rebuild it."""
 
 
-@dataclass
-class ModelSpec:
-    """How to train a registered model and how to rebuild it from its saved config."""
-
-    # (device, work_dir) -> (model, config, training, metrics, samples): samples is an array the model
-    # produced (e.g. a CG model's simulated trajectory), saved next to the weights, or None. work_dir (or
-    # None) holds the run's checkpoints and labels, so that a killed run resumes where it stopped.
-    train: Callable[[str, Path | None], tuple]
-    build: Callable[[dict], torch.nn.Module]  # config -> untrained model
-    file: str
-    # (seed, device, work_dir) -> metrics of the same training run with another seed (see :func:`replicate`)
-    replicate: Callable[[int, str, Path | None], dict] | None = None
-
-
 def _specs() -> dict[str, ModelSpec]:
-    from .kernels.flow1d import Flow1DConfig, Flow1DTraining, NoiseConditionalFlow1D, train_flow1d
-    from .systems import DoubleWellBond
-
-    def train_toy_flow(device, work_dir=None):  # half a minute: nothing to resume
-        training = Flow1DTraining()
-        flow, metrics = train_flow1d(DoubleWellBond(), training, device=device)
-        return flow, asdict(flow.config), asdict(training), metrics, None
-
-    from .ala2 import ala2_specs
-
-    return {
-        "toy1d-flow": ModelSpec(train=train_toy_flow, file="toy1d_flow.pt",
-                                build=lambda cfg: NoiseConditionalFlow1D(Flow1DConfig(**cfg))),
-        **ala2_specs(ModelSpec),
-    }
+    return catalog.specs()
 
 
 def rebuild_command(name: str) -> str:

@@ -2,7 +2,7 @@
 
 * :func:`noise_variance_figure`: a plotly figure with a slider over a precomputed grid of variances.
   It works in the static HTML book (the switching happens in the browser) and is computed, when the
-  book builds, by :func:`opforce_tutorial.bond_toy.run_study`.
+  book builds, by :func:`opforce_tutorial.chapters.bond_toy.run_study`.
 * :class:`NoiseVarianceExplorer`: an ipywidgets slider for a live kernel that recomputes the noise
   and reverse-kernel results (labels, force matching, Langevin run) at any variance the learned flow
   was trained for.
@@ -23,7 +23,7 @@ import torch
 from plotly.subplots import make_subplots
 
 from .analysis import histogram, pmf
-from .bond_toy import KERNEL_STRATEGIES, BondToySettings, run_study
+from .chapters.bond_toy import KERNEL_STRATEGIES, BondToySettings, run_study
 from .plotting import COLORS
 from .units import noise_std_from_var
 
@@ -84,7 +84,7 @@ def noise_variance_figure(study) -> go.Figure:
 class NoiseVarianceExplorer:
     """Live slider over the noise variance σ² (Å²): recomputes kernel labels, fits and simulations.
 
-    Each move runs :func:`~opforce_tutorial.bond_toy.run_study` for the kernel strategies at the new
+    Each move runs :func:`~opforce_tutorial.chapters.bond_toy.run_study` for the kernel strategies at the new
     variance (a few seconds on a laptop CPU with the default sizes) and redraws PMFs and forces.
     """
 

@@ -7,7 +7,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from opforce_tutorial.bond_toy import STRATEGIES, BondToySettings, run_study
+from opforce_tutorial.chapters.bond_toy import STRATEGIES, BondToySettings, run_study
 from opforce_tutorial.kernels import NoiseConditionalFlow1D
 from opforce_tutorial.kernels.flow1d import Flow1DConfig
 
@@ -65,7 +65,7 @@ def test_cli_models_command_verifies_shipped_files():
 
 
 def test_flow_refuses_unknown_strategy(system):
-    from opforce_tutorial.bond_toy import make_kernel
+    from opforce_tutorial.chapters.bond_toy import make_kernel
 
     with pytest.raises(ValueError, match="unknown kernel strategy"):
         make_kernel("magic", system, 0.05)

@@ -1,6 +1,5 @@
 """CG model: geometry, priors by Boltzmann inversion, the SchNet energy, force matching, evaluators."""
 
-import math
 
 import numpy as np
 import pytest

@@ -5,7 +5,8 @@ import torch
 
 from opforce_tutorial.cg.pipeline import CGRunSettings, run_label_source
 from opforce_tutorial.cg.training import ForceMatchingSettings, validation_mask
-from opforce_tutorial.evaluation import basin_populations, chain_observables, evaluate, make_reference
+from opforce_tutorial.evaluation import evaluate, make_reference, state_populations
+from opforce_tutorial.systems.alanine_dipeptide import SYSTEM, basins
 from opforce_tutorial.kernels import NoiseKernel
 from opforce_tutorial.labels import LabelSettings, label_frames
 
@@ -18,7 +19,7 @@ def test_labels_to_cg_model_to_simulation_to_evaluation(tmp_path, device):
     rng = np.random.default_rng(0)
     frames = ala2_like(2000, rng)[0].astype(np.float32)
     forces = toy_prior(5).forces(torch.as_tensor(frames, dtype=torch.float64)).float().numpy()  # stand-in reference forces
-    ref = make_reference(frames, chain_observables(5, ramachandran=True))
+    ref = make_reference(frames, SYSTEM.observables)
     labelled = label_frames(frames, NoiseKernel(0.05, KBT, mean_free=True), 300.0, tmp_path / "noise.npz",
                             LabelSettings(data_fraction=0.2, repeats=5, batch_size=500), device=device,
                             progress=False)
@@ -33,8 +34,8 @@ def test_labels_to_cg_model_to_simulation_to_evaluation(tmp_path, device):
                                val_mask=validation_mask(idx, len(frames)), device=device, progress=False)
         assert run.trajectory.shape == (10, 8, 5, 3) and np.isfinite(run.trajectory).all(), name
         assert len(run.history["val_loss"]) == 3 and np.isfinite(run.history["val_loss"]).all()
-        scores = evaluate(run.trajectory, ref, floor_draws=3)
+        scores = evaluate(run.trajectory, ref, SYSTEM.observables, floor_draws=3)
         assert all(0 <= s["js"] <= np.log(2) and s["n_samples"] == 80 for s in scores.values())
-        pops = basin_populations(run.trajectory, n_blocks=4)
+        pops = state_populations(run.trajectory, basins, n_blocks=4)
         assert abs(sum(p["mean"] for p in pops.values()) - 1) < 1e-9
         assert {f.term for f in run.prior_fits} == {"bond", "angle", "dihedral"}

@@ -224,7 +224,7 @@ def test_equilibrium_starts_are_a_seeded_random_draw_at_the_runs_temperature(tmp
 
 def _ala2_frames(phis: list[float]) -> np.ndarray:
     """5-bead frames (Å) whose φ (beads 0-1-2-3) takes the given values; ψ fixed."""
-    from opforce_tutorial.geometry import ramachandran
+    from opforce_tutorial.systems.alanine_dipeptide import ramachandran
 
     base = np.array([[0.0, 0, 0], [1.33, 0, 0], [1.9, 1.35, 0], [3.4, 1.4, 0], [4.0, 2.7, 0.3]])
     frames = []
@@ -242,7 +242,7 @@ def _ala2_frames(phis: list[float]) -> np.ndarray:
 def test_ala2_report_and_build_pool_replica_exchange_and_copies_runs(tmp_path):
     from opforce_tutorial.data.dataset import load_trajectories, thin_to_common_interval
     from opforce_tutorial.data.report import ala2_report
-    from opforce_tutorial.geometry import ramachandran
+    from opforce_tutorial.systems.alanine_dipeptide import ramachandran
 
     phis = [-80, 60, 70, -80, -75, 65, -70, -60]  # 1 ps frames: αL entries at frames 1 and 5
     x = _ala2_frames(phis)
@@ -294,7 +294,7 @@ def test_equilibrium_frames_resample_by_weight_and_keep_trajectories_in_order():
 def test_basin_weights_give_the_pool_the_replica_exchange_populations():
     from opforce_tutorial.data.dataset import Trajectory
     from opforce_tutorial.data.report import basin_weights
-    from opforce_tutorial.evaluation import basin_populations
+    from opforce_tutorial.chapters.ala2 import basin_populations
 
     remd = _ala2_frames([-80, 60, -80, -75])  # αL a quarter of the exchange frames
     plain = _ala2_frames([-80] * 7 + [70])  # the plain copy: αL an eighth

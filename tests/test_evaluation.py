@@ -3,46 +3,59 @@
 import numpy as np
 import pytest
 
-from opforce_tutorial.evaluation import (ReferenceHistograms, basin_populations, chain_observables, evaluate,
-                                         make_reference, observable_values)
+from opforce_tutorial.evaluation import (ReferenceHistograms, chain_observables, evaluate, make_reference,
+                                         observable_values, state_populations)
+from opforce_tutorial.systems.alanine_dipeptide import RAMACHANDRAN, SYSTEM, basins
 
 from chains import ala2_like
 
 
 def test_observables_are_named_by_beads_and_in_degrees():
-    names = chain_observables(5, ramachandran=True)
-    assert names[:2] == ["bond 0-1", "bond 1-2"] and "angle 1-2-3" in names and names[-1] == "ramachandran"
+    names = SYSTEM.observables
+    assert names[:2] == ("bond 0-1", "bond 1-2") and "angle 1-2-3" in names and names[-1].name == "ramachandran"
+    assert list(names[:-1]) == chain_observables(5)
     x, _ = ala2_like(200, np.random.default_rng(0))
     assert np.allclose(observable_values(x, "bond 1-2").mean(), 1.46, atol=0.01)
     assert np.allclose(observable_values(x, "angle 0-1-2").mean(), 120.0, atol=1.0)
-    rama = observable_values(x, "ramachandran")
+    rama = observable_values(x, RAMACHANDRAN)
     assert rama.shape == (200, 2) and np.allclose(rama[:, 0], observable_values(x, "dihedral 0-1-2-3"))
 
 
 def test_js_is_at_the_floor_for_the_same_distribution_and_far_above_it_for_broadened_bonds(tmp_path):
     rng = np.random.default_rng(1)
-    names = chain_observables(5, ramachandran=True)
+    names = SYSTEM.observables
     ref = make_reference(ala2_like(40_000, rng)[0], names)
     ref.save(tmp_path / "ref.npz")
     ref = ReferenceHistograms.load(tmp_path / "ref.npz")
     assert ref.n_samples == 40_000 and ref.edges["ramachandran"][0].shape == (61,)
-    same = evaluate(ala2_like(5000, rng)[0], ref)
+    same = evaluate(ala2_like(5000, rng)[0], ref, names)
     for name, r in same.items():
         assert r["js"] < 3 * r["js_floor"] + 1e-3, (name, r)
-    broad = evaluate(ala2_like(5000, rng, bond_std=0.1)[0], ref, ["bond 0-1", "ramachandran"])
+    broad = evaluate(ala2_like(5000, rng, bond_std=0.1)[0], ref, ["bond 0-1", RAMACHANDRAN])
     assert broad["bond 0-1"]["js"] > 10 * broad["bond 0-1"]["js_floor"]
     assert broad["ramachandran"]["js"] < 3 * broad["ramachandran"]["js_floor"] + 1e-3  # dihedrals unchanged
+
+
+def test_an_observable_the_system_owns_must_be_passed_in():
+    """The evaluators assume no system: a reference with the Ramachandran plane is scored with its Observable."""
+    x, _ = ala2_like(500, np.random.default_rng(3))
+    ref = make_reference(x, SYSTEM.observables)
+    with pytest.raises(ValueError, match="not a chain observable.*RAMACHANDRAN"):
+        evaluate(x, ref)
+    with pytest.raises(ValueError, match="no histogram of 'dihedral 0-1-2-3'"):
+        evaluate(x, make_reference(x, ["bond 0-1"]), ["dihedral 0-1-2-3"])
+    assert set(evaluate(x, ref, SYSTEM.observables)) == set(ref.probabilities)
 
 
 def test_basin_populations_with_block_errors():
     rng = np.random.default_rng(2)
     x, which = ala2_like(20_000, rng, basins=((-75.0, -40.0, 0.3), (-150.0, 150.0, 0.6), (60.0, 40.0, 0.1)))
-    pops = basin_populations(x)
+    pops = state_populations(x, basins)
     assert pops["αL (φ > 0)"]["mean"] == pytest.approx((which == 2).mean(), abs=0.01)
     assert sum(p["mean"] for p in pops.values()) == pytest.approx(1.0)
     assert 0 < pops["αR"]["block_error"] < 0.02
     sim = x.reshape(1000, 20, 5, 3)  # (time, replicas, beads, 3)
-    assert basin_populations(sim)["αR"]["mean"] == pytest.approx(pops["αR"]["mean"])
+    assert state_populations(sim, basins)["αR"]["mean"] == pytest.approx(pops["αR"]["mean"])
 
 
 def test_integration_by_parts_identity_holds_for_exact_forces_and_flags_wrong_ones():
@@ -110,7 +123,7 @@ def test_mirror_energy_asymmetry_of_a_distance_network_is_the_priors_sine_part()
     x = chain_from_internal(np.full((3, 4), 1.5), np.full((3, 3), 1.9), angles)
     edges = [np.linspace(-180.0, 180.0, 61)] * 2
     model = CGModel(toy_prior(), SchNetEnergy(SchNetConfig(bead_types=[0, 1, 2, 3, 4], hidden=8, n_rbf=8)))
-    grid = mirror_energy_asymmetry(model, x, edges)
+    grid = mirror_energy_asymmetry(model, x, edges, RAMACHANDRAN)
     n = np.arange(1, 4)
     odd = -0.2 * np.sin(angles[:, :, None] * n).sum((1, 2))  # toy prior: dihedral_sin = −0.2 for n = 1, 2, 3
     i, j = (np.digitize(np.degrees(angles[:, k]), edges[0]) - 1 for k in (0, 1))

@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 
 from opforce_tutorial.data.dataset import DatasetError, Trajectory, load_dataset, load_trajectories
-from opforce_tutorial.data.folding import (analyse_folding, block_bootstrap, folded_reference, folding_msm, read_ca_pdb, rmsd,
+from opforce_tutorial.data.folding import (block_bootstrap, folded_reference, folding_msm, read_ca_pdb, rmsd,
                                            smallest_good_dimension, superpose, tica_dimension_scores, write_ca_pdb,
                                            write_folding_results)
 from opforce_tutorial.data.report import count_transitions

@@ -3,7 +3,7 @@
 import pytest
 import torch
 
-from opforce_tutorial.bond_toy import BondToySettings, fit_strategy
+from opforce_tutorial.chapters.bond_toy import BondToySettings, fit_strategy
 
 SETTINGS = BondToySettings(n_data=100_000)
 NOISE_STD = 0.05

@@ -14,7 +14,9 @@ from pathlib import Path
 
 import numpy as np
 
+from ..observables import chain_observables, make_reference
 from ..storage import atomic_write, read_json, sha256, update_json
+from ..systems import CG_SYSTEMS
 
 DATA_DIR = Path(__file__).resolve().parent.parent.parent / "data"
 
@@ -96,10 +98,6 @@ class CGDataset:
         return top
 
 
-BUILD_COMMANDS = {"ala2": "opforce data build ala2 data/runs/ala2_*",
-                  "cln025": "opforce data build cln025 data/runs/cln025_340K_*"}
-
-
 @dataclass
 class Trajectory:
     positions: np.ndarray  # (frames, beads, 3) Å
@@ -166,7 +164,7 @@ def build_dataset(name: str, run_dirs: list[str | Path], bead_names: list[str], 
     """
     trajs = thin_to_common_interval(load_trajectories(run_dirs) if trajectories is None else trajectories)
     systems = {t.system for t in trajs if t.system is not None}
-    if len(systems) > 1 or (name in BUILD_COMMANDS and systems - {name}):
+    if len(systems) > 1 or (name in CG_SYSTEMS and systems - {name}):
         raise DatasetError(f"the runs simulated {sorted(systems)}, not one molecule {name!r}: pass only {name} runs")
     if len({t.positions.shape[1] for t in trajs} | {len(bead_names)}) > 1:
         raise DatasetError(f"{len(bead_names)} bead names for runs with {sorted({t.positions.shape[1] for t in trajs})} "
@@ -188,19 +186,19 @@ def build_dataset(name: str, run_dirs: list[str | Path], bead_names: list[str], 
     atomic_write(path, lambda f: np.savez_compressed(f, **arrays))
     registry_path = data_dir / "registry.json"
     registry = {}
-    registry[name] = {"file": path.name, "sha256": sha256(path), "command": BUILD_COMMANDS.get(name, ""),
+    registry[name] = {"file": path.name, "sha256": sha256(path), "command": build_command(name),
                       "runs": [str(Path(r)) for r in sorted(run_dirs)], "n_frames": len(positions),
                       "n_trajectories": len(trajs), "temperature_K": trajs[0].temperature,
                       "save_interval_ps": trajs[0].save_interval_ps, "created": time.strftime("%Y-%m-%d"),
                       **(provenance or {})}
-    # small saved reference histograms of every observable, so chapters evaluate without the dataset
-    from ..evaluation import chain_observables, make_reference
-
+    # small saved reference histograms of every observable the system owns, so chapters evaluate without
+    # the dataset (a dataset of no known system: its chain observables)
     hist_path = data_dir / f"{name}_histograms.npz"
-    observables = chain_observables(positions.shape[1], ramachandran=name == "ala2")  # φ/ψ: the ala2 backbone map
+    system = CG_SYSTEMS.get(name)
+    observables = system.observables if system else chain_observables(positions.shape[1])
     make_reference(positions, observables, weights).save(hist_path)  # equilibrium-weighted when weights exist
     registry[f"{name}-histograms"] = {"file": hist_path.name, "sha256": sha256(hist_path),
-                                      "command": BUILD_COMMANDS.get(name, ""), "made_from": path.name,
+                                      "command": build_command(name), "made_from": path.name,
                                       "weighted": weights is not None, "created": time.strftime("%Y-%m-%d")}
     update_json(registry_path, lambda entries: entries.update(registry))  # locked, atomic
     return registry[name]
@@ -215,9 +213,15 @@ def registry_entry(name: str, data_dir: Path = DATA_DIR) -> dict:
     return registry[name]
 
 
+def build_command(name: str) -> str:
+    """The command that rebuilds dataset ``name`` (its system's; empty for a dataset of no known system)."""
+    system = CG_SYSTEMS.get(name)
+    return system.build_command if system else ""
+
+
 def _fix(name: str) -> str:
     system = name.split("-")[0]
-    return f"regenerate it with `{BUILD_COMMANDS.get(system, 'opforce data build ' + system)}` (see data/README.md)"
+    return f"regenerate it with `{build_command(system) or 'opforce data build ' + system}` (see data/README.md)"
 
 
 def verified_path(name: str, data_dir: Path = DATA_DIR) -> Path:

@@ -490,7 +490,7 @@ def write_folding_results(run_dirs: list, residue_names: list[str], data_dir=Non
     import time
 
     from ..storage import atomic_write_json, sha256, update_json
-    from .dataset import DATA_DIR, BUILD_COMMANDS, build_dataset
+    from .dataset import DATA_DIR, build_command, build_dataset
 
     data_dir = DATA_DIR if data_dir is None else data_dir
     data_dir.mkdir(parents=True, exist_ok=True)
@@ -506,7 +506,7 @@ def write_folding_results(run_dirs: list, residue_names: list[str], data_dir=Non
                                       "msm_folded_fraction_std": report["msm"]["folded_fraction_std"],
                                       "msm_folded_fraction_bootstrap_std": report["msm"]["folded_fraction_bootstrap_std"],
                                       "msm_implied_timescales_converged": report["msm"]["implied_timescales_converged"]})
-    entries = {key: {"file": path.name, "sha256": sha256(path), "command": BUILD_COMMANDS["cln025"],
+    entries = {key: {"file": path.name, "sha256": sha256(path), "command": build_command("cln025"),
                      "created": time.strftime("%Y-%m-%d")}
                for key, path in (("cln025-folded-reference", pdb), ("cln025-folding-report", report_path))}
     update_json(data_dir / "registry.json", lambda registry: registry.update(entries))  # locked, atomic

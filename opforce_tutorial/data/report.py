@@ -12,8 +12,8 @@ from pathlib import Path
 
 import numpy as np
 
-from ..evaluation import BASINS, basin_populations
-from ..geometry import ramachandran
+from ..analysis import state_populations
+from ..systems.alanine_dipeptide import BASINS, basins, ramachandran
 
 
 def committed_states(in_a: np.ndarray, in_b: np.ndarray) -> np.ndarray:
@@ -66,12 +66,12 @@ def ala2_report(run_dirs: list[str | Path], n_blocks: int = 10, trajectories: li
     for entry in report["runs"].values():
         frames = np.concatenate(entry.pop("frames"))
         entry["ns"] = round(entry["ns"], 3)
-        entry["populations"] = basin_populations(frames, n_blocks)
+        entry["populations"] = state_populations(frames, basins, n_blocks)
     report["total_ns"] = round(sum(r["ns"] for r in report["runs"].values()), 3)
     report["alphaL_visits"] = sum(r["alphaL_visits"] for r in report["runs"].values())
     exchange = [t for t in thinned_all if t.replica_exchange] or thinned_all
     report["populations_from"] = sorted({t.source.split("/")[0] for t in exchange})
-    report["populations"] = basin_populations(np.concatenate([t.positions for t in exchange]), n_blocks)
+    report["populations"] = state_populations(np.concatenate([t.positions for t in exchange]), basins, n_blocks)
     return report
 
 

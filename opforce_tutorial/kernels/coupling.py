@@ -66,7 +66,7 @@ _LOG_2PI = math.log(2.0 * math.pi)
 
 @dataclass
 class CouplingFlowConfig:
-    """Architecture of :class:`CouplingFlow` (lengths in Å). Defaults follow the seed's chignolin setting."""
+    """Architecture of :class:`CouplingFlow` (lengths in Å). Defaults follow the authors' reference implementation for chignolin."""
 
     bead_types: list[int]
     n_coupling_layers: int = 8
@@ -323,7 +323,7 @@ def random_rotations(n: int, dtype=torch.float32, device=None, generator: torch.
 
 @dataclass
 class CouplingTraining:
-    """Maximum-likelihood training settings (the seed: Adam, lr 5e-4, batch 512)."""
+    """Maximum-likelihood training settings (the authors' reference implementation: Adam, lr 5e-4, batch 512)."""
 
     noise_std: float
     n_steps: int = 20_000

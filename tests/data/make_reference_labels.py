@@ -13,7 +13,8 @@ import numpy as np
 import torch
 
 from opforce_tutorial.data.dataset import load_dataset
-from opforce_tutorial import ala2, pretrained
+from opforce_tutorial import pretrained
+from opforce_tutorial.chapters import ala2
 from opforce_tutorial.units import kbt
 
 FLOWS = (("coupling", 0.05), ("coupling", 0.1), ("cnf", 0.05), ("cnf", 0.1))

@@ -24,14 +24,15 @@ import numpy as np
 import pandas as pd
 import torch
 
-from .analysis import histogram, js_divergence, js_floor
-from .forcefield import BondEnergy1D, FitReport, fit_force_matching
-from .kernels import NoiseKernel, ReverseNoiseKernel, keep_finite
-from .simulation import simulate_langevin
-from .systems.toy1d import DoubleWellBond, ExactDenoisingPosterior
-from .units import noise_std_from_var
+from ..analysis import histogram, js_divergence, js_floor
+from ..catalog import ModelSpec
+from ..forcefield import BondEnergy1D, FitReport, fit_force_matching
+from ..kernels import NoiseKernel, ReverseNoiseKernel, keep_finite
+from ..simulation import simulate_langevin
+from ..systems.toy1d import DoubleWellBond, ExactDenoisingPosterior
+from ..units import noise_std_from_var
 
-#: The noise variances (Å²) of the book's static slider: σ from 0.01 to 0.1 Å, the seed's σ = 0.05 Å included.
+#: The noise variances (Å²) of the book's static slider: σ from 0.01 to 0.1 Å, the paper's σ = 0.05 Å included.
 NOISE_VARS = (1e-4, 2.5e-4, 5e-4, 1e-3, 1.5e-3, 2.5e-3, 4e-3, 6.25e-3, 1e-2)
 STRATEGIES = ("reference", "noise", "reverse (exact posterior)", "reverse (learned flow)")
 KERNEL_STRATEGIES = STRATEGIES[1:]
@@ -177,3 +178,18 @@ def run_study(system: DoubleWellBond, noise_vars=NOISE_VARS, flow=None, settings
     edges = np.linspace(*settings.hist_range, settings.n_bins + 1)
     table = score(system, results, simulated, edges, system.sample(20_000, generator=gen))
     return BondToyStudy(system, settings, x, results, simulated, edges, table)
+
+
+def recipes() -> dict[str, ModelSpec]:
+    """Chapter 1's recipe for the catalog (:mod:`opforce_tutorial.catalog`): the learned 1D flow."""
+    from dataclasses import asdict
+
+    from ..kernels.flow1d import Flow1DConfig, Flow1DTraining, NoiseConditionalFlow1D, train_flow1d
+
+    def train_toy_flow(device, work_dir=None):  # half a minute: nothing to resume
+        training = Flow1DTraining()
+        flow, metrics = train_flow1d(DoubleWellBond(), training, device=device)
+        return flow, asdict(flow.config), asdict(training), metrics, None
+
+    return {"toy1d-flow": ModelSpec(train=train_toy_flow, file="toy1d_flow.pt",
+                                    build=lambda cfg: NoiseConditionalFlow1D(Flow1DConfig(**cfg)))}

@@ -24,22 +24,24 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from .cg import ForceMatchingSettings, PriorEnergy, SchNetConfig, SchNetEnergy, fit_priors
-from .cg.network import CGModel
-from .cg.pipeline import CGRunSettings, run_label_source, simulate_cg
-from .cg.training import validation_mask
-from .data.dataset import load_dataset, registry_entry, verified_path
-from .data.report import count_transitions
-from .evaluation import (BASINS, ReferenceHistograms, basin_populations, chain_observables,
-                         dihedral_integration_by_parts_check, evaluate, observable_values)
-from .kernels import NoiseKernel, ReverseNoiseKernel
-from .kernels.cnf import SMALL_EGNN, CNFDensity, memory_budget_gb, CNFTraining, EGNNConfig, EGNNVectorField, train_cnf
-from .kernels.coupling import SMALL_COUPLING, CouplingFlow, CouplingFlowConfig, CouplingTraining, train_coupling_flow
-from .labels import LabelSettings, label_frames
-from .units import kbt as thermal_energy
+from ..cg import ForceMatchingSettings, PriorEnergy, SchNetConfig, SchNetEnergy, fit_priors
+from ..cg.network import CGModel
+from ..cg.pipeline import CGRunSettings, run_label_source, simulate_cg
+from ..catalog import ModelSpec
+from ..cg.training import validation_mask
+from ..data.dataset import load_dataset, registry_entry, verified_path
+from ..data.report import count_transitions
+from ..evaluation import (ReferenceHistograms, chain_observables, dihedral_integration_by_parts_check, evaluate,
+                          state_populations)
+from ..kernels import NoiseKernel, ReverseNoiseKernel
+from ..kernels.cnf import SMALL_EGNN, CNFDensity, memory_budget_gb, CNFTraining, EGNNConfig, EGNNVectorField, train_cnf
+from ..kernels.coupling import SMALL_COUPLING, CouplingFlow, CouplingFlowConfig, CouplingTraining, train_coupling_flow
+from ..labels import LabelSettings, label_frames
+from ..systems.alanine_dipeptide import BASINS, SYSTEM, basins, ramachandran
+from ..units import kbt as thermal_energy
 
-#: The chapter's noise levels (Å). 0.05 Å is the seed's σ; the stiffest ala2 bonds fluctuate by about
-#: 0.025 Å at 300 K, about the Cα–Cα bond fluctuation of the seed's chignolin, so 0.05 Å keeps the seed's
+#: The chapter's noise levels (Å). 0.05 Å is the paper's σ; the stiffest ala2 bonds fluctuate by about
+#: 0.025 Å at 300 K, about the Cα–Cα bond fluctuation of the paper's chignolin, so 0.05 Å keeps the paper's
 #: ratio of noise to bond width; 0.1 Å doubles it.
 NOISE_STDS = (0.05, 0.1)
 SOURCES = ("reference", "noise", "coupling", "cnf")
@@ -53,7 +55,7 @@ COUPLING_CONFIG = dict(SMALL_COUPLING, coordinates="bonds", invariant_features=T
 #: Kernel outputs scored by :func:`kernel_output_js` (the output gate): 4 000 frames, one draw each.
 OUTPUT_LABELS = LabelSettings(n_frames=4_000, repeats=1, batch_size=256, seed=0)
 #: Every label source gets the same budget of 40 000 labels, whatever the size of the dataset: a kernel,
-#: the CNF included, labels 4 000 frames drawn at random 10 times (the seed's 10 draws per frame); the
+#: the CNF included, labels 4 000 frames drawn at random 10 times (the paper's 10 draws per frame); the
 #: reference source takes 40 000 frames with their forces. CNF labels are the costly ones (a backward ODE
 #: solve whose exact divergence is differentiated again): ~18 ms each on the 2-core CPU, ~12 minutes in all.
 LABELS = LabelSettings(n_frames=4_000, repeats=10, batch_size=256, seed=0)
@@ -124,7 +126,13 @@ def reference_histograms() -> ReferenceHistograms:
 
 def score(trajectory, reference: ReferenceHistograms) -> dict:
     """JS divergences (with floors) of every observable and basin populations of a CG trajectory."""
-    return {"js": evaluate(trajectory, reference), "populations": basin_populations(trajectory)}
+    return {"js": evaluate(trajectory, reference, SYSTEM.observables), "populations": basin_populations(trajectory)}
+
+
+def basin_populations(frames, n_blocks: int = 10) -> dict[str, dict[str, float]]:
+    """β/PII, αR and αL populations with block errors (:func:`~opforce_tutorial.evaluation.state_populations`
+    of alanine dipeptide's :func:`~opforce_tutorial.systems.alanine_dipeptide.basins`)."""
+    return state_populations(frames, basins, n_blocks)
 
 
 def prior_only_trajectory(ds=None, prior=None, progress: bool = False) -> np.ndarray:
@@ -154,7 +162,7 @@ def basin_exchange(trajectory) -> dict:
     if traj.ndim != 4 or traj.shape[2:] != (5, 3):
         raise ValueError(f"expected a simulation of shape (time, replicas, 5, 3), got {traj.shape}")
     n_time, n_rep = traj.shape[:2]
-    phi, psi = observable_values(traj.reshape(-1, 5, 3), "ramachandran").T
+    phi, psi = ramachandran(traj.reshape(-1, 5, 3))
     phi, psi = phi.reshape(n_time, n_rep), psi.reshape(n_time, n_rep)
     in_ar, in_b = BASINS["αR"](phi, psi), BASINS["β / PII"](phi, psi)
     exits = entries = ar_b = 0
@@ -199,7 +207,7 @@ def long_run(model: CGModel, ns: float = 1.0, device="cpu", progress: bool = Tru
     """A chapter CG model simulated as its registration did (:data:`CG_SETTINGS`, seed 0: the same 64
     starting frames) but for ``ns`` nanoseconds per replica.
 
-    Returns its :func:`basin_exchange` and :func:`~opforce_tutorial.evaluation.basin_populations`
+    Returns its :func:`basin_exchange` and :func:`basin_populations`
     (fractions with block errors over the replicas). At 2 fs and 20 000 replica-steps/s (this chapter's
     model on one CPU core) 1 ns of 64 replicas takes about half an hour; with ``checkpoint`` a killed run
     resumes.
@@ -221,7 +229,7 @@ def record_long_run(name: str, ns: float = 1.0, device="cpu", models_dir: Path |
 
     import shutil
 
-    from .pretrained import MODELS_DIR, device_name, load, record_entry, work_dir
+    from ..pretrained import MODELS_DIR, device_name, load, record_entry, work_dir
 
     models_dir = MODELS_DIR if models_dir is None else models_dir
     model, registered = load(name, models_dir)
@@ -240,7 +248,7 @@ def record_long_run(name: str, ns: float = 1.0, device="cpu", models_dir: Path |
 def long_runs(models_dir: Path | None = None) -> dict:
     """``{model name: {ns: entry}}`` of the recorded :func:`record_long_run` results that belong to the
     registered weights (a retrained model leaves its older long runs out)."""
-    from .pretrained import MODELS_DIR, read_registry, replicates_of
+    from ..pretrained import MODELS_DIR, read_registry, replicates_of
 
     models_dir = MODELS_DIR if models_dir is None else models_dir
     current = replicates_of(read_registry(models_dir / "registry.json"), read_registry(models_dir / LONG_RUNS))
@@ -289,7 +297,7 @@ def seed_metrics(models_registry: dict | None = None, replicates: dict | None = 
     """
     import pandas as pd
 
-    from .pretrained import read_registry, read_replicates, replicates_of
+    from ..pretrained import read_registry, read_replicates, replicates_of
 
     registry = read_registry() if models_registry is None else models_registry
     replicates = replicates_of(registry, read_replicates() if replicates is None else replicates)
@@ -371,7 +379,7 @@ def models_trained_on_other_data(models_registry: dict | None = None) -> list[st
     Every flow and CG model records the sha256 of the dataset it was trained on; after the dataset is
     rebuilt (more MD) these are the models ``opforce pretrain`` should retrain.
     """
-    from .pretrained import read_registry
+    from ..pretrained import read_registry
 
     registry = read_registry() if models_registry is None else models_registry
     current = _dataset_sha()
@@ -410,7 +418,7 @@ def _cg_run(ds, source: str, noise_std: float | None, flow, seed: int, device, d
 
 def _train_cg(source: str, noise_std: float | None, dihedral_hidden: int = 0):
     def train(device, work_dir=None):
-        from .pretrained import load_or_train
+        from ..pretrained import load_or_train
 
         flow = load_or_train(kernel_name(source, noise_std), device=device) if source in ("coupling", "cnf") else None
         flow = None if flow is None else flow.to(device)
@@ -438,8 +446,9 @@ def _build_cg(config: dict) -> CGModel:
     return CGModel(PriorEnergy(config["n_beads"], config["n_fourier"]), SchNetEnergy(SchNetConfig(**config["schnet"])))
 
 
-def ala2_specs(model_spec) -> dict:
-    """Registry entries of chapter 2 (``model_spec`` is :class:`~opforce_tutorial.pretrained.ModelSpec`)."""
+def recipes() -> dict[str, ModelSpec]:
+    """Chapter 2's recipes for the catalog (:mod:`opforce_tutorial.catalog`): flows and CG models."""
+    model_spec = ModelSpec
     specs = {}
     for sigma in NOISE_STDS:
         specs[kernel_name("coupling", sigma)] = model_spec(
