@@ -27,7 +27,7 @@ ODE report each label's cost and error estimate (``kernel.last_costs``); they ar
 from __future__ import annotations
 
 import contextlib
-import hashlib
+
 import json
 import os
 import shutil
@@ -40,7 +40,7 @@ import torch
 
 from .kernels.base import keep_finite
 from .checks import check_frames, check_temperature
-from .storage import atomic_savez, atomic_write_json, locked, remove_stale_temporaries
+from .storage import array_sha256, atomic_savez, atomic_write_json, locked, remove_stale_temporaries
 
 
 #: A kernel's ``last_costs`` keys → the per-label arrays of a labelled set.
@@ -99,10 +99,6 @@ def kernel_description(kernel) -> dict:
             if owner is not None and hasattr(owner, attr) and key not in out:
                 out[key] = getattr(owner, attr)
     return out
-
-
-def array_sha256(a: np.ndarray) -> str:
-    return hashlib.sha256(np.ascontiguousarray(a).tobytes()).hexdigest()
 
 
 def _distributed(device: torch.device):

@@ -21,7 +21,7 @@ import torch
 
 from . import catalog
 from .catalog import ModelSpec
-from .storage import atomic_torch_save, atomic_write, read_json, sha256, update_json
+from .storage import atomic_torch_save, atomic_write, read_json, register, sha256, update_json, verified
 
 MODELS_DIR = Path(__file__).resolve().parent.parent / "models"
 REGISTRY = MODELS_DIR / "registry.json"
@@ -79,13 +79,7 @@ _TRAINED: dict[str, tuple] = {}  # models trained in this process: name -> (mode
 
 
 def _verified(path: Path, expected: str, fix: str) -> Path:
-    if not path.exists():
-        raise PretrainedError(f"pretrained file {path} is missing; {fix}")
-    digest = sha256(path)
-    if digest != expected:
-        raise PretrainedError(f"pretrained file {path} is corrupt: sha256 {digest} does not match the registry's "
-                              f"{expected}; {fix}")
-    return path
+    return verified(path, expected, "pretrained file", fix, PretrainedError)
 
 
 def load_samples(name: str, models_dir: Path = MODELS_DIR):
@@ -159,7 +153,7 @@ def pretrain(name: str, device: str = "cpu", models_dir: Path = MODELS_DIR) -> d
         "created": time.strftime("%Y-%m-%d"),
     }
     # several `opforce pretrain` processes may finish at once: one locked, atomic read-modify-write
-    update_json(models_dir / "registry.json", lambda registry: registry.__setitem__(name, entry))
+    register(models_dir / "registry.json", {name: entry})
     shutil.rmtree(work, ignore_errors=True)
     return entry
 

@@ -26,6 +26,7 @@ from typing import Callable
 import torch
 from tqdm.auto import tqdm
 
+from .storage import array_sha256
 from .units import KCAL_PER_MOL_PER_AMU_IN_A2_PER_PS2
 
 
@@ -67,7 +68,6 @@ class _Checkpoint:
     """Resumable state of one simulation (see :func:`simulate_langevin`)."""
 
     def __init__(self, path, every, x0, masses, kbt, dt, friction, n_steps, save_every, burn_in):
-        import hashlib
         import json
 
         import numpy as np
@@ -75,7 +75,7 @@ class _Checkpoint:
         if every < 1:
             raise ValueError(f"checkpoint_every must be at least 1, got {every}")
         self.path, self.every = str(path), every
-        digest = hashlib.sha256(np.ascontiguousarray(x0.detach().cpu().numpy()).tobytes()).hexdigest()
+        digest = array_sha256(x0.detach().cpu().numpy())
         self.made_by = json.dumps({"x0_sha256": digest, "masses": np.asarray(torch.as_tensor(masses).cpu()).tolist(),
                                    "kbt": kbt, "dt": dt, "friction": friction, "n_steps": n_steps,
                                    "save_every": save_every, "burn_in": burn_in}, sort_keys=True)

@@ -29,6 +29,29 @@ def sha256(path: Path) -> str:
     return h.hexdigest()
 
 
+def array_sha256(a) -> str:
+    """Hex sha256 of an array's bytes (C order): what a run or checkpoint records of its inputs."""
+    return hashlib.sha256(np.ascontiguousarray(a).tobytes()).hexdigest()
+
+
+def verified(path: str | Path, expected_sha256: str, what: str, fix: str, error: type[Exception] = ValueError) -> Path:
+    """``path`` after checking that it exists and has ``expected_sha256``: the one verifier of every shipped
+    file (data, weights, saved samples). Raises ``error`` naming ``what`` the file is and the ``fix``."""
+    path = Path(path)
+    if not path.exists():
+        raise error(f"{what} {path} is missing; {fix}")
+    digest = sha256(path)
+    if digest != expected_sha256:
+        raise error(f"{what} {path} is corrupt: sha256 {digest} does not match the registry's {expected_sha256}; {fix}")
+    return path
+
+
+def register(registry: str | Path, entries: dict[str, dict]) -> None:
+    """Set ``{name: entry}`` in a registry file: the one writer of every ``registry.json`` (one locked,
+    atomic read-modify-write, so parallel commands lose no entry)."""
+    update_json(registry, lambda current: current.update(entries))
+
+
 def _temporary(path: Path) -> Path:
     return path.with_name(f".{path.name}.{os.getpid()}.tmp")
 

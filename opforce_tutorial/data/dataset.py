@@ -15,7 +15,7 @@ from pathlib import Path
 import numpy as np
 
 from ..observables import chain_observables, make_reference
-from ..storage import atomic_write, read_json, sha256, update_json
+from ..storage import atomic_write, read_json, register, sha256, verified
 from ..systems import CG_SYSTEMS
 
 DATA_DIR = Path(__file__).resolve().parent.parent.parent / "data"
@@ -200,7 +200,7 @@ def build_dataset(name: str, run_dirs: list[str | Path], bead_names: list[str], 
     registry[f"{name}-histograms"] = {"file": hist_path.name, "sha256": sha256(hist_path),
                                       "command": build_command(name), "made_from": path.name,
                                       "weighted": weights is not None, "created": time.strftime("%Y-%m-%d")}
-    update_json(registry_path, lambda entries: entries.update(registry))  # locked, atomic
+    register(registry_path, registry)
     return registry[name]
 
 
@@ -227,12 +227,7 @@ def _fix(name: str) -> str:
 def verified_path(name: str, data_dir: Path = DATA_DIR) -> Path:
     """Path of a registered data file after checking that it exists and matches its sha256."""
     entry = registry_entry(name, data_dir)
-    path = data_dir / entry["file"]
-    if not path.exists():
-        raise DatasetError(f"data file {path} is missing; {_fix(name)}")
-    if sha256(path) != entry["sha256"]:
-        raise DatasetError(f"data file {path} is corrupt (sha256 mismatch with {data_dir / 'registry.json'}); {_fix(name)}")
-    return path
+    return verified(data_dir / entry["file"], entry["sha256"], "data file", _fix(name), DatasetError)
 
 
 def load_dataset(name: str, data_dir: Path = DATA_DIR) -> CGDataset:

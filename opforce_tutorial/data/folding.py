@@ -489,7 +489,7 @@ def write_folding_results(run_dirs: list, residue_names: list[str], data_dir=Non
     ``cln025_folding.json``, all registered with their sha256 in ``data/registry.json``."""
     import time
 
-    from ..storage import atomic_write_json, sha256, update_json
+    from ..storage import atomic_write_json, register, sha256
     from .dataset import DATA_DIR, build_command, build_dataset
 
     data_dir = DATA_DIR if data_dir is None else data_dir
@@ -509,5 +509,5 @@ def write_folding_results(run_dirs: list, residue_names: list[str], data_dir=Non
     entries = {key: {"file": path.name, "sha256": sha256(path), "command": build_command("cln025"),
                      "created": time.strftime("%Y-%m-%d")}
                for key, path in (("cln025-folded-reference", pdb), ("cln025-folding-report", report_path))}
-    update_json(data_dir / "registry.json", lambda registry: registry.update(entries))  # locked, atomic
+    register(data_dir / "registry.json", entries)
     return entry

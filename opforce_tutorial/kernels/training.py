@@ -3,7 +3,6 @@ checkpoint/resume with atomic writes and safe loading."""
 
 from __future__ import annotations
 
-import hashlib
 import json
 import os
 from dataclasses import asdict, is_dataclass
@@ -11,7 +10,7 @@ from dataclasses import asdict, is_dataclass
 import numpy as np
 import torch
 
-from ..storage import atomic_torch_save
+from ..storage import array_sha256, atomic_torch_save
 
 
 class CheckpointMismatch(ValueError):
@@ -24,8 +23,7 @@ def fingerprint(settings, model, *arrays) -> str:
     return json.dumps({"settings": asdict(settings) if is_dataclass(settings) else repr(settings),
                        "model": type(model).__name__,
                        "config": asdict(config) if is_dataclass(config) else repr(config),
-                       "data_sha256": [hashlib.sha256(np.ascontiguousarray(np.asarray(a, dtype=np.float32))
-                                                      .tobytes()).hexdigest() for a in arrays]}, sort_keys=True,
+                       "data_sha256": [array_sha256(np.asarray(a, dtype=np.float32)) for a in arrays]}, sort_keys=True,
                       default=str)
 
 
