@@ -32,7 +32,7 @@ from opforce_tutorial.storage import read_json, update_json
 
 OUT = Path(__file__).resolve().parent / "results" / "ala2_ablation.json"
 MACHINE = f"{platform.machine()}, {os.cpu_count()} cores, torch {torch.__version__}, 1 torch thread"
-FM = ala2.CG_SETTINGS.force_matching
+FM = ala2.STUDY.cg.force_matching
 
 
 def _all_frames(ds) -> LabelSettings:
@@ -125,7 +125,7 @@ def run_cg_variant(name: str, device="cpu") -> dict:
 
         flow = load_or_train(ala2.kernel_name(source, sigma), device=device)
     t0 = time.perf_counter()
-    _, metrics, _ = ala2._cg_run(ds, source, sigma, flow, 0, device, label_settings=labels(ds), cg_settings=cg)
+    _, metrics, _ = ala2.STUDY.cg_run(ds, source, sigma, flow, 0, device, label_settings=labels(ds), cg_settings=cg)
     return {"change": change, "n_labels": metrics["n_labels"], "best_step": metrics["best_step"],
             "best_val_force_mse": metrics["best_val_force_mse"], **summary(metrics["js"]),
             "populations": metrics["populations"], "wall_s": round(time.perf_counter() - t0, 1)}

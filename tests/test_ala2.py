@@ -1,10 +1,12 @@
 """Chapter 2's pipeline through the registry, on the shipped dataset with tiny settings."""
 
+from dataclasses import replace
+
 import numpy as np
 import torch
 import pytest
 
-from opforce_tutorial import pretrained
+from opforce_tutorial import pretrained, study
 from opforce_tutorial.chapters import ala2
 from opforce_tutorial.cg.pipeline import CGRunSettings
 from opforce_tutorial.cg.training import ForceMatchingSettings
@@ -14,9 +16,9 @@ from opforce_tutorial.labels import LabelSettings
 
 @pytest.fixture
 def tiny(monkeypatch):
-    monkeypatch.setattr(ala2, "COUPLING_STEPS", 10)
-    monkeypatch.setattr(ala2, "LABELS", LabelSettings(0.01, 2, 64))
-    monkeypatch.setattr(ala2, "CG_SETTINGS", CGRunSettings(hidden=8, n_rbf=8, n_replicas=4, n_steps=200, save_every=50,
+    monkeypatch.setitem(ala2.STUDY.flows, "coupling", replace(ala2.STUDY.flows["coupling"], n_steps=10))
+    monkeypatch.setattr(ala2.STUDY, "labels", LabelSettings(0.01, 2, 64))
+    monkeypatch.setattr(ala2.STUDY, "cg", CGRunSettings(hidden=8, n_rbf=8, n_replicas=4, n_steps=200, save_every=50,
                                                            burn_in=0, force_matching=ForceMatchingSettings(
                                                                n_steps=20, eval_every=10, batch_size=32)))
     monkeypatch.setattr(pretrained, "_TRAINED", {})
@@ -36,13 +38,13 @@ def test_cg_model_of_the_coupling_kernel_trains_its_kernel_once_and_scores(tiny)
 
 def test_pretrain_chain_labels_with_the_flow_it_saved(tiny, tmp_path, monkeypatch):
     trainings = []
-    train_flow = ala2.train_coupling_flow
+    train_flow = study.train_coupling_flow
 
     def counted(*args, **kwargs):
         trainings.append(1)
         return train_flow(*args, **kwargs)
 
-    monkeypatch.setattr(ala2, "train_coupling_flow", counted)
+    monkeypatch.setattr(study, "train_coupling_flow", counted)
     pretrained.pretrain("ala2-coupling-0.05", models_dir=tmp_path)
     saved = pretrained._TRAINED["ala2-coupling-0.05"][0]
     pretrained.pretrain(ala2.cg_name("coupling", 0.05), models_dir=tmp_path)  # OPFORCE_TRAIN=always, as on a GPU
@@ -66,7 +68,7 @@ def test_every_chapter_object_is_registered_with_a_rebuild_command():
 
 
 def test_models_trained_on_other_data_are_named():
-    current = ala2._dataset_sha()
+    current = ala2.STUDY.dataset_sha256()
     registry = {"ala2-cg-reference": {"metrics": {"dataset_sha256": current}},
                 "ala2-cnf-0.05": {"metrics": {"dataset_sha256": "0" * 64}},
                 "ala2-coupling-0.1": {"metrics": {}},
@@ -102,7 +104,7 @@ def test_a_replicate_reruns_the_same_pipeline_with_another_seed(tiny, tmp_path):
     name = ala2.cg_name("reference")
     registered = pretrained.pretrain(name, models_dir=tmp_path)
     assert registered["training"]["labels"]["seed"] == 0 and registered["training"]["cg"]["force_matching"]["seed"] == 0
-    same = ala2._cg_run(ala2.training_frames(), "reference", None, None, 0, "cpu")[1]
+    same = ala2.STUDY.cg_run(ala2.training_frames(), "reference", None, None, 0, "cpu")[1]
     assert same["best_val_force_mse"] == registered["metrics"]["best_val_force_mse"]  # seed 0 is the registered run
     other = pretrained.replicate(name, 1, models_dir=tmp_path)["metrics"]
     assert other["n_labels"] == registered["metrics"]["n_labels"]
@@ -128,13 +130,13 @@ def test_seed_metrics_pool_the_registered_model_and_its_current_replicates():
 
 def test_a_flow_kernel_replicate_retrains_its_flow_with_the_seed(tiny, tmp_path, monkeypatch):
     seeds = []
-    train_flow = ala2.train_coupling_flow
+    train_flow = study.train_coupling_flow
 
     def recorded(positions, config, settings, device, checkpoint=None):
         seeds.append(settings.seed)
         return train_flow(positions, config, settings, device, checkpoint)
 
-    monkeypatch.setattr(ala2, "train_coupling_flow", recorded)
+    monkeypatch.setattr(study, "train_coupling_flow", recorded)
     pretrained.pretrain(ala2.cg_name("coupling", 0.05), models_dir=tmp_path)
     entry = pretrained.replicate(ala2.cg_name("coupling", 0.05), 2, models_dir=tmp_path)
     assert seeds == [0, 2] and np.isfinite(entry["metrics"]["flow_final_val_loss"])

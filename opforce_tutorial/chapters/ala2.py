@@ -1,42 +1,33 @@
-"""Chapter 2's pipeline: alanine dipeptide labelled four ways, one CG model per label source, simulated and scored.
+"""Chapter 2: alanine dipeptide, as a configuration of the study (:mod:`opforce_tutorial.study`), and the
+chapter's own analyses (basin exchange, long runs, seed spread, dihedral checks).
 
 Data: ``data/ala2.npz`` (5 backbone heavy atoms C N CA C N, 300 K, Å, kcal/mol/Å; see data/README.md).
-Label sources, each at the noise levels :data:`NOISE_STDS` (standard deviations in Å):
-
-* ``reference``: the frames with their mapped atomistic forces (the delta kernel);
-* ``noise``: :class:`~opforce_tutorial.kernels.NoiseKernel` with mean-free noise;
-* ``coupling``: :class:`~opforce_tutorial.kernels.ReverseNoiseKernel` around a coupling flow (pretrained ``ala2-coupling-<σ>``);
-* ``cnf``: the same kernel around :class:`~opforce_tutorial.kernels.cnf.CNFDensity` (pretrained ``ala2-cnf-<σ>``).
-
-Every label source makes the same number of labels (:data:`LABELS`: a kernel labels 4 000 frames 10
-times, the reference takes 40 000 frames with their forces); every label source then trains the same CG model (:mod:`opforce_tutorial.cg`) with the same budget, on the
-same validation split of source frames, and the model is simulated from the same data frames. Sizes
-are CPU-sized (``SMALL_COUPLING``, ``SMALL_EGNN``, :data:`CG_SETTINGS`); every trained object
-is a registered pretrained model, rebuilt by ``opforce pretrain <name>``.
+Label sources, each at the noise levels :data:`NOISE_STDS` (standard deviations in Å): the reference
+forces, the noise kernel, and the reverse kernel around a coupling flow (``ala2-coupling-<σ>``) or a
+CNF (``ala2-cnf-<σ>``). Every label source makes the same number of labels (:data:`LABELS`: a kernel
+labels 4 000 frames 10 times, the reference takes 40 000 frames with their forces) and trains the same
+CG model (:data:`CG_SETTINGS`) on the same validation split, simulated from the same data frames.
+Sizes are CPU-sized; every trained object is a registered pretrained model, rebuilt by
+``opforce pretrain <name>``.
 """
 
 from __future__ import annotations
 
-import tempfile
-from dataclasses import asdict, replace
+from dataclasses import replace
 from pathlib import Path
 
 import numpy as np
 import torch
 
-from ..cg import ForceMatchingSettings, PriorEnergy, SchNetConfig, SchNetEnergy, fit_priors
+from ..cg import ForceMatchingSettings
 from ..cg.network import CGModel
-from ..cg.pipeline import CGRunSettings, run_label_source, simulate_cg
-from ..catalog import ModelSpec
-from ..cg.training import validation_mask
-from ..data.dataset import load_dataset, registry_entry, verified_path
+from ..cg.pipeline import CGRunSettings, simulate_cg
 from ..data.report import count_transitions
-from ..evaluation import (ReferenceHistograms, chain_observables, dihedral_integration_by_parts_check, evaluate,
-                          state_populations)
-from ..kernels import NoiseKernel, ReverseNoiseKernel
-from ..kernels.cnf import SMALL_EGNN, CNFDensity, memory_budget_gb, CNFTraining, EGNNConfig, EGNNVectorField, train_cnf
-from ..kernels.coupling import SMALL_COUPLING, CouplingFlow, CouplingFlowConfig, CouplingTraining, train_coupling_flow
-from ..labels import LabelSettings, label_frames
+from ..evaluation import dihedral_integration_by_parts_check, state_populations
+from ..kernels.cnf import SMALL_EGNN
+from ..kernels.coupling import SMALL_COUPLING
+from ..labels import LabelSettings
+from ..study import CGVariant, FlowRecipe, Study
 from ..systems.alanine_dipeptide import BASINS, SYSTEM, basins, ramachandran
 from ..units import kbt as thermal_energy
 
@@ -44,7 +35,6 @@ from ..units import kbt as thermal_energy
 #: 0.025 Å at 300 K, about the Cα–Cα bond fluctuation of the paper's chignolin, so 0.05 Å keeps the paper's
 #: ratio of noise to bond width; 0.1 Å doubles it.
 NOISE_STDS = (0.05, 0.1)
-SOURCES = ("reference", "noise", "coupling", "cnf")
 BEAD_TYPES = [0, 1, 2, 3, 4]  # one type per bead along the backbone
 COUPLING_STEPS, CNF_STEPS = 4000, 8000
 #: The chapter's coupling flow: CPU-sized, with its couplings acting on each bond's displacement in a frame
@@ -56,8 +46,7 @@ COUPLING_CONFIG = dict(SMALL_COUPLING, coordinates="bonds", invariant_features=T
 OUTPUT_LABELS = LabelSettings(n_frames=4_000, repeats=1, batch_size=256, seed=0)
 #: Every label source gets the same budget of 40 000 labels, whatever the size of the dataset: a kernel,
 #: the CNF included, labels 4 000 frames drawn at random 10 times (the paper's 10 draws per frame); the
-#: reference source takes 40 000 frames with their forces. CNF labels are the costly ones (a backward ODE
-#: solve whose exact divergence is differentiated again): ~18 ms each on the 2-core CPU, ~12 minutes in all.
+#: reference source takes 40 000 frames with their forces.
 LABELS = LabelSettings(n_frames=4_000, repeats=10, batch_size=256, seed=0)
 CG_SETTINGS = CGRunSettings(hidden=64, n_interactions=2, n_rbf=32, cutoff=10.0,
                             force_matching=ForceMatchingSettings(n_steps=3000, batch_size=256, lr=1e-3, eval_every=100,
@@ -70,82 +59,23 @@ CHIRAL_REFERENCE, CHIRAL_WIDTH = "ala2-cg-reference-chiral", 64
 #: Results of :func:`record_long_run` (``opforce long-run``), next to the registry in ``models/``.
 LONG_RUNS = "long_runs.json"
 
+STUDY = Study(name="ala2", dataset="ala2", system=SYSTEM, bead_types=BEAD_TYPES, noise_stds=NOISE_STDS,
+              flows={"coupling": FlowRecipe(COUPLING_CONFIG, COUPLING_STEPS), "cnf": FlowRecipe(SMALL_EGNN, CNF_STEPS)},
+              labels=LABELS, output_labels=OUTPUT_LABELS, cg=CG_SETTINGS,
+              variants=(CGVariant(CHIRAL_REFERENCE, "reference", None, CHIRAL_WIDTH),))
 
-def kernel_name(source: str, noise_std: float) -> str:
-    return f"ala2-{source}-{noise_std:g}"
-
-
-def cg_name(source: str, noise_std: float | None = None) -> str:
-    return "ala2-cg-reference" if source == "reference" else f"ala2-cg-{source}-{noise_std:g}"
-
-
-def make_kernel(source: str, noise_std: float, kbt: float, flow: torch.nn.Module | None = None, device="cpu"):
-    """The kernel of a label source; ``flow`` is the trained coupling flow or CNF vector field.
-
-    CNF labels are solved in chunks planned from the device's memory budget
-    (:func:`~opforce_tutorial.kernels.cnf.memory_budget_gb`).
-    """
-    if source == "noise":
-        return NoiseKernel(noise_std, kbt, mean_free=True)
-    if source == "coupling":
-        return ReverseNoiseKernel(flow, noise_std, kbt, mean_free=True)
-    if source == "cnf":
-        return ReverseNoiseKernel(CNFDensity(flow, noise_std, memory_budget_gb=memory_budget_gb(device)), noise_std, kbt,
-                                  mean_free=True)
-    raise ValueError(f"no kernel for label source {source!r}; kernels are noise, coupling and cnf")
-
-
-def labelled_set(source: str, noise_std: float | None, dataset, flow=None, settings: LabelSettings = LABELS,
-                 device="cpu", progress: bool = True, work_dir: Path | None = None):
-    """(positions, labels, source frame index) of a label source over the dataset.
-
-    Kernel labels are written to ``work_dir/labels.npz`` (resumable) when given, else to a temporary folder.
-    """
-    if source == "reference":  # as many frames as a kernel makes labels, chosen by the same seeded rule
-        n = min(dataset.n_frames, settings.frames_to_keep(dataset.n_frames) * settings.repeats)
-        idx = np.sort(np.random.default_rng(settings.seed).choice(dataset.n_frames, n, replace=False))
-        return dataset.positions[idx], dataset.forces[idx], idx
-    kernel = make_kernel(source, noise_std, thermal_energy(dataset.temperature), flow, device)
-    with tempfile.TemporaryDirectory() as tmp:
-        out = label_frames(dataset.positions, kernel, dataset.temperature, Path(work_dir or tmp) / "labels.npz",
-                           settings, device, progress=progress)
-    return out.positions, out.forces, out.frame_index
-
-
-def training_frames():
-    """``data/ala2.npz`` (verified) as an unweighted equilibrium sample: the frames every label source,
-    flow and CG model of the chapter uses (:meth:`~opforce_tutorial.data.dataset.CGDataset.equilibrium_frames`;
-    the dataset's basin weights, if any, become repeated frames)."""
-    return load_dataset("ala2").equilibrium_frames()
-
-
-def reference_histograms() -> ReferenceHistograms:
-    """The saved reference histograms of every ala2 observable (verified like a dataset)."""
-    return ReferenceHistograms.load(verified_path("ala2-histograms"))
-
-
-def score(trajectory, reference: ReferenceHistograms) -> dict:
-    """JS divergences (with floors) of every observable and basin populations of a CG trajectory."""
-    return {"js": evaluate(trajectory, reference, SYSTEM.observables), "populations": basin_populations(trajectory)}
+# the study's stages, as the chapter calls them
+kernel_name, cg_name, cg_model_names = STUDY.kernel_name, STUDY.cg_name, STUDY.cg_model_names
+training_frames, reference_histograms, score = STUDY.training_frames, STUDY.reference_histograms, STUDY.score
+make_kernel, labelled_set, kernel_output_js = STUDY.make_kernel, STUDY.labelled_set, STUDY.kernel_output_js
+prior_only_trajectory, models_trained_on_other_data = STUDY.prior_only_trajectory, STUDY.models_trained_on_other_data
+recipes = STUDY.recipes
 
 
 def basin_populations(frames, n_blocks: int = 10) -> dict[str, dict[str, float]]:
     """β/PII, αR and αL populations with block errors (:func:`~opforce_tutorial.evaluation.state_populations`
     of alanine dipeptide's :func:`~opforce_tutorial.systems.alanine_dipeptide.basins`)."""
     return state_populations(frames, basins, n_blocks)
-
-
-def prior_only_trajectory(ds=None, prior=None, progress: bool = False) -> np.ndarray:
-    """The baseline of every CG model: its prior alone (fitted to the training frames, no network),
-    simulated with the chapter's simulation settings (:data:`CG_SETTINGS`, seed 0).
-
-    What a trained model adds to the global free energy is measured against this. ``ds`` and
-    ``prior``: the :func:`training_frames` and the prior fitted to them, if at hand (default: load, fit).
-    """
-    ds = training_frames() if ds is None else ds
-    kbt = thermal_energy(ds.temperature)
-    prior = fit_priors(ds.positions, kbt)[0] if prior is None else prior
-    return simulate_cg(prior, ds.positions, kbt, ds.bead_masses, CG_SETTINGS, progress=progress)
 
 
 def basin_exchange(trajectory) -> dict:
@@ -215,7 +145,7 @@ def long_run(model: CGModel, ns: float = 1.0, device="cpu", progress: bool = Tru
     if ns <= 0:
         raise ValueError(f"ns must be positive, got {ns}")
     ds = training_frames()
-    settings = replace(CG_SETTINGS, n_steps=int(round(ns * 1000 / CG_SETTINGS.dt)))
+    settings = replace(STUDY.cg, n_steps=int(round(ns * 1000 / STUDY.cg.dt)))
     traj = simulate_cg(model, ds.positions, thermal_energy(ds.temperature), ds.bead_masses, settings, device, progress,
                        checkpoint)
     return {"exchange": basin_exchange(traj), "populations": basin_populations(traj)}
@@ -282,11 +212,6 @@ def long_run_summary(run: dict, data_alpha_l: dict) -> tuple[dict, dict]:
     return row, text
 
 
-def cg_model_names() -> list[str]:
-    """The chapter's 7 CG models: reference forces, then noise, coupling, CNF at each noise level."""
-    return [cg_name("reference")] + [cg_name(s, g) for g in NOISE_STDS for s in ("noise", "coupling", "cnf")]
-
-
 def seed_metrics(models_registry: dict | None = None, replicates: dict | None = None, names: list[str] | None = None):
     """The scores of the CG models ``names`` (default :func:`cg_model_names`) per training seed, one row
     per (model, seed), as a DataFrame.
@@ -327,143 +252,3 @@ def seed_anova(seeds, column: str = "αR %", names: list[str] | None = None) -> 
         raise ValueError(f"need at least two seeds of at least two models, got {dict(zip(names, map(len, groups)))}")
     result = f_oneway(*groups)
     return float(result.statistic), float(result.pvalue)
-
-
-# ---------------------------------------------------------------------------------- registered models
-def _fit_flow(ds, source: str, noise_std: float, seed: int, device, work_dir: Path | None = None):
-    """The coupling flow or CNF vector field of a label source, trained on the frames of ``ds``
-    (:func:`training_frames`) with ``seed`` (0: the registered one); checkpointed in ``work_dir``.
-
-    Returns ``(flow, config, settings, metrics)``.
-    """
-    checkpoint = None if work_dir is None else str(Path(work_dir) / "flow.ckpt")
-    if source == "coupling":
-        config = CouplingFlowConfig(bead_types=BEAD_TYPES, **COUPLING_CONFIG)
-        settings = CouplingTraining(noise_std=noise_std, n_steps=COUPLING_STEPS, batch_size=256, seed=seed)
-        flow, history = train_coupling_flow(ds.positions, config, settings, device, checkpoint)
-    else:
-        config = EGNNConfig(bead_types=BEAD_TYPES, **SMALL_EGNN)
-        settings = CNFTraining(noise_std=noise_std, prior_std=noise_std, n_steps=CNF_STEPS, batch_size=256, seed=seed)
-        flow, history = train_cnf(ds.positions, config, settings, device, checkpoint)
-    metrics = {"final_val_loss": history["val_loss"][-1], "val_loss": history["val_loss"],
-               "dataset_sha256": _dataset_sha()}
-    return flow, config, settings, metrics
-
-
-def kernel_output_js(source: str, noise_std: float, flow, ds=None, device="cpu") -> dict:
-    """JS (with floors) of the bonds and angles of a kernel's labelled positions y against the data:
-    ``{observable: {"js", "js_floor", "n_samples"}}`` for :data:`OUTPUT_LABELS` (4 000 frames, one draw)."""
-    ds = training_frames() if ds is None else ds
-    y, _, _ = labelled_set(source, noise_std, ds, flow, OUTPUT_LABELS, device=device, progress=False)
-    names = [n for n in chain_observables(5) if n.split()[0] in ("bond", "angle")]
-    return evaluate(y, reference_histograms(), names)
-
-
-def _train_flow(source: str, noise_std: float):
-    def train(device, work_dir=None):
-        ds = training_frames()
-        flow, config, settings, metrics = _fit_flow(ds, source, noise_std, 0, device, work_dir)
-        metrics["output_js"] = kernel_output_js(source, noise_std, flow.eval(), ds, device)
-        return flow.cpu(), asdict(config), asdict(settings), metrics, None
-
-    return train
-
-
-def _dataset_sha() -> str:
-    return registry_entry("ala2")["sha256"]
-
-
-def models_trained_on_other_data(models_registry: dict | None = None) -> list[str]:
-    """Chapter 2's registered models whose recorded training data is not the shipped ``data/ala2.npz``.
-
-    Every flow and CG model records the sha256 of the dataset it was trained on; after the dataset is
-    rebuilt (more MD) these are the models ``opforce pretrain`` should retrain.
-    """
-    from ..pretrained import read_registry
-
-    registry = read_registry() if models_registry is None else models_registry
-    current = _dataset_sha()
-    return sorted(name for name, entry in registry.items()
-                  if name.startswith("ala2-") and entry.get("metrics", {}).get("dataset_sha256") != current)
-
-
-def _cg_run(ds, source: str, noise_std: float | None, flow, seed: int, device, dihedral_hidden: int = 0,
-            label_settings: LabelSettings | None = None, cg_settings: CGRunSettings | None = None,
-            work_dir: Path | None = None):
-    """Labels → CG model → simulation → scores for one label source on the frames of ``ds``
-    (:func:`training_frames`) with ``cg_settings`` (and a network with ``dihedral_hidden``), every
-    random choice seeded by ``seed``.
-
-    ``seed`` picks the labelled frames and kernel draws, the network's initialisation and batches, and the
-    simulation's starts and noise; seed 0 is the registered model. The registered models use
-    :data:`LABELS` and :data:`CG_SETTINGS` (the defaults); other settings are for ablations
-    (``benchmarks/ala2_ablation.py``). Labels and the force-matching checkpoint go to ``work_dir`` (if
-    given), so a killed run resumes. Returns ``(CGRun, metrics, settings)``.
-    """
-    label_settings = LABELS if label_settings is None else label_settings  # read at call time (tests patch them)
-    cg_settings = CG_SETTINGS if cg_settings is None else cg_settings
-    labels = replace(label_settings, seed=seed)
-    cg = replace(cg_settings, seed=seed, force_matching=replace(cg_settings.force_matching, seed=seed),
-                 dihedral_hidden=dihedral_hidden)
-    y, f, idx = labelled_set(source, noise_std, ds, flow, labels, device=device, work_dir=work_dir)
-    run = run_label_source(y, f, thermal_energy(ds.temperature), BEAD_TYPES, ds.bead_masses, ds.positions, cg,
-                           val_mask=validation_mask(idx, ds.n_frames, 0.1, ds.traj_ids), device=device,
-                           checkpoint=None if work_dir is None else str(Path(work_dir) / "cg.ckpt"))
-    scores = score(run.trajectory, reference_histograms())
-    metrics = {"n_labels": len(y), "best_val_force_mse": min(run.history["val_loss"]),
-               "best_step": run.history["best_step"], "js": scores["js"], "populations": scores["populations"],
-               "dataset_sha256": _dataset_sha()}
-    return run, metrics, {"labels": asdict(labels), "cg": asdict(cg)}
-
-
-def _train_cg(source: str, noise_std: float | None, dihedral_hidden: int = 0):
-    def train(device, work_dir=None):
-        from ..pretrained import load_or_train
-
-        flow = load_or_train(kernel_name(source, noise_std), device=device) if source in ("coupling", "cnf") else None
-        flow = None if flow is None else flow.to(device)
-        run, metrics, training = _cg_run(training_frames(), source, noise_std, flow, 0, device, dihedral_hidden,
-                                         work_dir=work_dir)
-        config = {"n_beads": 5, "n_fourier": run.model.prior.n_fourier, "schnet": asdict(run.model.net.config)}
-        return run.model.cpu(), config, training, metrics, run.trajectory
-
-    return train
-
-
-def _replicate_cg(source: str, noise_std: float | None, dihedral_hidden: int = 0):
-    def replicate(seed, device, work_dir=None):
-        """Metrics of the whole pipeline of a CG model (its kernel's flow included) rerun with ``seed``."""
-        ds, metrics, flow = training_frames(), {}, None
-        if source in ("coupling", "cnf"):
-            flow, _, _, flow_metrics = _fit_flow(ds, source, noise_std, seed, device, work_dir)
-            metrics["flow_final_val_loss"] = flow_metrics["final_val_loss"]
-        return {**_cg_run(ds, source, noise_std, flow, seed, device, dihedral_hidden, work_dir=work_dir)[1], **metrics}
-
-    return replicate
-
-
-def _build_cg(config: dict) -> CGModel:
-    return CGModel(PriorEnergy(config["n_beads"], config["n_fourier"]), SchNetEnergy(SchNetConfig(**config["schnet"])))
-
-
-def recipes() -> dict[str, ModelSpec]:
-    """Chapter 2's recipes for the catalog (:mod:`opforce_tutorial.catalog`): flows and CG models."""
-    model_spec = ModelSpec
-    specs = {}
-    for sigma in NOISE_STDS:
-        specs[kernel_name("coupling", sigma)] = model_spec(
-            train=_train_flow("coupling", sigma), file=f"ala2_coupling_{sigma:g}.pt",
-            build=lambda cfg: CouplingFlow(CouplingFlowConfig(**cfg)))
-        specs[kernel_name("cnf", sigma)] = model_spec(
-            train=_train_flow("cnf", sigma), file=f"ala2_cnf_{sigma:g}.pt",
-            build=lambda cfg: EGNNVectorField(EGNNConfig(**cfg)))
-        for source in ("noise", "coupling", "cnf"):
-            specs[cg_name(source, sigma)] = model_spec(train=_train_cg(source, sigma), build=_build_cg,
-                                                       file=f"ala2_cg_{source}_{sigma:g}.pt",
-                                                       replicate=_replicate_cg(source, sigma))
-    specs[cg_name("reference")] = model_spec(train=_train_cg("reference", None), build=_build_cg,
-                                             file="ala2_cg_reference.pt", replicate=_replicate_cg("reference", None))
-    specs[CHIRAL_REFERENCE] = model_spec(train=_train_cg("reference", None, CHIRAL_WIDTH), build=_build_cg,
-                                         file="ala2_cg_reference_chiral.pt",
-                                         replicate=_replicate_cg("reference", None, CHIRAL_WIDTH))
-    return specs

@@ -1,0 +1,288 @@
+"""The study every molecular chapter runs, for any system: label sources × noise stds → flows → labels →
+one CG model per source → simulation → scores.
+
+A :class:`Study` is a configuration: a registered dataset and its :class:`~opforce_tutorial.systems.CGSystem`
+(observables, states), the label sources and noise stds to run, a recipe per flow kind, the label
+budget, and the CG recipe (priors, network, force matching, simulation). Its methods are the pipeline's
+stages, and :meth:`Study.recipes` publishes every model it makes to the catalog
+(:mod:`opforce_tutorial.catalog`) under names that say what they are::
+
+    <study>-coupling-<σ>, <study>-cnf-<σ>           flows (the reverse kernels' conditional densities)
+    <study>-cg-reference, <study>-cg-<source>-<σ>   CG models, one per label source
+
+Label sources: ``reference`` (the dataset's mapped forces, as many frames as a kernel makes labels),
+``noise`` (:class:`~opforce_tutorial.kernels.NoiseKernel`, mean-free), ``coupling`` and ``cnf``
+(:class:`~opforce_tutorial.kernels.ReverseNoiseKernel` around a coupling flow or a CNF density). Every
+source gets the same label budget and the same CG recipe; every random choice is seeded (seed 0 is the
+registered model, other seeds its replicates). The frames are the dataset's equilibrium sample: its
+per-frame weights (MSM or basin weights), if any, become repeated frames
+(:meth:`~opforce_tutorial.data.dataset.CGDataset.equilibrium_frames`), for labels, priors and flows alike.
+"""
+
+from __future__ import annotations
+
+import tempfile
+from dataclasses import asdict, dataclass, replace
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from .catalog import ModelSpec
+from .cg import PriorEnergy, SchNetConfig, SchNetEnergy, fit_priors
+from .cg.network import CGModel
+from .cg.pipeline import CGRunSettings, run_label_source, simulate_cg
+from .cg.training import validation_mask
+from .data.dataset import load_dataset, registry_entry, verified_path
+from .evaluation import ReferenceHistograms, evaluate, state_populations
+from .kernels import NoiseKernel, ReverseNoiseKernel
+from .kernels.cnf import CNFDensity, CNFTraining, EGNNConfig, EGNNVectorField, memory_budget_gb, train_cnf
+from .kernels.coupling import CouplingFlow, CouplingFlowConfig, CouplingTraining, train_coupling_flow
+from .labels import LabelSettings, label_frames
+from .observables import chain_observables, observable
+from .systems.base import CGSystem
+from .units import kbt as thermal_energy
+
+SOURCES = ("reference", "noise", "coupling", "cnf")
+FLOW_SOURCES = ("coupling", "cnf")
+
+
+@dataclass
+class FlowRecipe:
+    """How a flow kind is built and trained: its config (all fields but ``bead_types``) and budget."""
+
+    config: dict
+    n_steps: int
+    batch_size: int = 256
+
+
+@dataclass
+class CGVariant:
+    """An extra CG model of one label source with a different network (e.g. one that sees signed dihedrals)."""
+
+    name: str
+    source: str
+    noise_std: float | None = None
+    dihedral_hidden: int = 0
+
+
+@dataclass
+class Study:
+    """One system's study (see the module docstring). Attributes are read when a stage runs, so a
+    changed recipe (a test's tiny budget) applies to every later call, the published recipes included."""
+
+    name: str
+    dataset: str
+    system: CGSystem
+    bead_types: list[int]
+    noise_stds: tuple[float, ...]
+    flows: dict[str, FlowRecipe]
+    labels: LabelSettings
+    output_labels: LabelSettings
+    cg: CGRunSettings
+    sources: tuple[str, ...] = SOURCES
+    variants: tuple[CGVariant, ...] = ()
+
+    # ------------------------------------------------------------------------------------------- names
+    def kernel_name(self, source: str, noise_std: float) -> str:
+        return f"{self.name}-{source}-{noise_std:g}"
+
+    def cg_name(self, source: str, noise_std: float | None = None) -> str:
+        return f"{self.name}-cg-reference" if source == "reference" else f"{self.name}-cg-{source}-{noise_std:g}"
+
+    def cg_model_names(self) -> list[str]:
+        """The study's main CG models, one per label source: the reference, then each kernel source at each σ
+        (the :attr:`variants` are extra)."""
+        names = [self.cg_name("reference")] if "reference" in self.sources else []
+        return names + [self.cg_name(s, sigma) for sigma in self.noise_stds for s in self.sources if s != "reference"]
+
+    # -------------------------------------------------------------------------------------------- data
+    def training_frames(self):
+        """The dataset (verified) as an unweighted equilibrium sample: the frames every label source, flow
+        and CG model uses."""
+        return load_dataset(self.dataset).equilibrium_frames()
+
+    def reference_histograms(self) -> ReferenceHistograms:
+        """The saved reference histograms of every observable of the system (verified like a dataset)."""
+        return ReferenceHistograms.load(verified_path(f"{self.dataset}-histograms"))
+
+    def dataset_sha256(self) -> str:
+        return registry_entry(self.dataset)["sha256"]
+
+    def score(self, trajectory, reference: ReferenceHistograms | None = None) -> dict:
+        """JS divergences (with floors) of every observable, and the populations of the system's states."""
+        reference = self.reference_histograms() if reference is None else reference
+        owned = {observable(o).name: o for o in self.system.observables}
+        out = {"js": evaluate(trajectory, reference, [owned[n] for n in reference.probabilities])}
+        if self.system.states is not None:
+            out["populations"] = state_populations(trajectory, self.system.states)
+        return out
+
+    # ----------------------------------------------------------------------------------------- kernels
+    def make_kernel(self, source: str, noise_std: float, kbt: float, flow: torch.nn.Module | None = None,
+                    device="cpu"):
+        """The kernel of a label source; ``flow`` is the trained coupling flow or CNF vector field.
+
+        CNF scores are solved in chunks planned from the device's memory budget
+        (:func:`~opforce_tutorial.kernels.cnf.memory_budget_gb`).
+        """
+        if source == "noise":
+            return NoiseKernel(noise_std, kbt, mean_free=True)
+        if source == "coupling":
+            return ReverseNoiseKernel(flow, noise_std, kbt, mean_free=True)
+        if source == "cnf":
+            density = CNFDensity(flow, noise_std, memory_budget_gb=memory_budget_gb(device))
+            return ReverseNoiseKernel(density, noise_std, kbt, mean_free=True)
+        raise ValueError(f"no kernel for label source {source!r}; kernels are noise, coupling and cnf")
+
+    def labelled_set(self, source: str, noise_std: float | None, dataset, flow=None,
+                     settings: LabelSettings | None = None, device="cpu", progress: bool = True,
+                     work_dir: Path | None = None):
+        """(positions, labels, source frame index) of a label source over ``dataset``.
+
+        Kernel labels are written to ``work_dir/labels.npz`` (resumable) when given, else to a temporary folder.
+        """
+        settings = self.labels if settings is None else settings
+        if source == "reference":  # as many frames as a kernel makes labels, chosen by the same seeded rule
+            n = min(dataset.n_frames, settings.frames_to_keep(dataset.n_frames) * settings.repeats)
+            idx = np.sort(np.random.default_rng(settings.seed).choice(dataset.n_frames, n, replace=False))
+            return dataset.positions[idx], dataset.forces[idx], idx
+        kernel = self.make_kernel(source, noise_std, thermal_energy(dataset.temperature), flow, device)
+        with tempfile.TemporaryDirectory() as tmp:
+            out = label_frames(dataset.positions, kernel, dataset.temperature, Path(work_dir or tmp) / "labels.npz",
+                               settings, device, progress=progress)
+        return out.positions, out.forces, out.frame_index
+
+    def fit_flow(self, ds, source: str, noise_std: float, seed: int, device, work_dir: Path | None = None):
+        """The coupling flow or CNF vector field of a label source, trained on the frames of ``ds`` with
+        ``seed`` (0: the registered one); checkpointed in ``work_dir``. Returns ``(flow, config, settings, metrics)``."""
+        checkpoint = None if work_dir is None else str(Path(work_dir) / "flow.ckpt")
+        recipe = self.flows[source]
+        if source == "coupling":
+            config = CouplingFlowConfig(bead_types=self.bead_types, **recipe.config)
+            settings = CouplingTraining(noise_std=noise_std, n_steps=recipe.n_steps, batch_size=recipe.batch_size,
+                                        seed=seed)
+            flow, history = train_coupling_flow(ds.positions, config, settings, device, checkpoint)
+        else:
+            config = EGNNConfig(bead_types=self.bead_types, **recipe.config)
+            settings = CNFTraining(noise_std=noise_std, prior_std=noise_std, n_steps=recipe.n_steps,
+                                   batch_size=recipe.batch_size, seed=seed)
+            flow, history = train_cnf(ds.positions, config, settings, device, checkpoint)
+        metrics = {"final_val_loss": history["val_loss"][-1], "val_loss": history["val_loss"],
+                   "dataset_sha256": self.dataset_sha256()}
+        return flow, config, settings, metrics
+
+    def kernel_output_js(self, source: str, noise_std: float, flow, ds=None, device="cpu") -> dict:
+        """JS (with floors) of the bonds and angles of a kernel's labelled positions y against the data
+        (the output gate): ``{observable: {"js", "js_floor", "n_samples"}}`` for :attr:`output_labels`."""
+        ds = self.training_frames() if ds is None else ds
+        y, _, _ = self.labelled_set(source, noise_std, ds, flow, self.output_labels, device=device, progress=False)
+        names = [n for n in chain_observables(self.system.n_beads) if n.split()[0] in ("bond", "angle")]
+        return evaluate(y, self.reference_histograms(), names)
+
+    # --------------------------------------------------------------------------------------- CG models
+    def cg_run(self, ds, source: str, noise_std: float | None, flow, seed: int, device, dihedral_hidden: int = 0,
+               label_settings: LabelSettings | None = None, cg_settings: CGRunSettings | None = None,
+               work_dir: Path | None = None):
+        """Labels → CG model → simulation → scores for one label source on the frames of ``ds``, every random
+        choice seeded by ``seed``.
+
+        ``seed`` picks the labelled frames and kernel draws, the network's initialisation and batches, and
+        the simulation's starts and noise; seed 0 is the registered model. The registered models use
+        :attr:`labels` and :attr:`cg`; other settings are for ablations. Labels and the force-matching
+        checkpoint go to ``work_dir`` (if given), so a killed run resumes. Returns ``(CGRun, metrics, settings)``.
+        """
+        label_settings = self.labels if label_settings is None else label_settings
+        cg_settings = self.cg if cg_settings is None else cg_settings
+        labels = replace(label_settings, seed=seed)
+        cg = replace(cg_settings, seed=seed, force_matching=replace(cg_settings.force_matching, seed=seed),
+                     dihedral_hidden=dihedral_hidden)
+        y, f, idx = self.labelled_set(source, noise_std, ds, flow, labels, device=device, work_dir=work_dir)
+        run = run_label_source(y, f, thermal_energy(ds.temperature), self.bead_types, ds.bead_masses, ds.positions, cg,
+                               val_mask=validation_mask(idx, ds.n_frames, 0.1, ds.traj_ids), device=device,
+                               checkpoint=None if work_dir is None else str(Path(work_dir) / "cg.ckpt"))
+        scores = self.score(run.trajectory)
+        metrics = {"n_labels": len(y), "best_val_force_mse": min(run.history["val_loss"]),
+                   "best_step": run.history["best_step"], "js": scores["js"], **(
+                       {"populations": scores["populations"]} if "populations" in scores else {}),
+                   "dataset_sha256": self.dataset_sha256()}
+        return run, metrics, {"labels": asdict(labels), "cg": asdict(cg)}
+
+    def prior_only_trajectory(self, ds=None, prior=None, progress: bool = False) -> np.ndarray:
+        """The baseline of every CG model: its prior alone (fitted to the training frames, no network),
+        simulated with the study's simulation settings (seed 0). What a trained model adds to the global
+        free energy is measured against this."""
+        ds = self.training_frames() if ds is None else ds
+        kbt = thermal_energy(ds.temperature)
+        prior = fit_priors(ds.positions, kbt)[0] if prior is None else prior
+        return simulate_cg(prior, ds.positions, kbt, ds.bead_masses, self.cg, progress=progress)
+
+    def models_trained_on_other_data(self, models_registry: dict | None = None) -> list[str]:
+        """The study's registered models whose recorded training data is not the shipped dataset (after
+        the dataset is rebuilt, these are the models ``opforce pretrain`` should retrain)."""
+        from .pretrained import read_registry
+
+        registry = read_registry() if models_registry is None else models_registry
+        current = self.dataset_sha256()
+        return sorted(name for name, entry in registry.items()
+                      if name.startswith(f"{self.name}-") and entry.get("metrics", {}).get("dataset_sha256") != current)
+
+    # ---------------------------------------------------------------------------------------- catalog
+    def recipes(self) -> dict[str, ModelSpec]:
+        """Every flow and CG model of the study, for the catalog (:mod:`opforce_tutorial.catalog`)."""
+        specs = {}
+        for sigma in self.noise_stds:
+            for source in FLOW_SOURCES:
+                if source in self.sources:
+                    specs[self.kernel_name(source, sigma)] = ModelSpec(
+                        train=self._train_flow(source, sigma), file=f"{self.name}_{source}_{sigma:g}.pt",
+                        build=_build_flow[source])
+            for source in self.sources:
+                if source != "reference":
+                    specs[self.cg_name(source, sigma)] = self._cg_spec(self.cg_name(source, sigma), source, sigma)
+        if "reference" in self.sources:
+            specs[self.cg_name("reference")] = self._cg_spec(self.cg_name("reference"), "reference", None)
+        for v in self.variants:
+            specs[v.name] = self._cg_spec(v.name, v.source, v.noise_std, v.dihedral_hidden)
+        return specs
+
+    def _train_flow(self, source: str, noise_std: float):
+        def train(device, work_dir=None):
+            ds = self.training_frames()
+            flow, config, settings, metrics = self.fit_flow(ds, source, noise_std, 0, device, work_dir)
+            metrics["output_js"] = self.kernel_output_js(source, noise_std, flow.eval(), ds, device)
+            return flow.cpu(), asdict(config), asdict(settings), metrics, None
+
+        return train
+
+    def _cg_spec(self, name: str, source: str, noise_std: float | None, dihedral_hidden: int = 0) -> ModelSpec:
+        def train(device, work_dir=None):
+            from .pretrained import load_or_train
+
+            flow = (load_or_train(self.kernel_name(source, noise_std), device=device).to(device)
+                    if source in FLOW_SOURCES else None)
+            run, metrics, training = self.cg_run(self.training_frames(), source, noise_std, flow, 0, device,
+                                                 dihedral_hidden, work_dir=work_dir)
+            config = {"n_beads": self.system.n_beads, "n_fourier": run.model.prior.n_fourier,
+                      "schnet": asdict(run.model.net.config)}
+            return run.model.cpu(), config, training, metrics, run.trajectory
+
+        def replicate(seed, device, work_dir=None):
+            """Metrics of the whole pipeline of the CG model (its kernel's flow included) rerun with ``seed``."""
+            ds, metrics, flow = self.training_frames(), {}, None
+            if source in FLOW_SOURCES:
+                flow, _, _, flow_metrics = self.fit_flow(ds, source, noise_std, seed, device, work_dir)
+                metrics["flow_final_val_loss"] = flow_metrics["final_val_loss"]
+            return {**self.cg_run(ds, source, noise_std, flow, seed, device, dihedral_hidden, work_dir=work_dir)[1],
+                    **metrics}
+
+        return ModelSpec(train=train, build=build_cg_model, file=name.replace("-", "_") + ".pt", replicate=replicate)
+
+
+def build_cg_model(config: dict) -> CGModel:
+    """An untrained CG model (prior + network) of a saved config."""
+    return CGModel(PriorEnergy(config["n_beads"], config["n_fourier"]), SchNetEnergy(SchNetConfig(**config["schnet"])))
+
+
+_build_flow = {"coupling": lambda cfg: CouplingFlow(CouplingFlowConfig(**cfg)),
+               "cnf": lambda cfg: EGNNVectorField(EGNNConfig(**cfg))}
