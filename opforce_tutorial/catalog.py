@@ -36,6 +36,8 @@ class ModelSpec:
     file: str
     # (seed, device, work_dir) -> metrics of the same training run with another seed
     replicate: Callable[[int, str, Path | None], dict] | None = None
+    # (model, ns, device, checkpoint) -> results of the model simulated for ns per replica (`opforce long-run`)
+    long_run: Callable[[torch.nn.Module, float, str, str | None], dict] | None = None
 
 
 _CATALOG: dict[str, ModelSpec] = {}

@@ -9,6 +9,7 @@ import sys
 from pathlib import Path
 
 from .checks import check_count, check_positive
+from .systems import CG_SYSTEMS
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -38,10 +39,11 @@ def _main(argv: list[str] | None = None) -> int:
     rep.add_argument("--seeds", type=int, nargs="+", required=True, help="seeds other than 0 (0 is the registered model)")
     rep.add_argument("--device", default="cpu", help="torch device to train on (cpu, cuda)")
     rep.add_argument("--redo", action="store_true", help="rerun seeds already recorded for the registered model")
-    lr = sub.add_parser("long-run", help="simulate registered chapter-2 CG models for longer and record their basin "
-                                         "exchange and populations in models/long_runs.json (recorded runs are skipped)")
+    lr = sub.add_parser("long-run", help="simulate registered CG models for longer, as they were registered, and record "
+                                         "their state populations (and the study's analyses) in models/long_runs.json "
+                                         "(recorded runs are skipped)")
     lr.add_argument("name", nargs="+", help="registered CG model name(s), e.g. ala2-cg-reference")
-    lr.add_argument("--ns", type=float, default=1.0, help="length of each of the 64 replicas (ns)")
+    lr.add_argument("--ns", type=float, default=1.0, help="length of each replica (ns)")
     lr.add_argument("--device", default="cpu", help="torch device to simulate on (cpu, cuda)")
     lr.add_argument("--redo", action="store_true", help="rerun a length already recorded for the registered weights")
     sub.add_parser("models", help="list registered pretrained models and verify their checksums")
@@ -49,7 +51,7 @@ def _main(argv: list[str] | None = None) -> int:
     dsub = d.add_subparsers(dest="data_command", required=True)
     r = dsub.add_parser("md", help="run or extend (resume) MD: replica exchange over several temperatures, "
                                    "plain Langevin MD with one")
-    r.add_argument("system", choices=["ala2", "cln025"])
+    r.add_argument("system", choices=sorted(CG_SYSTEMS))
     r.add_argument("--ns", type=float, required=True, help="target length of the lowest-temperature replica (ns)")
     r.add_argument("--out", required=True, help="run directory (created, or resumed if it exists)")
     # run settings default to None: a flag given on a resume must match the run's run.json
@@ -61,7 +63,7 @@ def _main(argv: list[str] | None = None) -> int:
     r.add_argument("--seed", type=int, help="seed for a new run (default 0)")
     c = dsub.add_parser("copies", help="run or extend (resume) many independent copies of a molecule in one "
                                        "System at one temperature (GPU throughput)")
-    c.add_argument("system", choices=["ala2", "cln025"])
+    c.add_argument("system", choices=sorted(CG_SYSTEMS))
     c.add_argument("--ns", type=float, help="target length of every copy (ns); required unless --probe")
     c.add_argument("--out", help="run directory (created, or resumed if it exists); required unless --probe")
     c.add_argument("--copies", type=int, help="copies in the System (new run; default 16)")
@@ -86,7 +88,7 @@ def _main(argv: list[str] | None = None) -> int:
     fo.add_argument("runs", nargs="+", help="run directories (plain, replica-exchange or copies runs)")
     fo.add_argument("--check-against", help="a PDB whose Cα the folded reference is compared with (a check only)")
     b = dsub.add_parser("build", help="assemble data/<system>.npz from run directories and register its sha256")
-    b.add_argument("system", choices=["ala2", "cln025"])
+    b.add_argument("system", choices=sorted(CG_SYSTEMS))
     b.add_argument("runs", nargs="+", help="run directories (replica-exchange, plain or copies runs); runs saved at "
                                            "different intervals are thinned to the longest")
     b.add_argument("--data-dir", help="folder to write the dataset and its registry to (default: the package's data/)")
@@ -148,18 +150,11 @@ def _main(argv: list[str] | None = None) -> int:
         print(json.dumps(report, indent=2, ensure_ascii=False))
         return 0
     if args.command == "data" and args.data_command == "build":
+        from .data.builders import DATASET_BUILDERS
         from .data.molecules import SYSTEMS
 
         names = SYSTEMS[args.system]().bead_names
-        data_dir = Path(args.data_dir) if args.data_dir else None
-        if args.system == "cln025":
-            from .data.folding import write_folding_results
-
-            entry = write_folding_results(args.runs, names, data_dir)
-        else:
-            from .data.report import write_ala2_dataset
-
-            entry = write_ala2_dataset(args.runs, names, data_dir)
+        entry = DATASET_BUILDERS[args.system](args.runs, names, Path(args.data_dir) if args.data_dir else None)
         print(json.dumps(entry, indent=2, ensure_ascii=False))
         return 0
     if args.command == "data" and args.data_command == "copies":
@@ -209,7 +204,7 @@ def _verify_files() -> int:
         problems.append(name)
         print(f"BROKEN   {name:28s} has no entry in {registry_path}; build it with "
               f"`{pretrained.rebuild_command(name)}`")
-    for results in (pretrained.REPLICATES, "long_runs.json"):
+    for results in (pretrained.REPLICATES, pretrained.LONG_RUNS):
         path = registry_path.parent / results
         if path.exists():
             check(results, str(path), lambda: read_json(path, "restore it with `git checkout -- models/`"))
@@ -263,16 +258,18 @@ def _replicate(args) -> int:
 
 
 def _long_run(args) -> int:
-    from .chapters import ala2
+    from . import pretrained
 
+    check_positive(args.ns, "--ns", "ns")
     for name in args.name:
-        done = ala2.long_runs().get(name, {}).get(f"{args.ns:g}")
+        done = pretrained.long_runs().get(name, {}).get(f"{args.ns:g}")
         if done and not args.redo:
             print(f"{name}, {args.ns:g} ns: recorded already ({done['created']}); --redo to rerun")
             continue
-        entry = ala2.record_long_run(name, args.ns, device=args.device)
-        print(f"{name}, {args.ns:g} ns: {entry['wall_time_s']} s; αL entries {entry['exchange']['αL entries']}; populations "
-              + json.dumps({b: round(p["mean"], 3) for b, p in entry["populations"].items()}, ensure_ascii=False))
+        entry = pretrained.record_long_run(name, args.ns, device=args.device)
+        populations = {b: round(p["mean"], 3) for b, p in entry.get("populations", {}).items()}
+        print(f"{name}, {args.ns:g} ns: {entry['wall_time_s']} s; populations "
+              + json.dumps(populations, ensure_ascii=False))
     return 0
 
 

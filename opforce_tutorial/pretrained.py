@@ -26,6 +26,8 @@ from .storage import atomic_torch_save, atomic_write, read_json, register, sha25
 MODELS_DIR = Path(__file__).resolve().parent.parent / "models"
 REGISTRY = MODELS_DIR / "registry.json"
 REPLICATES = "replicates.json"
+#: Results of :func:`record_long_run` (``opforce long-run``), next to the registry.
+LONG_RUNS = "long_runs.json"
 ENV_VAR = "OPFORCE_TRAIN"
 
 
@@ -212,6 +214,34 @@ def replicate(name: str, seed: int, device: str = "cpu", models_dir: Path = MODE
     record_entry(models_dir / REPLICATES, name, str(seed), entry)
     shutil.rmtree(work, ignore_errors=True)
     return entry
+
+
+def record_long_run(name: str, ns: float = 1.0, device: str = "cpu", models_dir: Path = MODELS_DIR) -> dict:
+    """Simulate the registered model ``name`` (weights verified by sha256) for ``ns`` per replica with its
+    recipe's long run, and record the result in ``models/long_runs.json`` under its name and length with
+    the sha256 of the weights, the command, the device and the wall time. Resumes a killed run."""
+    spec = _specs().get(name)
+    if spec is None or spec.long_run is None:
+        runnable = sorted(n for n, s in _specs().items() if s.long_run is not None)
+        raise PretrainedError(f"{name!r} has no long run; models that have one: {runnable}")
+    model, registered = load(name, models_dir)
+    t0 = time.perf_counter()
+    work = work_dir(models_dir, f"long-run-{name}-{ns:g}ns")
+    result = spec.long_run(model, ns, device, str(work / "simulation.ckpt"))
+    entry = {**result, "ns_per_replica": ns, "model_sha256": registered["sha256"],
+             "wall_time_s": round(time.perf_counter() - t0, 1), "device": device_name(device),
+             "command": f"opforce long-run {name} --ns {ns:g}" + (f" --device {device}" if device != "cpu" else ""),
+             "created": time.strftime("%Y-%m-%d")}
+    record_entry(models_dir / LONG_RUNS, name, f"{ns:g}", entry)
+    shutil.rmtree(work, ignore_errors=True)
+    return entry
+
+
+def long_runs(models_dir: Path = MODELS_DIR) -> dict:
+    """``{model name: {ns: entry}}`` of the recorded long runs that belong to the registered weights (a
+    retrained model leaves its older long runs out)."""
+    current = replicates_of(read_registry(models_dir / "registry.json"), read_registry(models_dir / LONG_RUNS))
+    return {name: runs for name, runs in current.items() if runs}
 
 
 def record_entry(path: Path, name: str, key: str, entry: dict) -> None:

@@ -24,6 +24,7 @@ from __future__ import annotations
 import tempfile
 from dataclasses import asdict, dataclass, replace
 from pathlib import Path
+from typing import Callable
 
 import numpy as np
 import torch
@@ -82,6 +83,8 @@ class Study:
     cg: CGRunSettings
     sources: tuple[str, ...] = SOURCES
     variants: tuple[CGVariant, ...] = ()
+    #: trajectory (time, replicas, beads, 3) -> extra results of a long run (e.g. basin exchange counts)
+    long_run_analysis: Callable[[np.ndarray], dict] | None = None
 
     # ------------------------------------------------------------------------------------------- names
     def kernel_name(self, source: str, noise_std: float) -> str:
@@ -217,6 +220,22 @@ class Study:
         prior = fit_priors(ds.positions, kbt)[0] if prior is None else prior
         return simulate_cg(prior, ds.positions, kbt, ds.bead_masses, self.cg, progress=progress)
 
+    def long_run(self, model: torch.nn.Module, ns: float = 1.0, device="cpu", progress: bool = True,
+                 checkpoint: str | None = None) -> dict:
+        """A CG model simulated as its registration did (:attr:`cg`, seed 0: the same starting frames) but for
+        ``ns`` nanoseconds per replica: the populations of the system's states (block errors over the
+        replicas) and :attr:`long_run_analysis` of the trajectory. With ``checkpoint`` a killed run resumes."""
+        if not ns > 0:
+            raise ValueError(f"ns must be positive, got {ns}")
+        ds = self.training_frames()
+        settings = replace(self.cg, n_steps=int(round(ns * 1000 / self.cg.dt)))
+        traj = simulate_cg(model, ds.positions, thermal_energy(ds.temperature), ds.bead_masses, settings, device,
+                           progress, checkpoint)
+        out = dict(self.long_run_analysis(traj)) if self.long_run_analysis else {}
+        if self.system.states is not None:
+            out["populations"] = state_populations(traj, self.system.states)
+        return out
+
     def models_trained_on_other_data(self, models_registry: dict | None = None) -> list[str]:
         """The study's registered models whose recorded training data is not the shipped dataset (after
         the dataset is rebuilt, these are the models ``opforce pretrain`` should retrain)."""
@@ -276,7 +295,11 @@ class Study:
             return {**self.cg_run(ds, source, noise_std, flow, seed, device, dihedral_hidden, work_dir=work_dir)[1],
                     **metrics}
 
-        return ModelSpec(train=train, build=build_cg_model, file=name.replace("-", "_") + ".pt", replicate=replicate)
+        def long_run(model, ns, device, checkpoint=None):
+            return self.long_run(model, ns, device, checkpoint=checkpoint)
+
+        return ModelSpec(train=train, build=build_cg_model, file=name.replace("-", "_") + ".pt", replicate=replicate,
+                         long_run=long_run)
 
 
 def build_cg_model(config: dict) -> CGModel:

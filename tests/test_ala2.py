@@ -219,17 +219,17 @@ def test_model_dihedral_checks_pass_the_model_that_made_the_frames_and_fail_its_
 def test_a_long_run_is_recorded_for_the_registered_weights(tiny, tmp_path):
     name = ala2.cg_name("reference")
     registered = pretrained.pretrain(name, models_dir=tmp_path)
-    entry = ala2.record_long_run(name, ns=0.001, models_dir=tmp_path)  # 500 steps of 4 replicas
+    entry = pretrained.record_long_run(name, ns=0.001, models_dir=tmp_path)  # 500 steps of 4 replicas
     assert entry["model_sha256"] == registered["sha256"] and entry["command"] == f"opforce long-run {name} --ns 0.001"
     assert entry["exchange"]["replicas"] == 4
     assert sum(p["mean"] for p in entry["populations"].values()) == pytest.approx(1.0, abs=1e-6)
-    assert ala2.long_runs(tmp_path) == {name: {"0.001": entry}}
+    assert pretrained.long_runs(tmp_path) == {name: {"0.001": entry}}
     with pytest.raises(ValueError, match="ns must be positive"):
         ala2.long_run(pretrained.load(name, tmp_path)[0], ns=0)
     registry = pretrained.read_registry(tmp_path / "registry.json")
     registry[name]["sha256"] = "retrained"
     (tmp_path / "registry.json").write_text(__import__("json").dumps(registry))
-    assert ala2.long_runs(tmp_path) == {}  # a long run of older weights no longer counts
+    assert pretrained.long_runs(tmp_path) == {}  # a long run of older weights no longer counts
 
 
 def test_long_run_summary_calls_drifts_and_differences_only_beyond_two_block_errors():

@@ -71,5 +71,7 @@ def test_the_import_graph_has_no_cycles():
 
 def test_the_walk_sees_function_level_imports(tmp_path):
     """The check cannot pass by hiding an import inside a function."""
-    deps = imports(PACKAGE / "cli.py")
-    assert "opforce_tutorial.chapters.ala2" in deps and "opforce_tutorial.labels" in deps
+    source = (PACKAGE / "study.py").read_text()
+    assert "\nfrom .pretrained import" not in source and "    from .pretrained import" in source  # inside functions only
+    deps = imports(PACKAGE / "study.py")
+    assert "opforce_tutorial.pretrained" in deps and "opforce_tutorial.labels" in deps

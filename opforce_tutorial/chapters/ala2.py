@@ -13,15 +13,12 @@ Sizes are CPU-sized; every trained object is a registered pretrained model, rebu
 
 from __future__ import annotations
 
-from dataclasses import replace
-from pathlib import Path
 
 import numpy as np
 import torch
 
 from ..cg import ForceMatchingSettings
-from ..cg.network import CGModel
-from ..cg.pipeline import CGRunSettings, simulate_cg
+from ..cg.pipeline import CGRunSettings
 from ..data.report import count_transitions
 from ..evaluation import dihedral_integration_by_parts_check, state_populations
 from ..kernels.cnf import SMALL_EGNN
@@ -29,7 +26,6 @@ from ..kernels.coupling import SMALL_COUPLING
 from ..labels import LabelSettings
 from ..study import CGVariant, FlowRecipe, Study
 from ..systems.alanine_dipeptide import BASINS, SYSTEM, basins, ramachandran
-from ..units import kbt as thermal_energy
 
 #: The chapter's noise levels (Å). 0.05 Å is the paper's σ; the stiffest ala2 bonds fluctuate by about
 #: 0.025 Å at 300 K, about the Cα–Cα bond fluctuation of the paper's chignolin, so 0.05 Å keeps the paper's
@@ -56,20 +52,19 @@ CG_SETTINGS = CGRunSettings(hidden=64, n_interactions=2, n_rbf=32, cutoff=10.0,
 #: (``SchNetConfig.dihedral_hidden`` = :data:`CHIRAL_WIDTH`), trained on the reference forces. The
 #: distance-only network cannot tell a configuration from its mirror image (αR from its mirror in αL).
 CHIRAL_REFERENCE, CHIRAL_WIDTH = "ala2-cg-reference-chiral", 64
-#: Results of :func:`record_long_run` (``opforce long-run``), next to the registry in ``models/``.
-LONG_RUNS = "long_runs.json"
 
 STUDY = Study(name="ala2", dataset="ala2", system=SYSTEM, bead_types=BEAD_TYPES, noise_stds=NOISE_STDS,
               flows={"coupling": FlowRecipe(COUPLING_CONFIG, COUPLING_STEPS), "cnf": FlowRecipe(SMALL_EGNN, CNF_STEPS)},
               labels=LABELS, output_labels=OUTPUT_LABELS, cg=CG_SETTINGS,
-              variants=(CGVariant(CHIRAL_REFERENCE, "reference", None, CHIRAL_WIDTH),))
+              variants=(CGVariant(CHIRAL_REFERENCE, "reference", None, CHIRAL_WIDTH),),
+              long_run_analysis=lambda trajectory: {"exchange": basin_exchange(trajectory)})
 
 # the study's stages, as the chapter calls them
 kernel_name, cg_name, cg_model_names = STUDY.kernel_name, STUDY.cg_name, STUDY.cg_model_names
 training_frames, reference_histograms, score = STUDY.training_frames, STUDY.reference_histograms, STUDY.score
 make_kernel, labelled_set, kernel_output_js = STUDY.make_kernel, STUDY.labelled_set, STUDY.kernel_output_js
 prior_only_trajectory, models_trained_on_other_data = STUDY.prior_only_trajectory, STUDY.models_trained_on_other_data
-recipes = STUDY.recipes
+recipes, long_run = STUDY.recipes, STUDY.long_run
 
 
 def basin_populations(frames, n_blocks: int = 10) -> dict[str, dict[str, float]]:
@@ -130,59 +125,6 @@ def model_dihedral_checks(models: dict, frames, kbt: float, batch_size: int = 40
              "cos dihedral 1-2-3-4": "cos ψ", "sin dihedral 1-2-3-4": "sin ψ"}
     return pd.DataFrame({name: {f"z {names.get(r['function'], r['function'])}": r["z"] for r in rows}
                          for name, rows in checks.items()}).T
-
-
-def long_run(model: CGModel, ns: float = 1.0, device="cpu", progress: bool = True,
-             checkpoint: str | None = None) -> dict:
-    """A chapter CG model simulated as its registration did (:data:`CG_SETTINGS`, seed 0: the same 64
-    starting frames) but for ``ns`` nanoseconds per replica.
-
-    Returns its :func:`basin_exchange` and :func:`basin_populations`
-    (fractions with block errors over the replicas). At 2 fs and 20 000 replica-steps/s (this chapter's
-    model on one CPU core) 1 ns of 64 replicas takes about half an hour; with ``checkpoint`` a killed run
-    resumes.
-    """
-    if ns <= 0:
-        raise ValueError(f"ns must be positive, got {ns}")
-    ds = training_frames()
-    settings = replace(STUDY.cg, n_steps=int(round(ns * 1000 / STUDY.cg.dt)))
-    traj = simulate_cg(model, ds.positions, thermal_energy(ds.temperature), ds.bead_masses, settings, device, progress,
-                       checkpoint)
-    return {"exchange": basin_exchange(traj), "populations": basin_populations(traj)}
-
-
-def record_long_run(name: str, ns: float = 1.0, device="cpu", models_dir: Path | None = None) -> dict:
-    """:func:`long_run` of the registered model ``name`` (weights verified by sha256), recorded in
-    ``models/long_runs.json`` under its name and length with the sha256 of the weights, the command,
-    the device and the wall time."""
-    import time
-
-    import shutil
-
-    from ..pretrained import MODELS_DIR, device_name, load, record_entry, work_dir
-
-    models_dir = MODELS_DIR if models_dir is None else models_dir
-    model, registered = load(name, models_dir)
-    t0 = time.perf_counter()
-    work = work_dir(models_dir, f"long-run-{name}-{ns:g}ns")  # a killed run resumes from here
-    result = long_run(model, ns, device, checkpoint=str(work / "simulation.ckpt"))
-    entry = {**result, "ns_per_replica": ns, "model_sha256": registered["sha256"],
-             "wall_time_s": round(time.perf_counter() - t0, 1), "device": device_name(device),
-             "command": f"opforce long-run {name} --ns {ns:g}" + (f" --device {device}" if device != "cpu" else ""),
-             "created": time.strftime("%Y-%m-%d")}
-    record_entry(models_dir / LONG_RUNS, name, f"{ns:g}", entry)
-    shutil.rmtree(work, ignore_errors=True)
-    return entry
-
-
-def long_runs(models_dir: Path | None = None) -> dict:
-    """``{model name: {ns: entry}}`` of the recorded :func:`record_long_run` results that belong to the
-    registered weights (a retrained model leaves its older long runs out)."""
-    from ..pretrained import MODELS_DIR, read_registry, replicates_of
-
-    models_dir = MODELS_DIR if models_dir is None else models_dir
-    current = replicates_of(read_registry(models_dir / "registry.json"), read_registry(models_dir / LONG_RUNS))
-    return {name: runs for name, runs in current.items() if runs}
 
 
 def long_run_summary(run: dict, data_alpha_l: dict) -> tuple[dict, dict]:

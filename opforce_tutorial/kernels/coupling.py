@@ -84,8 +84,13 @@ class CouplingFlowConfig:
     #: Give the conditioners each bead's bond lengths and bond-angle cosine in c (rotation-invariant
     #: inputs beside the centred positions), from which denoising shifts of bonds and angles follow directly.
     invariant_features: bool = False
+    #: Initial width (Å) of the base density of the displacement y − c (learned from there): of the order
+    #: of the noise σ, whose posterior the flow models.
+    initial_std: float = 0.05
 
     def __post_init__(self):
+        if not self.initial_std > 0:
+            raise ValueError(f"initial_std must be a positive width in Å, got {self.initial_std!r}")
         if not self.lengthscales or min(self.lengthscales) <= 0:
             raise ValueError(f"need at least one positive lengthscale (Å), got {self.lengthscales}")
         if self.coordinates not in ("helmert", "bonds"):
@@ -211,7 +216,7 @@ class CouplingFlow(nn.Module):
         self.register_buffer("_lower", torch.tril_indices(n_internal, n_internal, -1), persistent=False)
         self.cond_y = nn.ModuleList(Conditioner(config, n_mix) for _ in range(config.n_coupling_layers))
         self.cond_v = nn.ModuleList(Conditioner(config) for _ in range(config.n_coupling_layers))
-        self.log_std_y = nn.Parameter(torch.tensor(math.log(0.05)))
+        self.log_std_y = nn.Parameter(torch.tensor(math.log(config.initial_std)))
         self.log_std_v = nn.Parameter(torch.tensor(0.0))
 
     def _geometry(self, c):
