@@ -13,7 +13,8 @@ render and formulas are typeset in the static pages without a CDN (offline).
 
 Everything lands in ``book/_widget_js/`` (git-ignored), an extra static path of the book
 (``_config.yml``), not ``_static/``, whose scripts Jupyter Book would inject into every page.
-``make book`` runs this first: ``python book/widget_js.py``.
+The book's ``widget_assets`` extension (``_ext/widget_assets.py``) runs this when a build starts, so
+``jupyter-book build book`` needs nothing first; ``python book/widget_js.py`` runs it alone.
 """
 
 from __future__ import annotations

@@ -97,19 +97,21 @@ def _main(argv: list[str] | None = None) -> int:
     t.add_argument("--dataset", required=True, help="registered dataset name, or an npz with positions (Å) and temperature (K)")
     t.add_argument("--noise-std", type=float, required=True, help="σ_n, standard deviation of the mean-free noise (Å)")
     t.add_argument("--prior-std", type=float, help="σ_p of the CNF's base around c (Å; default: --noise-std)")
-    t.add_argument("--steps", type=int, default=20_000)
-    t.add_argument("--batch-size", type=int, default=512)
+    t.add_argument("--steps", type=int, help="training steps (default: chapter 2's, 4000 coupling / 8000 CNF, minutes "
+                                            "on a laptop; the paper trains ~100× longer, a GPU's work)")
+    t.add_argument("--batch-size", type=int, default=256)
     t.add_argument("--lr", type=float, default=5e-4)
-    t.add_argument("--size", choices=["paper", "small"], default="paper",
-                   help="paper: the sizes of Klein et al. (coupling 8×3, d_model 128; EGNN 64×5); small: CPU-sized "
-                        "(4×1, 64; 32×3)")
+    t.add_argument("--size", choices=["paper", "small"], default="small",
+                   help="small (default): CPU-sized, chapter 2's (coupling 4×1, d_model 64; EGNN 32×3); paper: the "
+                        "sizes of Klein et al., for a GPU (coupling 8×3, d_model 128; EGNN 64×5)")
     t.add_argument("--out", required=True, help="flow file to write (.pt)")
     t.add_argument("--checkpoint", help="checkpoint file (resumed if present)")
     t.add_argument("--device", default="cpu")
     t.add_argument("--seed", type=int, default=0)
     lab = sub.add_parser("label", help="label frames with a kernel (resumable; shard with torchrun)")
     lab.add_argument("--dataset", required=True, help="registered dataset name, or an npz with positions (Å) and temperature (K)")
-    lab.add_argument("--kernel", required=True, help="'noise' or the path of a flow file from `opforce train-kernel`")
+    lab.add_argument("--kernel", required=True, help="'noise', a registered flow (e.g. ala2-coupling-0.05; `opforce models` "
+                                                      "lists them) or the path of a flow file from `opforce train-kernel`")
     lab.add_argument("--noise-std", type=float, help="σ of the noise kernel (Å); flow kernels use their training σ")
     lab.add_argument("--data-fraction", type=float, default=0.1)
     lab.add_argument("--repeats", type=int, default=10)
@@ -285,9 +287,11 @@ def _train_kernel(args) -> int:
     if args.prior_std is not None:
         check_positive(args.prior_std, "--prior-std", "Å")
     check_positive(args.lr, "--lr")
+    args.steps = args.steps or {"coupling": 4000, "cnf": 8000}[args.kind]
     check_count(args.steps, "--steps")
     check_count(args.batch_size, "--batch-size")
-    positions, temperature, name = load_frames(args.dataset)
+    frames = load_frames(args.dataset)
+    positions, temperature, name = frames.positions, frames.temperature, frames.name
     types = list(range(positions.shape[1]))  # one type per bead along the chain
     common = dict(n_steps=args.steps, batch_size=args.batch_size, lr=args.lr, seed=args.seed)
     t0 = time.perf_counter()
@@ -300,11 +304,22 @@ def _train_kernel(args) -> int:
         cfg = EGNNConfig(bead_types=types, **(SMALL_EGNN if small else {}))
         settings = CNFTraining(noise_std=args.noise_std, prior_std=args.prior_std or args.noise_std, **common)
         model, history = train_cnf(positions, cfg, settings, args.device, args.checkpoint)
-    meta = {"dataset": name, "temperature_K": temperature, "val_loss": history["val_loss"][-1],
+    meta = {"dataset": name, "frames": frames.weighting, "temperature_K": temperature, "val_loss": history["val_loss"][-1],
             "wall_time_s": round(time.perf_counter() - t0, 1), "device": str(args.device)}
     digest = save_flow(args.out, model, settings, meta)
     print(json.dumps({"file": args.out, "sha256": digest, **meta}, indent=2, ensure_ascii=False))
     return 0
+
+
+def _registered_temperature(flow_name: str) -> float | None:
+    """The temperature (K) of the dataset a registered flow was trained on, if its study is known."""
+    from .data.dataset import registry_entry
+
+    dataset = flow_name.split("-")[0]
+    try:
+        return float(registry_entry(dataset)["temperature_K"])
+    except Exception:
+        return None
 
 
 def _label(args) -> int:
@@ -312,6 +327,7 @@ def _label(args) -> int:
 
     import torch
 
+    from . import pretrained
     from .data.dataset import load_frames
     from .kernels import NoiseKernel
     from .kernels.files import kernel_from_file
@@ -324,7 +340,8 @@ def _label(args) -> int:
         torch.cuda.set_device(device)
     check_count(args.repeats, "--repeats")
     check_count(args.batch_size, "--batch-size")
-    positions, temperature, name = load_frames(args.dataset)
+    frames = load_frames(args.dataset)
+    positions, temperature, name = frames.positions, frames.temperature, frames.name
     if args.kernel == "noise":
         if args.noise_std is None:
             raise SystemExit("the noise kernel needs --noise-std (Å)")
@@ -334,15 +351,20 @@ def _label(args) -> int:
         options = {"solver": args.solver} if args.solver != "dopri5" else {}
         if args.memory_gb is not None:
             options["memory_budget_gb"] = check_positive(args.memory_gb, "--memory-gb", "GB")
-        kernel, info = kernel_from_file(args.kernel, kbt(temperature), device, **options)
-        if info["metadata"].get("temperature_K", temperature) != temperature:
-            raise SystemExit(f"{args.kernel} was trained on data at {info['metadata']['temperature_K']} K, "
-                             f"the frames are at {temperature} K")
-        digest = info["sha256"]
+        if args.kernel in pretrained._specs():  # a registered flow, by name
+            kernel, entry = pretrained.load_kernel(args.kernel, kbt(temperature), device, **options)
+            trained_at, digest = _registered_temperature(args.kernel), entry["sha256"]
+        else:
+            kernel, info = kernel_from_file(args.kernel, kbt(temperature), device, **options)
+            trained_at, digest = info["metadata"].get("temperature_K"), info["sha256"]
+        if trained_at is not None and trained_at != temperature:
+            raise ValueError(f"{args.kernel} was trained on data at {trained_at} K, the frames are at {temperature} K")
     settings = LabelSettings(args.data_fraction, args.repeats, args.batch_size, args.seed)
-    result = label_frames(positions, kernel, temperature, args.out, settings, device, digest, name)
+    result = label_frames(positions, kernel, temperature, args.out, settings, device, digest, name,
+                          frames=frames.weighting)
     if result is not None:
-        print(json.dumps({k: result.metadata[k] for k in ("kernel", "n_labels", "n_dropped", "world_size")}))
+        print(json.dumps({k: result.metadata[k] for k in ("kernel", "n_labels", "n_dropped", "world_size", "frames")},
+                         ensure_ascii=False))
     return 0
 
 

@@ -115,12 +115,13 @@ def _distributed(device: torch.device):
 
 def label_frames(positions, kernel, temperature: float, out: str | Path, settings: LabelSettings = LabelSettings(),
                  device: str | torch.device = "cpu", model_sha256: str | None = None, source: str = "",
-                 progress: bool = True) -> LabelledSet | None:
+                 progress: bool = True, frames: str = "") -> LabelledSet | None:
     """Label ``positions`` (frames, beads, 3; Å) with ``kernel`` and write ``out`` (see module docstring).
 
     ``kernel`` must be on ``device`` and have ``sample_with_forces(x, generator)``; ``temperature``
     (kelvin) is recorded and must be the one of the kernel's k_BT. ``model_sha256`` (of the kernel's
-    weights file) and ``source`` (dataset name) go into the metadata. Returns the merged
+    weights file), ``source`` (dataset name) and ``frames`` (how its per-frame weights were used, see
+    :func:`~opforce_tutorial.data.dataset.load_frames`) go into the metadata. Returns the merged
     :class:`LabelledSet` on rank 0 and ``None`` on the other ranks.
     """
     from tqdm.auto import tqdm
@@ -137,7 +138,7 @@ def label_frames(positions, kernel, temperature: float, out: str | Path, setting
     work = np.repeat(kept, settings.repeats)  # frame index of every work item
     n_batches = -(-len(work) // settings.batch_size)
     plan = {**kernel_description(kernel), "model_sha256": model_sha256, "input_sha256": array_sha256(positions),
-            "source": source, "temperature_K": float(temperature), **asdict(settings),
+            "source": source, "frames": frames, "temperature_K": float(temperature), **asdict(settings),
             "n_frames_in": len(positions), "n_kept_frames": int(n_keep), "n_batches": n_batches}
     if out.exists() and rank == 0 and world == 1:  # finished before (a resumed pipeline): the same plan is kept
         done = load_labels(out)

@@ -77,6 +77,21 @@ def load(name: str, models_dir: Path = MODELS_DIR) -> tuple[torch.nn.Module, dic
     return model.eval(), entry
 
 
+def load_kernel(name: str, kbt: float, device: str = "cpu", models_dir: Path = MODELS_DIR, **kernel_options):
+    """The reverse-noise kernel of the registered flow ``name`` (e.g. ``ala2-coupling-0.05``), with the noise
+    widths it was trained with; returns ``(kernel, registry entry)``. Options as for
+    :func:`~opforce_tutorial.kernels.files.kernel_from_file`."""
+    from .kernels.files import flow_kind, reverse_kernel
+
+    model, entry = load(name, models_dir)
+    try:
+        flow_kind(model)
+    except TypeError:
+        raise PretrainedError(f"{name!r} is not a flow: a kernel comes from a registered coupling flow or CNF "
+                              "(`opforce models` lists them)") from None
+    return reverse_kernel(model, entry["training"], kbt, device, **kernel_options), entry
+
+
 _TRAINED: dict[str, tuple] = {}  # models trained in this process: name -> (model, samples)
 
 

@@ -165,3 +165,41 @@ def test_train_kernel_then_label_from_the_command_line(frames, tmp_path):
     assert np.allclose(out.forces.sum(axis=1), 0.0, atol=1e-3)
     meta = json.loads(json.dumps(out.metadata))
     assert meta["model_sha256"] and meta["temperature_K"] == 300.0
+
+
+@pytest.mark.slow
+def test_a_registered_flow_labels_by_name_and_the_datasets_weights_are_used(tmp_path):
+    """`opforce label --kernel ala2-coupling-0.05` on the shipped dataset: the chapters' kernel and frames."""
+    from opforce_tutorial import pretrained
+    from opforce_tutorial.chapters import ala2
+    from opforce_tutorial.data.dataset import load_dataset, load_frames
+
+    out = tmp_path / "labels.npz"
+    _run([sys.executable, "-m", "opforce_tutorial.cli", "label", "--dataset", "ala2", "--kernel", "ala2-coupling-0.05",
+          "--data-fraction", "0.0005", "--repeats", "1", "--out", str(out)])
+    labels = load_labels(out)
+    registered = pretrained.read_registry()["ala2-coupling-0.05"]
+    assert labels.metadata["model_sha256"] == registered["sha256"] and labels.metadata["noise_std_A"] == 0.05
+    assert labels.metadata["frames"].startswith("equilibrium resample")
+    frames = load_frames("ala2")
+    assert np.array_equal(frames.positions, ala2.training_frames().positions)  # the chapters' frames
+    ds = load_dataset("ala2")
+    assert ds.weights is not None and not np.array_equal(frames.positions, ds.positions)
+    done = subprocess.run([sys.executable, "-m", "opforce_tutorial.cli", "label", "--dataset", "ala2", "--kernel",
+                           "ala2-cg-reference", "--out", str(tmp_path / "x.npz")], capture_output=True, text=True)
+    assert done.returncode == 2 and "is not a flow" in done.stderr
+
+
+def test_frames_files_with_weights_are_resampled_as_the_chapters_do(tmp_path):
+    from opforce_tutorial.data.dataset import DatasetError, equilibrium_resample, load_frames
+
+    x = np.cumsum(np.random.default_rng(0).normal(0, 1, (4, 3, 3)) + [1.5, 0, 0], axis=1).astype(np.float32)
+    np.savez(tmp_path / "w.npz", positions=x, temperature=300.0, weights=[0.0, 0.0, 1.0, 3.0])
+    frames = load_frames(tmp_path / "w.npz")
+    assert np.array_equal(frames.positions, x[[2, 3, 3, 3]]) and "resample" in frames.weighting
+    assert equilibrium_resample([1, 1, 1, 1]).tolist() == [0, 1, 2, 3]
+    np.savez(tmp_path / "bad.npz", positions=x, temperature=300.0, weights=[1.0, 2.0])
+    with pytest.raises(DatasetError, match="2 weights for 4 frames"):
+        load_frames(tmp_path / "bad.npz")
+    np.savez(tmp_path / "plain.npz", positions=x, temperature=300.0)
+    assert load_frames(tmp_path / "plain.npz").weighting.startswith("unweighted")

@@ -74,11 +74,7 @@ class CGDataset:
         """
         if self.weights is None or np.ptp(self.weights) <= 1e-12 * np.abs(self.weights).max():
             return self
-        w = np.asarray(self.weights, dtype=float)
-        if (w < 0).any() or not w.sum() > 0:
-            raise ValueError("weights must be non-negative with a positive sum")
-        cdf = np.cumsum(w / w.sum())
-        idx = np.minimum(np.searchsorted(cdf, (np.arange(self.n_frames) + 0.5) / self.n_frames), self.n_frames - 1)
+        idx = equilibrium_resample(self.weights)
         return CGDataset(name=self.name, positions=self.positions[idx], forces=self.forces[idx],
                          temperature=self.temperature, traj_ids=self.traj_ids[idx],
                          save_interval_ps=self.save_interval_ps, bead_names=self.bead_names)
@@ -238,18 +234,43 @@ def load_dataset(name: str, data_dir: Path = DATA_DIR) -> CGDataset:
                      bead_names=[str(b) for b in d["bead_names"]], weights=d["weights"] if "weights" in d else None)
 
 
-def load_frames(spec: str | Path) -> tuple[np.ndarray, float, str]:
-    """Frames to label or train on: ``(positions (frames, beads, 3) in Å, temperature in K, name)``.
+def equilibrium_resample(weights) -> np.ndarray:
+    """Indices of n frames drawn by systematic resampling from per-frame weights (n = len(weights)):
+    frame i appears ⌊n wᵢ⌋ or ⌈n wᵢ⌉ times (w normalised), in dataset order."""
+    w = np.asarray(weights, dtype=float)
+    if not np.isfinite(w).all() or (w < 0).any() or not w.sum() > 0:
+        raise ValueError("weights must be finite and non-negative with a positive sum")
+    n = len(w)
+    return np.minimum(np.searchsorted(np.cumsum(w / w.sum()), (np.arange(n) + 0.5) / n), n - 1)
+
+
+@dataclass
+class Frames:
+    """Frames to label or train on (:func:`load_frames`): positions (frames, beads, 3) in Å, temperature
+    in K, a name, and how per-frame weights were used (``weighting``, recorded in every output)."""
+
+    positions: np.ndarray
+    temperature: float
+    name: str
+    weighting: str
+
+
+def load_frames(spec: str | Path) -> Frames:
+    """Frames to label or train on, as the chapters use them: an equilibrium sample.
 
     ``spec`` is a registered dataset name (see :func:`load_dataset`) or the path of an npz file with
-    ``positions`` and ``temperature`` (and, optionally, ``length_unit``, which must then be "Å").
+    ``positions`` and ``temperature`` (and, optionally, ``weights`` per frame and ``length_unit``, which
+    must then be "Å"). Per-frame weights (MSM or basin weights) become repeated frames by the
+    chapters' rule (:meth:`CGDataset.equilibrium_frames`), so the CLI labels the distribution the book does.
     """
     from ..checks import check_frames, check_temperature
 
     path = Path(spec)
+    resampled = "equilibrium resample of the per-frame weights (systematic resampling, as the chapters)"
     if path.suffix != ".npz":
         ds = load_dataset(str(spec))
-        return ds.positions, ds.temperature, ds.name
+        weighting = resampled if ds.weights is not None else "unweighted (the dataset has no per-frame weights)"
+        return Frames(ds.equilibrium_frames().positions, ds.temperature, ds.name, weighting)
     if not path.exists():
         raise DatasetError(f"frames file {path} does not exist")
     d = np.load(path)
@@ -259,4 +280,9 @@ def load_frames(spec: str | Path) -> tuple[np.ndarray, float, str]:
     if "length_unit" in d.files and str(d["length_unit"]) != "Å":
         raise DatasetError(f"{path} has length_unit {str(d['length_unit'])!r}; convert positions to Å first")
     positions = check_frames(d["positions"], f"{path}: positions").astype(np.float32)
-    return positions, check_temperature(float(d["temperature"]), f"{path}: temperature"), path.stem
+    temperature = check_temperature(float(d["temperature"]), f"{path}: temperature")
+    if "weights" not in d.files:
+        return Frames(positions, temperature, path.stem, "unweighted (the file has no per-frame weights)")
+    if len(d["weights"]) != len(positions):
+        raise DatasetError(f"{path} has {len(d['weights'])} weights for {len(positions)} frames")
+    return Frames(positions[equilibrium_resample(d["weights"])], temperature, path.stem, resampled)

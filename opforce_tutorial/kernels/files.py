@@ -64,11 +64,18 @@ def kernel_from_file(path: str | Path, kbt: float, device: str | torch.device = 
     Returns ``(kernel, info)``; ``info["sha256"]`` is the file's checksum.
     """
     model, info = load_flow(path, device)
-    training = info["training"]
-    if info["kind"] == "coupling":
+    return reverse_kernel(model, info["training"], kbt, device, **kernel_options), info
+
+
+def reverse_kernel(model: torch.nn.Module, training: dict, kbt: float, device: str | torch.device = "cpu",
+                   **kernel_options) -> ReverseNoiseKernel:
+    """The reverse-noise kernel of a trained flow (coupling flow or CNF vector field) with the noise widths
+    of its ``training`` settings (``noise_std``, and the CNF's ``prior_std``); options as in
+    :func:`kernel_from_file`."""
+    if flow_kind(model) == "coupling":
         if kernel_options:
             raise ValueError(f"the coupling-flow kernel takes no options, got {sorted(kernel_options)}")
-        return ReverseNoiseKernel(model, training["noise_std"], kbt, mean_free=True), info
+        return ReverseNoiseKernel(model.to(device), training["noise_std"], kbt, mean_free=True)
     kernel_options.setdefault("memory_budget_gb", memory_budget_gb(device))
-    density = CNFDensity(model, prior_std=training["prior_std"], **kernel_options)
-    return ReverseNoiseKernel(density, training["noise_std"], kbt, mean_free=True), info
+    density = CNFDensity(model.to(device), prior_std=training["prior_std"], **kernel_options)
+    return ReverseNoiseKernel(density, training["noise_std"], kbt, mean_free=True)

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 import os
+import time
 from dataclasses import asdict, is_dataclass
 
 import numpy as np
@@ -99,6 +100,7 @@ def optimise(model, loss_fn, make_batch, val_batch, settings, generator: torch.G
         history.setdefault("stopped_early", False)
     end = step if history.get("stopped_early") else settings.n_steps
     bar = tqdm(range(step, end), initial=step, total=settings.n_steps, desc=desc, disable=not progress, mininterval=2.0)
+    first, started = step, time.perf_counter()
     for step in bar:
         loss = loss_fn(model, make_batch())
         if not torch.isfinite(loss):
@@ -108,6 +110,10 @@ def optimise(model, loss_fn, make_batch, val_batch, settings, generator: torch.G
         loss.backward()
         opt.step()
         done = step + 1
+        if progress and done - first == ESTIMATE_AFTER and end - done > ESTIMATE_AFTER:  # say early what is coming
+            per_step = (time.perf_counter() - started) / ESTIMATE_AFTER
+            tqdm.write(f"{desc}: {per_step * 1000:.0f} ms per step here, so about {_duration(per_step * (end - done))} "
+                       f"for the remaining {end - done} steps")
         stop = False
         if done % settings.eval_every == 0 or done == settings.n_steps:
             with torch.no_grad():
@@ -132,6 +138,18 @@ def optimise(model, loss_fn, make_batch, val_batch, settings, generator: torch.G
     if best_state is not None:
         model.load_state_dict(best_state)
     return history
+
+
+#: Steps timed before :func:`optimise` prints its estimate of the whole run.
+ESTIMATE_AFTER = 20
+
+
+def _duration(seconds: float) -> str:
+    if seconds < 90:
+        return f"{seconds:.0f} s"
+    if seconds < 5400:
+        return f"{seconds / 60:.0f} min"
+    return f"{seconds / 3600:.1f} h"
 
 
 def train_on_frames(positions, settings, build_model, batch_fn, loss_fn, device, checkpoint: str | None, desc: str,
