@@ -108,6 +108,19 @@ def _main(argv: list[str] | None = None) -> int:
     t.add_argument("--checkpoint", help="checkpoint file (resumed if present)")
     t.add_argument("--device", default="cpu")
     t.add_argument("--seed", type=int, default=0)
+    st = sub.add_parser("study", help="from one's own frames to scored CG models: every label source at every noise std "
+                                      "trained, simulated and scored against the frames, with a report (resumable)")
+    st.add_argument("--dataset", required=True, help="npz with positions (frames, beads, 3) in Å and temperature in K; "
+                                                    "optional forces (kcal/mol/Å), weights, bead_names, bead_masses (amu), "
+                                                    "traj_ids")
+    st.add_argument("--sources", nargs="+", default=["reference", "noise", "coupling", "cnf"],
+                    choices=["reference", "noise", "coupling", "cnf"])
+    st.add_argument("--noise-std", type=float, nargs="+", default=[0.05], help="noise stds of the kernels (Å)")
+    st.add_argument("--masses", type=float, nargs="+", help="bead masses (amu), one per bead (default: the file's "
+                                                            "bead_masses, else from the bead names' elements)")
+    st.add_argument("--quick", action="store_true", help="a try-out budget: every stage in minutes, far from converged")
+    st.add_argument("--out", required=True, help="report folder (results.json, report.md, figures/, models/)")
+    st.add_argument("--device", default="cpu")
     lab = sub.add_parser("label", help="label frames with a kernel (resumable; shard with torchrun)")
     lab.add_argument("--dataset", required=True, help="registered dataset name, or an npz with positions (Å) and temperature (K)")
     lab.add_argument("--kernel", required=True, help="'noise', a registered flow (e.g. ala2-coupling-0.05; `opforce models` "
@@ -134,6 +147,8 @@ def _main(argv: list[str] | None = None) -> int:
         return 0
     if args.command == "replicate":
         return _replicate(args)
+    if args.command == "study":
+        return _study(args)
     if args.command == "long-run":
         return _long_run(args)
     if args.command == "train-kernel":
@@ -308,6 +323,19 @@ def _train_kernel(args) -> int:
             "wall_time_s": round(time.perf_counter() - t0, 1), "device": str(args.device)}
     digest = save_flow(args.out, model, settings, meta)
     print(json.dumps({"file": args.out, "sha256": digest, **meta}, indent=2, ensure_ascii=False))
+    return 0
+
+
+def _study(args) -> int:
+    from .data.dataset import load_user_dataset
+    from .study import QUICK, chain_study, run_study, study_table
+
+    ds = load_user_dataset(args.dataset, masses=args.masses)
+    ds.bead_masses  # refuse bead names without an element mass before any work
+    study = chain_study(ds, ds.name, tuple(args.noise_std), tuple(args.sources), **(QUICK if args.quick else {}))
+    rows = run_study(study, args.out, device=args.device)
+    print(study_table({r["model"]: r for r in rows}).to_string(index=False))
+    print(f"report: {Path(args.out) / 'report.md'}, figures in {Path(args.out) / 'figures'}")
     return 0
 
 

@@ -30,17 +30,18 @@ import numpy as np
 import torch
 
 from .catalog import ModelSpec
-from .cg import PriorEnergy, SchNetConfig, SchNetEnergy, fit_priors
+from .cg import ForceMatchingSettings, PriorEnergy, SchNetConfig, SchNetEnergy, fit_priors
 from .cg.network import CGModel
 from .cg.pipeline import CGRunSettings, run_label_source, simulate_cg
 from .cg.training import validation_mask
-from .data.dataset import load_dataset, registry_entry, verified_path
+from .data.dataset import CGDataset, load_dataset, registry_entry, verified_path
 from .evaluation import ReferenceHistograms, evaluate, state_populations
 from .kernels import NoiseKernel, ReverseNoiseKernel
-from .kernels.cnf import CNFDensity, CNFTraining, EGNNConfig, EGNNVectorField, memory_budget_gb, train_cnf
-from .kernels.coupling import CouplingFlow, CouplingFlowConfig, CouplingTraining, train_coupling_flow
+from .kernels.cnf import SMALL_EGNN, CNFDensity, CNFTraining, EGNNConfig, EGNNVectorField, memory_budget_gb, train_cnf
+from .kernels.coupling import SMALL_COUPLING, CouplingFlow, CouplingFlowConfig, CouplingTraining, train_coupling_flow
 from .labels import LabelSettings, label_frames
-from .observables import chain_observables, observable
+from .observables import chain_observables, make_reference, observable
+from .storage import array_sha256
 from .systems.base import CGSystem
 from .units import kbt as thermal_energy
 
@@ -55,6 +56,28 @@ class FlowRecipe:
     config: dict
     n_steps: int
     batch_size: int = 256
+
+
+#: CPU-sized recipes (chapter 2's, measured there; ``benchmarks/ala2_ablation.py``): flows of minutes on
+#: one core, 40 000 labels per source (4 000 frames × 10 draws, the paper's protocol), a SchNet-style CG
+#: model with 3000 force-matching steps and early stopping, 64 replicas × 100 ps at 2 fs.
+CPU_FLOWS = {"coupling": FlowRecipe(dict(SMALL_COUPLING, coordinates="bonds", invariant_features=True), 4000),
+             "cnf": FlowRecipe(dict(SMALL_EGNN), 8000)}
+CPU_LABELS = LabelSettings(n_frames=4_000, repeats=10, batch_size=256, seed=0)
+#: Kernel outputs scored by :meth:`Study.kernel_output_js` (the output gate): 4 000 frames, one draw each.
+OUTPUT_LABELS = LabelSettings(n_frames=4_000, repeats=1, batch_size=256, seed=0)
+CPU_CG = CGRunSettings(hidden=64, n_interactions=2, n_rbf=32, cutoff=10.0,
+                       force_matching=ForceMatchingSettings(n_steps=3000, batch_size=256, lr=1e-3, eval_every=100,
+                                                            patience=8),
+                       n_replicas=64, n_steps=50_000, dt=0.002, friction=1.0, save_every=250, burn_in=2000)
+#: A try-out budget (``opforce study --quick``): every stage runs, in a few minutes, far from converged.
+QUICK = dict(flows={"coupling": FlowRecipe(dict(SMALL_COUPLING, coordinates="bonds", invariant_features=True), 300),
+                    "cnf": FlowRecipe(dict(SMALL_EGNN), 300)},
+             labels=LabelSettings(n_frames=500, repeats=2, batch_size=256, seed=0),
+             output_labels=LabelSettings(n_frames=500, repeats=1, batch_size=256, seed=0),
+             cg=CGRunSettings(hidden=32, n_rbf=16, cutoff=10.0,
+                              force_matching=ForceMatchingSettings(n_steps=200, batch_size=128, eval_every=50),
+                              n_replicas=16, n_steps=5000, save_every=100, burn_in=500))
 
 
 @dataclass
@@ -73,7 +96,7 @@ class Study:
     changed recipe (a test's tiny budget) applies to every later call, the published recipes included."""
 
     name: str
-    dataset: str
+    dataset: str | CGDataset  # a registered dataset's name, or one in memory (a user's own frames)
     system: CGSystem
     bead_types: list[int]
     noise_stds: tuple[float, ...]
@@ -101,16 +124,22 @@ class Study:
 
     # -------------------------------------------------------------------------------------------- data
     def training_frames(self):
-        """The dataset (verified) as an unweighted equilibrium sample: the frames every label source, flow
-        and CG model uses."""
-        return load_dataset(self.dataset).equilibrium_frames()
+        """The dataset (verified, if registered) as an unweighted equilibrium sample: the frames every label
+        source, flow and CG model uses."""
+        ds = load_dataset(self.dataset) if isinstance(self.dataset, str) else self.dataset
+        return ds.equilibrium_frames()
 
     def reference_histograms(self) -> ReferenceHistograms:
-        """The saved reference histograms of every observable of the system (verified like a dataset)."""
-        return ReferenceHistograms.load(verified_path(f"{self.dataset}-histograms"))
+        """The reference histograms of every observable of the system: a registered dataset's saved ones
+        (verified like a dataset), else made from the dataset in memory (with its weights)."""
+        if isinstance(self.dataset, str):
+            return ReferenceHistograms.load(verified_path(f"{self.dataset}-histograms"))
+        return make_reference(self.dataset.positions, self.system.observables, self.dataset.weights)
 
     def dataset_sha256(self) -> str:
-        return registry_entry(self.dataset)["sha256"]
+        if isinstance(self.dataset, str):
+            return registry_entry(self.dataset)["sha256"]
+        return array_sha256(self.dataset.positions)
 
     def score(self, trajectory, reference: ReferenceHistograms | None = None) -> dict:
         """JS divergences (with floors) of every observable, and the populations of the system's states."""
@@ -309,3 +338,106 @@ def build_cg_model(config: dict) -> CGModel:
 
 _build_flow = {"coupling": lambda cfg: CouplingFlow(CouplingFlowConfig(**cfg)),
                "cnf": lambda cfg: EGNNVectorField(EGNNConfig(**cfg))}
+
+
+def chain_study(dataset: CGDataset, name: str, noise_stds: tuple[float, ...], sources: tuple[str, ...] = SOURCES,
+                **recipes) -> Study:
+    """A study of a user's own chain: one bead type per bead, its chain observables (bonds, angles,
+    dihedrals), the CPU recipes unless ``recipes`` (``flows``, ``labels``, ``output_labels``, ``cg``)
+    replace them. A dataset without forces (NaN) cannot have the ``reference`` source."""
+    unknown = set(sources) - set(SOURCES)
+    if unknown:
+        raise ValueError(f"unknown label sources {sorted(unknown)}; choose from {list(SOURCES)}")
+    if "reference" in sources and not np.isfinite(dataset.forces).all():
+        raise ValueError("the reference source needs forces for every frame; the dataset has none (or NaN)")
+    if not noise_stds and set(sources) - {"reference"}:
+        raise ValueError("kernel sources need at least one noise std (Å)")
+    for sigma in noise_stds:
+        if not sigma > 0:
+            raise ValueError(f"noise stds must be positive standard deviations in Å, got {sigma!r}")
+    n = dataset.positions.shape[1]
+    system = CGSystem(name=name, bead_names=tuple(dataset.bead_names), observables=tuple(chain_observables(n)))
+    settings = {"flows": dict(CPU_FLOWS), "labels": CPU_LABELS, "output_labels": OUTPUT_LABELS, "cg": CPU_CG, **recipes}
+    return Study(name=name, dataset=dataset, system=system, bead_types=list(range(n)), noise_stds=tuple(noise_stds),
+                 sources=tuple(sources), **settings)
+
+
+def run_study(study: Study, out: str | Path, device="cpu", progress: bool = True) -> list[dict]:
+    """Every CG model of ``study`` trained, simulated and scored in memory, with a report in ``out``.
+
+    For each label source × σ: the flow (if any) is trained, its output scored, the labels made, the CG
+    model fitted and simulated, and every observable scored against the study's data (JS with floors).
+    ``out`` receives each model's weights (``models/``), ``results.json`` (one row per model, with the
+    settings), ``report.md`` (the table) and ``figures/`` (bond and angle overlays). Each finished model is
+    recorded at once and skipped when the command runs again; an unfinished one resumes from
+    ``work/<model>/`` (flow and CG checkpoints, labels).
+    """
+    from . import plotting
+    from .storage import atomic_torch_save, atomic_write_json, atomic_write_text, read_json
+
+    out = Path(out)
+    (out / "models").mkdir(parents=True, exist_ok=True)
+    results_path = out / "results.json"
+    results = read_json(results_path) if results_path.exists() else {}
+    ds = study.training_frames()
+    reference = study.reference_histograms()
+    jobs = [("reference", None)] if "reference" in study.sources else []
+    jobs += [(s, sigma) for sigma in study.noise_stds for s in study.sources if s != "reference"]
+    samples = {}
+    for source, sigma in jobs:
+        name = study.cg_name(source, sigma)
+        if name in results and results[name]["dataset_sha256"] == study.dataset_sha256():
+            continue
+        work = out / "work" / name
+        work.mkdir(parents=True, exist_ok=True)
+        row, flow = {"model": name, "source": source, "noise_std_A": sigma}, None
+        if source in FLOW_SOURCES:
+            flow, _, _, flow_metrics = study.fit_flow(ds, source, sigma, 0, device, work)
+            atomic_torch_save(out / "models" / f"{study.kernel_name(source, sigma)}.pt", flow.state_dict())
+            row["flow_final_val_loss"] = flow_metrics["final_val_loss"]
+            row["output_js"] = study.kernel_output_js(source, sigma, flow.eval(), ds, device)
+        run, metrics, settings = study.cg_run(ds, source, sigma, flow, 0, device, work_dir=work)
+        atomic_torch_save(out / "models" / f"{name}.pt", run.model.state_dict())
+        np.savez_compressed(work / "trajectory.npz", trajectory=run.trajectory)
+        results[name] = {**row, **metrics, "settings": settings}
+        atomic_write_json(results_path, results)
+        samples[name] = run.trajectory
+    table = study_table(results)
+    atomic_write_text(out / "report.md", f"# Study {study.name}\n\nJS against the study's own data (floor in "
+                      f"brackets: the JS of as many independent samples of the data itself).\n\n"
+                      f"{_markdown(table)}\n")
+    for name in results:
+        if name not in samples and (out / "work" / name / "trajectory.npz").exists():
+            samples[name] = np.load(out / "work" / name / "trajectory.npz")["trajectory"]
+    figures = out / "figures"
+    figures.mkdir(exist_ok=True)
+    for kind in ("bond", "angle"):
+        names = [n for n in reference.probabilities if n.startswith(kind)]
+        frames = {m: t.reshape(-1, *t.shape[-2:]) for m, t in samples.items()}
+        fig = plotting.plot_observable_overlays(frames, reference, names)
+        fig.savefig(figures / f"{kind}s.png")
+    return [results[n] for n in results]
+
+
+def _markdown(table) -> str:
+    cols = list(table.columns)
+    lines = ["| " + " | ".join(cols) + " |", "|" + "---|" * len(cols)]
+    lines += ["| " + " | ".join(str(v) for v in row) + " |" for row in table.itertuples(index=False)]
+    return "\n".join(lines)
+
+
+def study_table(results: dict):
+    """One row per model of :func:`run_study`'s results: mean bond, angle and dihedral JS (with the mean
+    floor), labels and the best validation force error."""
+    import pandas as pd
+
+    rows = []
+    for name, r in results.items():
+        row = {"model": name, "labels": r["n_labels"], "val. force MSE": round(r["best_val_force_mse"], 2)}
+        for kind in ("bond", "angle", "dihedral"):
+            vals = [v for k, v in r["js"].items() if k.startswith(kind)]
+            if vals:
+                row[f"JS {kind}s"] = (f"{np.mean([v['js'] for v in vals]):.4f} "
+                                      f"({np.mean([v['js_floor'] for v in vals]):.4f})")
+        rows.append(row)
+    return pd.DataFrame(rows)

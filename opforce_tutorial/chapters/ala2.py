@@ -13,18 +13,12 @@ Sizes are CPU-sized; every trained object is a registered pretrained model, rebu
 
 from __future__ import annotations
 
-
 import numpy as np
 import torch
 
-from ..cg import ForceMatchingSettings
-from ..cg.pipeline import CGRunSettings
 from ..data.report import count_transitions
 from ..evaluation import dihedral_integration_by_parts_check, state_populations
-from ..kernels.cnf import SMALL_EGNN
-from ..kernels.coupling import SMALL_COUPLING
-from ..labels import LabelSettings
-from ..study import CGVariant, FlowRecipe, Study
+from ..study import CPU_CG, CPU_FLOWS, CPU_LABELS, OUTPUT_LABELS, CGVariant, Study
 from ..systems.alanine_dipeptide import BASINS, SYSTEM, basins, ramachandran
 
 #: The chapter's noise levels (Å). 0.05 Å is the paper's σ; the stiffest ala2 bonds fluctuate by about
@@ -32,29 +26,23 @@ from ..systems.alanine_dipeptide import BASINS, SYSTEM, basins, ramachandran
 #: ratio of noise to bond width; 0.1 Å doubles it.
 NOISE_STDS = (0.05, 0.1)
 BEAD_TYPES = [0, 1, 2, 3, 4]  # one type per bead along the backbone
-COUPLING_STEPS, CNF_STEPS = 4000, 8000
-#: The chapter's coupling flow: CPU-sized, with its couplings acting on each bond's displacement in a frame
-#: of c's bond and conditioners that also see c's bond lengths and angle cosines. Measured against the
-#: authors' parametrisation at the same size and budget (``benchmarks/ala2_ablation.py``, README): bond
-#: JS of its outputs 0.003 vs 0.13, angle JS 0.019 vs 0.088 at σ = 0.05 Å.
-COUPLING_CONFIG = dict(SMALL_COUPLING, coordinates="bonds", invariant_features=True)
-#: Kernel outputs scored by :func:`kernel_output_js` (the output gate): 4 000 frames, one draw each.
-OUTPUT_LABELS = LabelSettings(n_frames=4_000, repeats=1, batch_size=256, seed=0)
-#: Every label source gets the same budget of 40 000 labels, whatever the size of the dataset: a kernel,
-#: the CNF included, labels 4 000 frames drawn at random 10 times (the paper's 10 draws per frame); the
-#: reference source takes 40 000 frames with their forces.
-LABELS = LabelSettings(n_frames=4_000, repeats=10, batch_size=256, seed=0)
-CG_SETTINGS = CGRunSettings(hidden=64, n_interactions=2, n_rbf=32, cutoff=10.0,
-                            force_matching=ForceMatchingSettings(n_steps=3000, batch_size=256, lr=1e-3, eval_every=100,
-                                                                 patience=8),
-                            n_replicas=64, n_steps=50_000, dt=0.002, friction=1.0, save_every=250, burn_in=2000)
+#: The study's CPU recipes (:data:`~opforce_tutorial.study.CPU_FLOWS` and the rest), measured on this
+#: chapter: the coupling flow's couplings act on each bond's displacement in a frame of c's bond and its
+#: conditioners also see c's bond lengths and angle cosines. Against the authors' parametrisation at the
+#: same size and budget (``benchmarks/ala2_ablation.py``, README): bond JS of its outputs 0.003 vs 0.13,
+#: angle JS 0.019 vs 0.088 at σ = 0.05 Å. Every label source gets the same budget of 40 000 labels,
+#: whatever the size of the dataset: a kernel labels 4 000 frames drawn at random 10 times (the paper's
+#: 10 draws per frame); the reference source takes 40 000 frames with their forces.
+COUPLING_CONFIG, COUPLING_STEPS = CPU_FLOWS["coupling"].config, CPU_FLOWS["coupling"].n_steps
+CNF_STEPS = CPU_FLOWS["cnf"].n_steps
+LABELS, OUTPUT_LABELS, CG_SETTINGS = CPU_LABELS, OUTPUT_LABELS, CPU_CG
 #: The chirality-aware model: :data:`CG_SETTINGS` with a network that also sees the signed dihedrals
 #: (``SchNetConfig.dihedral_hidden`` = :data:`CHIRAL_WIDTH`), trained on the reference forces. The
 #: distance-only network cannot tell a configuration from its mirror image (αR from its mirror in αL).
 CHIRAL_REFERENCE, CHIRAL_WIDTH = "ala2-cg-reference-chiral", 64
 
 STUDY = Study(name="ala2", dataset="ala2", system=SYSTEM, bead_types=BEAD_TYPES, noise_stds=NOISE_STDS,
-              flows={"coupling": FlowRecipe(COUPLING_CONFIG, COUPLING_STEPS), "cnf": FlowRecipe(SMALL_EGNN, CNF_STEPS)},
+              flows=dict(CPU_FLOWS),
               labels=LABELS, output_labels=OUTPUT_LABELS, cg=CG_SETTINGS,
               variants=(CGVariant(CHIRAL_REFERENCE, "reference", None, CHIRAL_WIDTH),),
               long_run_analysis=lambda trajectory: {"exchange": basin_exchange(trajectory)})

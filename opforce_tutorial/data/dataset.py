@@ -37,6 +37,7 @@ class CGDataset:
     save_interval_ps: float
     bead_names: list[str]
     weights: np.ndarray | None = None
+    masses: np.ndarray | None = None  # (beads,) amu; default: from the element of each bead name
     length_unit: str = "Å"
     energy_unit: str = "kcal/mol"
 
@@ -47,6 +48,10 @@ class CGDataset:
             raise ValueError("traj_ids needs one entry per frame")
         if self.weights is not None and len(self.weights) != len(self.positions):
             raise ValueError("weights needs one entry per frame")
+        if self.masses is not None:
+            self.masses = np.asarray(self.masses, dtype=float).reshape(-1)
+            if len(self.masses) != self.positions.shape[1] or not (self.masses > 0).all():
+                raise ValueError(f"masses needs one positive mass (amu) per bead, got {self.masses.tolist()}")
 
     @property
     def n_frames(self) -> int:
@@ -54,13 +59,17 @@ class CGDataset:
 
     @property
     def bead_masses(self) -> np.ndarray:
-        """Bead masses (amu) from the element of each bead's atom name (CA → carbon); shape (beads, 1).
+        """Bead masses (amu), shape (beads, 1): :attr:`masses` if given, else from the element of each bead's
+        atom name (CA → carbon).
 
         The mass of a bead only sets the time scale of CG dynamics, not its equilibrium distribution.
         """
+        if self.masses is not None:
+            return self.masses[:, None]
         table = {"C": 12.011, "N": 14.007, "O": 15.999, "S": 32.06}
         if any(n[:1] not in table for n in self.bead_names):
-            raise ValueError(f"no element mass for some of the bead names {self.bead_names}")
+            raise ValueError(f"no element mass for the bead names {self.bead_names}: give the bead masses in amu "
+                             "(masses=..., `bead_masses` in a frames file, or `opforce study --masses`)")
         return np.array([[table[n[0]]] for n in self.bead_names])
 
     def equilibrium_frames(self) -> "CGDataset":
@@ -77,7 +86,7 @@ class CGDataset:
         idx = equilibrium_resample(self.weights)
         return CGDataset(name=self.name, positions=self.positions[idx], forces=self.forces[idx],
                          temperature=self.temperature, traj_ids=self.traj_ids[idx],
-                         save_interval_ps=self.save_interval_ps, bead_names=self.bead_names)
+                         save_interval_ps=self.save_interval_ps, bead_names=self.bead_names, masses=self.masses)
 
     def topology(self):
         """An mdtraj topology of the beads (one residue per bead, CA-named atoms joined by bonds i, i+1)."""
@@ -231,7 +240,8 @@ def load_dataset(name: str, data_dir: Path = DATA_DIR) -> CGDataset:
     d = np.load(verified_path(name, data_dir))
     return CGDataset(name=name, positions=d["positions"], forces=d["forces"], temperature=float(d["temperature"]),
                      traj_ids=d["traj_ids"], save_interval_ps=float(d["save_interval_ps"]),
-                     bead_names=[str(b) for b in d["bead_names"]], weights=d["weights"] if "weights" in d else None)
+                     bead_names=[str(b) for b in d["bead_names"]], weights=d["weights"] if "weights" in d else None,
+                     masses=None if name not in CG_SYSTEMS else CG_SYSTEMS[name].bead_masses)
 
 
 def equilibrium_resample(weights) -> np.ndarray:
@@ -286,3 +296,36 @@ def load_frames(spec: str | Path) -> Frames:
     if len(d["weights"]) != len(positions):
         raise DatasetError(f"{path} has {len(d['weights'])} weights for {len(positions)} frames")
     return Frames(positions[equilibrium_resample(d["weights"])], temperature, path.stem, resampled)
+
+
+def load_user_dataset(path: str | Path, masses=None) -> CGDataset:
+    """A user's own CG frames as a dataset (not registered): an npz with ``positions`` (frames, beads, 3)
+    in Å and ``temperature`` in K, and optionally ``forces`` (kcal/mol/Å; without them the reference label
+    source is unavailable), ``weights`` per frame, ``bead_names``, ``bead_masses`` (amu) and ``traj_ids``
+    (one per frame, each trajectory contiguous and in time order; default: one trajectory). ``masses``
+    (amu per bead) overrides the file's. Validated before any work (Å not nm, finite, a temperature in K).
+    """
+    from ..checks import check_frames, check_temperature
+
+    path = Path(path)
+    if not path.exists():
+        raise DatasetError(f"frames file {path} does not exist")
+    d = np.load(path)
+    missing = {"positions", "temperature"} - set(d.files)
+    if missing:
+        raise DatasetError(f"{path} lacks {sorted(missing)}: it needs positions (frames, beads, 3) in Å and "
+                           "temperature in K")
+    if "length_unit" in d.files and str(d["length_unit"]) != "Å":
+        raise DatasetError(f"{path} has length_unit {str(d['length_unit'])!r}; convert positions to Å first")
+    positions = check_frames(d["positions"], f"{path}: positions").astype(np.float32)
+    n, beads = positions.shape[:2]
+    forces = d["forces"].astype(np.float32) if "forces" in d.files else np.full_like(positions, np.nan)
+    if forces.shape != positions.shape:
+        raise DatasetError(f"{path}: forces {forces.shape} do not match positions {positions.shape}")
+    names = [str(b) for b in d["bead_names"]] if "bead_names" in d.files else [f"B{i}" for i in range(beads)]
+    masses = masses if masses is not None else (d["bead_masses"] if "bead_masses" in d.files else None)
+    return CGDataset(name=path.stem, positions=positions, forces=forces,
+                     temperature=check_temperature(float(d["temperature"]), f"{path}: temperature"),
+                     traj_ids=d["traj_ids"] if "traj_ids" in d.files else np.zeros(n, dtype=int),
+                     save_interval_ps=float(d["save_interval_ps"]) if "save_interval_ps" in d.files else 1.0,
+                     bead_names=names, weights=d["weights"] if "weights" in d.files else None, masses=masses)

@@ -25,6 +25,8 @@ class CGSystem:
     observables: tuple[str | Observable, ...]
     states: Callable[[np.ndarray], dict[str, np.ndarray]] | None = None
     build_command: str = ""
+    #: (beads,) amu, or None: from the element of each bead's atom name (a backbone map's C, N, CA)
+    bead_masses: tuple[float, ...] | None = None
 
     @property
     def n_beads(self) -> int:

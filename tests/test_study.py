@@ -1,0 +1,94 @@
+"""The study pipeline on a user's own frames: `opforce study` and `run_study`, end to end on tiny data."""
+
+import json
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+import torch
+
+from opforce_tutorial.cg.pipeline import CGRunSettings
+from opforce_tutorial.cg.training import ForceMatchingSettings
+from opforce_tutorial.data.dataset import load_user_dataset
+from opforce_tutorial.kernels.cnf import SMALL_EGNN
+from opforce_tutorial.labels import LabelSettings
+from opforce_tutorial.study import FlowRecipe, chain_study, run_study
+
+from chains import ala2_like, toy_prior
+
+TINY = dict(flows={"coupling": FlowRecipe({"n_coupling_layers": 1, "n_transformer_layers": 1, "d_model": 16,
+                                           "d_ff": 32, "coordinates": "bonds"}, 20, 32),
+                   "cnf": FlowRecipe({**SMALL_EGNN, "hidden": 8, "n_layers": 1}, 20, 32)},
+            labels=LabelSettings(n_frames=64, repeats=2, batch_size=64),
+            output_labels=LabelSettings(n_frames=64, repeats=1, batch_size=64),
+            cg=CGRunSettings(hidden=8, n_rbf=8, n_replicas=4, n_steps=200, save_every=50, burn_in=0,
+                             force_matching=ForceMatchingSettings(n_steps=20, eval_every=10, batch_size=32)))
+
+
+@pytest.fixture
+def frames_file(tmp_path):
+    rng = np.random.default_rng(0)
+    x = ala2_like(600, rng)[0].astype(np.float32)
+    f = toy_prior(5).forces(torch.as_tensor(x, dtype=torch.float64)).float().numpy()
+    path = tmp_path / "my_frames.npz"
+    np.savez(path, positions=x, forces=f, temperature=300.0, bead_names=np.array(["C", "N", "CA", "C", "N"]),
+             traj_ids=np.repeat([0, 1], 300), weights=np.linspace(1.0, 2.0, 600))
+    return path
+
+
+def test_every_label_source_runs_to_a_scored_model_and_a_report(frames_file, tmp_path):
+    ds = load_user_dataset(frames_file)
+    study = chain_study(ds, "mine", (0.05,), **TINY)
+    rows = run_study(study, tmp_path / "out", progress=False)
+    assert [r["model"] for r in rows] == ["mine-cg-reference", "mine-cg-noise-0.05", "mine-cg-coupling-0.05",
+                                          "mine-cg-cnf-0.05"]
+    for r in rows:
+        assert r["n_labels"] == 128 and set(r["js"]) == set(study.system.observables)
+        assert all(0 <= v["js"] <= np.log(2) and v["js_floor"] > 0 for v in r["js"].values())
+    assert set(rows[2]["output_js"]) == {"bond 0-1", "bond 1-2", "bond 2-3", "bond 3-4", "angle 0-1-2",
+                                         "angle 1-2-3", "angle 2-3-4"}
+    out = tmp_path / "out"
+    assert (out / "figures" / "bonds.png").exists() and (out / "figures" / "angles.png").exists()
+    assert "mine-cg-cnf-0.05" in (out / "report.md").read_text()
+    assert (out / "models" / "mine-coupling-0.05.pt").exists() and (out / "models" / "mine-cg-noise-0.05.pt").exists()
+    before = json.loads((out / "results.json").read_text())
+    assert run_study(study, out, progress=False) == list(before.values())  # finished models are not redone
+
+
+def test_the_reference_of_a_user_study_is_the_weighted_data(frames_file):
+    from opforce_tutorial.evaluation import make_reference
+
+    ds = load_user_dataset(frames_file)
+    ref = chain_study(ds, "mine", (0.05,), **TINY).reference_histograms()
+    weighted = make_reference(ds.positions, ["bond 0-1"], ds.weights)
+    assert np.allclose(ref.probabilities["bond 0-1"], weighted.probabilities["bond 0-1"])
+
+
+def test_bad_studies_are_refused_before_any_work(frames_file, tmp_path):
+    ds = load_user_dataset(frames_file)
+    with pytest.raises(ValueError, match="positive standard deviations"):
+        chain_study(ds, "mine", (0.0,))
+    with pytest.raises(ValueError, match="unknown label sources"):
+        chain_study(ds, "mine", (0.05,), ("reference", "magic"))
+    np.savez(tmp_path / "noforces.npz", positions=ds.positions, temperature=300.0)
+    with pytest.raises(ValueError, match="reference source needs forces"):
+        chain_study(load_user_dataset(tmp_path / "noforces.npz"), "x", (0.05,))
+    np.savez(tmp_path / "nm.npz", positions=ds.positions / 10, temperature=300.0)
+    with pytest.raises(ValueError, match="nm"):
+        load_user_dataset(tmp_path / "nm.npz")
+    np.savez(tmp_path / "names.npz", positions=ds.positions, temperature=300.0, bead_names=np.array(["X"] * 5))
+    done = subprocess.run([sys.executable, "-m", "opforce_tutorial.cli", "study", "--dataset", str(tmp_path / "names.npz"),
+                           "--sources", "noise", "--out", str(tmp_path / "o")], capture_output=True, text=True)
+    assert done.returncode == 2 and "bead masses" in done.stderr and not (tmp_path / "o").exists()
+
+
+@pytest.mark.slow
+def test_opforce_study_from_the_command_line(frames_file, tmp_path):
+    """The README's `opforce study` command on tiny data, with the try-out budget."""
+    done = subprocess.run([sys.executable, "-m", "opforce_tutorial.cli", "study", "--dataset", str(frames_file),
+                           "--sources", "reference", "noise", "--noise-std", "0.05", "--quick", "--out",
+                           str(tmp_path / "out")], capture_output=True, text=True, timeout=900,
+                          env={"OMP_NUM_THREADS": "1", "PATH": "/usr/bin:/bin"})
+    assert done.returncode == 0, done.stderr[-2000:]
+    assert "my_frames-cg-noise-0.05" in done.stdout and (tmp_path / "out" / "report.md").exists()
