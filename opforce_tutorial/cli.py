@@ -87,6 +87,9 @@ def _main(argv: list[str] | None = None) -> int:
     fo = dsub.add_parser("folding", help="folding report of chignolin runs: folded reference, transitions, MSM")
     fo.add_argument("runs", nargs="+", help="run directories (plain, replica-exchange or copies runs)")
     fo.add_argument("--check-against", help="a PDB whose Cα the folded reference is compared with (a check only)")
+    hi = dsub.add_parser("histograms", help="(re)write data/<dataset>_histograms.npz, the saved reference histograms of "
+                                            "every observable the dataset's system owns, and register its sha256")
+    hi.add_argument("dataset", help="registered dataset name, e.g. cln025")
     b = dsub.add_parser("build", help="assemble data/<system>.npz from run directories and register its sha256")
     b.add_argument("system", choices=sorted(CG_SYSTEMS))
     b.add_argument("runs", nargs="+", help="run directories (replica-exchange, plain or copies runs); runs saved at "
@@ -165,6 +168,11 @@ def _main(argv: list[str] | None = None) -> int:
 
         report = analyse_folding(args.runs, check_pdb=args.check_against)[0]
         print(json.dumps(report, indent=2, ensure_ascii=False))
+        return 0
+    if args.command == "data" and args.data_command == "histograms":
+        from .data.dataset import write_reference_histograms
+
+        print(json.dumps(write_reference_histograms(args.dataset), indent=2, ensure_ascii=False))
         return 0
     if args.command == "data" and args.data_command == "build":
         from .data.builders import DATASET_BUILDERS

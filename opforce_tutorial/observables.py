@@ -78,19 +78,39 @@ def dihedral_pair(name: str, first: tuple[int, int, int, int], second: tuple[int
     return Observable(name, values, lambda v, _: full_circle(v, n_bins))
 
 
+def pair_distance(i: int, j: int, bin_width: float = 0.1) -> Observable:
+    """``distance i-j`` (Å) between any two beads, on bins of ``bin_width`` Å over the reference's range
+    widened by a quarter on each side."""
+    def values(frames):
+        with torch.no_grad():
+            return bond_lengths(as_frames(frames), torch.tensor([[i, j]]))[:, 0].numpy()
+
+    def edges(v, _):
+        lo, hi = np.quantile(v, [0.0, 1.0])
+        pad = max(0.25 * (hi - lo), bin_width)
+        lo, hi = np.floor((lo - pad) / bin_width) * bin_width, np.ceil((hi + pad) / bin_width) * bin_width
+        return [np.linspace(lo, hi, int(round((hi - lo) / bin_width)) + 1)]
+
+    return Observable(f"distance {i}-{j}", values, edges)
+
+
 def observable(name: str | Observable) -> Observable:
-    """The Observable of a chain observable's name (``"bond 0-1"``, ``"angle 0-1-2"``, ``"dihedral 0-1-2-3"``)."""
+    """The Observable of a chain observable's name (``"bond 0-1"``, ``"angle 0-1-2"``, ``"dihedral 0-1-2-3"``,
+    and ``"distance i-j"`` between any two beads)."""
     if isinstance(name, Observable):
         return name
     kind, _, beads = name.partition(" ")
-    sizes = {"bond": 2, "angle": 3, "dihedral": 4}
+    sizes = {"bond": 2, "angle": 3, "dihedral": 4, "distance": 2}
     try:
         idx = tuple(int(b) for b in beads.split("-"))
     except ValueError:
         idx = ()
     if kind not in sizes or len(idx) != sizes[kind]:
-        raise ValueError(f"{name!r} is not a chain observable (bond i-j, angle i-j-k, dihedral i-j-k-l); pass the "
-                         "system's Observable for it (e.g. opforce_tutorial.systems.alanine_dipeptide.RAMACHANDRAN)")
+        raise ValueError(f"{name!r} is not a chain observable (bond i-j, angle i-j-k, dihedral i-j-k-l, distance "
+                         "i-j); pass the system's Observable for it (e.g. "
+                         "opforce_tutorial.systems.alanine_dipeptide.RAMACHANDRAN)")
+    if kind == "distance":
+        return pair_distance(*idx)
     return Observable(name, _chain_values(kind, idx), full_circle if kind == "dihedral" else None)
 
 

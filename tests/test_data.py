@@ -186,7 +186,7 @@ def test_chignolin_tiny_run_maps_saves_resumes_and_loads(tmp_path):
 
 def test_copies_start_from_the_frames_closest_to_a_reference(tmp_path):
     from opforce_tutorial.data.copies import start_structures
-    from opforce_tutorial.data.folding import rmsd
+    from opforce_tutorial.structures import rmsd
 
     rng = np.random.default_rng(0)
     aa = rng.normal(scale=5.0, size=(12, 8, 3)).astype(np.float32)  # Å, 8 atoms, beads on atoms 1, 3, 5, 7

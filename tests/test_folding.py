@@ -6,9 +6,9 @@ import numpy as np
 import pytest
 
 from opforce_tutorial.data.dataset import DatasetError, Trajectory, load_dataset, load_trajectories
-from opforce_tutorial.data.folding import (block_bootstrap, folded_reference, folding_msm, read_ca_pdb, rmsd,
-                                           smallest_good_dimension, superpose, tica_dimension_scores, write_ca_pdb,
-                                           write_folding_results)
+from opforce_tutorial.data.folding import (block_bootstrap, folded_reference, folding_msm, smallest_good_dimension,
+                                           tica_dimension_scores, write_folding_results)
+from opforce_tutorial.structures import read_ca_pdb, rmsd, superpose, write_ca_pdb
 from opforce_tutorial.data.report import count_transitions
 
 HAIRPIN = np.array([[0.0, 0, 0], [3.8, 0, 0], [7.6, 0.5, 0], [11.0, 2.0, 0], [12.5, 5.0, 0.5],

@@ -139,7 +139,7 @@ def start_structures(run_dir: str | Path, n: int, near: np.ndarray | None = None
     if near is None:
         closeness = np.sqrt(((xyz - xyz.mean(1, keepdims=True)) ** 2).sum(-1).mean(-1))  # radius of gyration
     else:
-        from .folding import rmsd
+        from ..structures import rmsd
 
         closeness = rmsd(xyz[:, bead_atoms] * ANGSTROM_PER_NM, near)
     compact = list(np.argsort(closeness)[: n - n // 2])
@@ -193,7 +193,7 @@ class CopiesMD:
         if cfg.start_from:
             near = None
             if cfg.start_near:
-                from .folding import read_ca_pdb
+                from ..structures import read_ca_pdb
 
                 near = read_ca_pdb(cfg.start_near)
             if cfg.equilibrium_starts:

@@ -196,17 +196,25 @@ def build_dataset(name: str, run_dirs: list[str | Path], bead_names: list[str], 
                       "n_trajectories": len(trajs), "temperature_K": trajs[0].temperature,
                       "save_interval_ps": trajs[0].save_interval_ps, "created": time.strftime("%Y-%m-%d"),
                       **(provenance or {})}
-    # small saved reference histograms of every observable the system owns, so chapters evaluate without
-    # the dataset (a dataset of no known system: its chain observables)
-    hist_path = data_dir / f"{name}_histograms.npz"
-    system = CG_SYSTEMS.get(name)
-    observables = system.observables if system else chain_observables(positions.shape[1])
-    make_reference(positions, observables, weights).save(hist_path)  # equilibrium-weighted when weights exist
-    registry[f"{name}-histograms"] = {"file": hist_path.name, "sha256": sha256(hist_path),
-                                      "command": build_command(name), "made_from": path.name,
-                                      "weighted": weights is not None, "created": time.strftime("%Y-%m-%d")}
     register(registry_path, registry)
+    write_reference_histograms(name, data_dir)
     return registry[name]
+
+
+def write_reference_histograms(name: str, data_dir: Path = DATA_DIR) -> dict:
+    """``data/<name>_histograms.npz``: the small saved reference histograms of every observable the
+    dataset's system owns (a dataset of no known system: its chain observables), equilibrium-weighted
+    when the dataset has weights, so that chapters evaluate without the dataset; registered as
+    ``<name>-histograms`` (``opforce data histograms <name>``, also run by ``opforce data build``)."""
+    ds = load_dataset(name, data_dir)
+    system = CG_SYSTEMS.get(name)
+    observables = system.observables if system else chain_observables(ds.positions.shape[1])
+    path = data_dir / f"{name}_histograms.npz"
+    make_reference(ds.positions, observables, ds.weights).save(path)
+    entry = {"file": path.name, "sha256": sha256(path), "command": f"opforce data histograms {name}",
+             "made_from": f"{name}.npz", "weighted": ds.weights is not None, "created": time.strftime("%Y-%m-%d")}
+    register(data_dir / "registry.json", {f"{name}-histograms": entry})
+    return entry
 
 
 def registry_entry(name: str, data_dir: Path = DATA_DIR) -> dict:

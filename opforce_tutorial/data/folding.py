@@ -29,29 +29,10 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
+from ..structures import read_ca_pdb, rmsd, superpose, write_ca_pdb
 from ..units import KB_KCAL_PER_MOL_K
 from .dataset import Trajectory, load_trajectories, thin_to_common_interval
 from .report import count_transitions
-
-
-def rmsd(x: np.ndarray, ref: np.ndarray) -> np.ndarray:
-    """Cα-RMSD (Å) of every frame of ``x`` (frames, n, 3) to ``ref`` (n, 3) after optimal superposition (Kabsch)."""
-    x = x - x.mean(-2, keepdims=True)
-    ref = ref - ref.mean(0)
-    cov = np.einsum("fni,nj->fij", x, ref)
-    s = np.linalg.svd(cov, compute_uv=False)
-    s[:, -1] *= np.sign(np.linalg.det(cov))  # no reflections
-    msd = ((x**2).sum((1, 2)) + (ref**2).sum() - 2 * s.sum(1)) / len(ref)
-    return np.sqrt(np.maximum(msd, 0.0))
-
-
-def superpose(x: np.ndarray, ref: np.ndarray) -> np.ndarray:
-    """``x`` (n, 3) rotated and translated onto ``ref`` (n, 3) (Kabsch, no reflection)."""
-    xc, rc = x - x.mean(0), ref - ref.mean(0)
-    u, _, vt = np.linalg.svd(xc.T @ rc)
-    d = np.sign(np.linalg.det(u @ vt))
-    rot = u @ np.diag([1.0, 1.0, d]) @ vt
-    return xc @ rot + ref.mean(0)
 
 
 def folded_reference(trajectories: list[Trajectory], n_sample: int = 2000, radius: float = 1.0) -> tuple[np.ndarray, dict]:
@@ -465,23 +446,6 @@ def analyse_folding(run_dirs: list, folded_below: float = 1.0, unfolded_above: f
         report["reference"]["rmsd_to_check_structure_A"] = round(float(rmsd(ref[None], read_ca_pdb(check_pdb))[0]), 3)
         report["reference"]["check_structure"] = str(check_pdb)
     return report, ref, msm
-
-
-def write_ca_pdb(path, xyz: np.ndarray, residue_names: list[str]) -> None:
-    """A PDB file of Cα beads (Å), one residue each, chain A, with CONECT records along the chain."""
-    lines = []
-    for i, (name, (x, y, z)) in enumerate(zip(residue_names, xyz), start=1):
-        lines.append(f"ATOM  {i:5d}  CA  {name:>3s} A{i:4d}    {x:8.3f}{y:8.3f}{z:8.3f}  1.00  0.00           C")
-    lines += [f"CONECT{i:5d}{i + 1:5d}" for i in range(1, len(xyz))]
-    from ..storage import atomic_write_text
-
-    atomic_write_text(path, "\n".join(lines + ["END"]) + "\n")
-
-
-def read_ca_pdb(path) -> np.ndarray:
-    """The Cα coordinates (Å) of a PDB file, in file order."""
-    return np.array([[float(line[30:38]), float(line[38:46]), float(line[46:54])] for line in open(path)
-                     if line.startswith(("ATOM", "HETATM")) and line[12:16].strip() == "CA"])
 
 
 def write_folding_results(run_dirs: list, residue_names: list[str], data_dir=None) -> dict:

@@ -1,8 +1,27 @@
-"""Chignolin (CLN025) at the CG level: 10 Cα beads, one per residue, and the observables it owns."""
+"""Chignolin (CLN025) at the CG level: 10 Cα beads, one per residue, and the observables it owns.
+
+Besides the chain observables (9 bonds, 8 angles, 7 dihedrals), the molecule owns:
+
+* the Cα pair distances ``distance i-j`` for |i − j| ≥ 3 (28 pairs, 0.1 Å bins);
+* ``rmsd folded``: the Cα-RMSD (Å, Kabsch) to the data-defined folded reference
+  (``data/cln025_folded_ca.pdb``, the centroid of the most populated 1 Å cluster of the reference runs);
+* ``native contacts Q``: the fraction of native contacts (Best, Hummer & Eaton, PNAS 2013),
+  Q = mean over the reference's contacts of 1 / (1 + exp(β (r − λ r₀))), contacts the pairs |i − j| ≥ 3
+  closer than 8 Å in the folded reference, β = 5 Å⁻¹, λ = 1.2 (the Cα variant of their 1.8 for heavy atoms);
+* its states: folded (RMSD ≤ 1 Å) and unfolded, and the core sets of transitions (≤ 1 Å folded,
+  ≥ 3 Å unfolded), as the data's folding report counts them.
+"""
 
 from __future__ import annotations
 
-from ..observables import chain_observables
+from functools import lru_cache
+from pathlib import Path
+
+import numpy as np
+
+from ..observables import Observable, chain_observables, pair_distance
+from ..storage import read_json, verified
+from ..structures import read_ca_pdb, rmsd
 from .base import CGSystem
 
 BEAD_NAMES = ("TYR", "TYR", "ASP", "PRO", "GLU", "THR", "GLY", "THR", "TRP", "TYR")
@@ -10,7 +29,53 @@ BEAD_NAMES = ("TYR", "TYR", "ASP", "PRO", "GLU", "THR", "GLY", "THR", "TRP", "TY
 #: its residue. Masses set the CG dynamics' time scale only, not its equilibrium distribution.
 RESIDUE_MASSES = {"TYR": 163.18, "ASP": 115.09, "PRO": 97.12, "GLU": 129.12, "THR": 101.10, "GLY": 57.05,
                   "TRP": 186.21}
+FOLDED_BELOW, UNFOLDED_ABOVE = 1.0, 3.0  # Å of Cα-RMSD to the folded reference
+CONTACT_CUTOFF, Q_BETA, Q_LAMBDA = 8.0, 5.0, 1.2  # Å, 1/Å, dimensionless
+DATA_DIR = Path(__file__).resolve().parents[2] / "data"
+PAIRS = [(i, j) for i in range(len(BEAD_NAMES)) for j in range(i + 3, len(BEAD_NAMES))]
 
-SYSTEM = CGSystem(name="cln025", bead_names=BEAD_NAMES, observables=tuple(chain_observables(len(BEAD_NAMES))),
-                  build_command="opforce data build cln025 data/runs/cln025_340K_*",
+
+@lru_cache(maxsize=None)
+def folded_reference(data_dir: Path = DATA_DIR) -> np.ndarray:
+    """The folded reference's Cα coordinates (10, 3) in Å, verified against ``data/registry.json``."""
+    entry = read_json(data_dir / "registry.json")["cln025-folded-reference"]
+    fix = "regenerate it with `opforce data build cln025 data/runs/cln025_340K_*` (see data/README.md)"
+    return read_ca_pdb(verified(data_dir / entry["file"], entry["sha256"], "data file", fix))
+
+
+def native_contacts(reference: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """(i, j, r₀): the pairs |i − j| ≥ 3 closer than :data:`CONTACT_CUTOFF` in ``reference``, and their distances."""
+    i, j = np.array(PAIRS).T
+    r0 = np.linalg.norm(reference[i] - reference[j], axis=-1)
+    keep = r0 < CONTACT_CUTOFF
+    return i[keep], j[keep], r0[keep]
+
+
+def fraction_of_native_contacts(frames, reference: np.ndarray) -> np.ndarray:
+    """Q of every frame (..., 10, 3) in Å against ``reference``: see the module docstring."""
+    x = np.asarray(frames, dtype=np.float64).reshape(-1, *np.shape(frames)[-2:])
+    i, j, r0 = native_contacts(reference)
+    r = np.linalg.norm(x[:, i] - x[:, j], axis=-1)
+    return (1.0 / (1.0 + np.exp(Q_BETA * (r - Q_LAMBDA * r0)))).mean(axis=1)
+
+
+def rmsd_to_folded(frames) -> np.ndarray:
+    x = np.asarray(frames, dtype=np.float64).reshape(-1, *np.shape(frames)[-2:])
+    return rmsd(x, folded_reference())
+
+
+RMSD = Observable("rmsd folded", rmsd_to_folded, lambda v, _: [np.linspace(0.0, 12.0, 121)])
+Q = Observable("native contacts Q", lambda frames: fraction_of_native_contacts(frames, folded_reference()),
+               lambda v, _: [np.linspace(0.0, 1.0, 51)])
+
+
+def states(frames) -> dict[str, np.ndarray]:
+    """{"folded": RMSD ≤ 1 Å, "unfolded": the rest} for frames (n, 10, 3): the folded fraction is the first."""
+    folded = rmsd_to_folded(frames) <= FOLDED_BELOW
+    return {"folded": folded, "unfolded": ~folded}
+
+
+SYSTEM = CGSystem(name="cln025", bead_names=BEAD_NAMES,
+                  observables=(*chain_observables(len(BEAD_NAMES)), *(pair_distance(i, j) for i, j in PAIRS), RMSD, Q),
+                  states=states, build_command="opforce data build cln025 data/runs/cln025_340K_*",
                   bead_masses=tuple(RESIDUE_MASSES[name] for name in BEAD_NAMES))

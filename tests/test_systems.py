@@ -1,0 +1,73 @@
+"""Systems own their observables: alanine dipeptide's Ramachandran plane and basins, CLN025's folded
+reference, native contacts, pair distances and states, checked against hand-computed values."""
+
+import numpy as np
+import pytest
+
+from opforce_tutorial.analysis import state_populations
+from opforce_tutorial.observables import ReferenceHistograms, observable, observable_values
+from opforce_tutorial.systems import CG_SYSTEMS, cln025
+from opforce_tutorial.structures import rmsd
+
+
+def _rotation(angle):
+    c, s = np.cos(angle), np.sin(angle)
+    return np.array([[c, -s, 0.0], [s, c, 0.0], [0.0, 0.0, 1.0]])
+
+
+def test_q_is_one_at_the_reference_and_follows_the_sigmoid_by_hand():
+    ref = cln025.folded_reference()
+    i, j, r0 = cln025.native_contacts(ref)
+    assert len(i) > 0 and (np.abs(i - j) >= 3).all() and (r0 < 8.0).all()
+    q_ref = cln025.fraction_of_native_contacts(ref[None], ref)[0]
+    assert q_ref == pytest.approx(np.mean(1 / (1 + np.exp(5.0 * (r0 - 1.2 * r0)))))
+    # stretch one native contact to twice its length: its term falls to 1/(1 + e^{5·0.8 r0})
+    x = ref.copy()
+    k = int(np.argmax(j - i))
+    x[j[k]] = x[i[k]] + 2.0 * (x[j[k]] - x[i[k]])
+    r = np.linalg.norm(x[i] - x[j], axis=-1)
+    expected = np.mean(1 / (1 + np.exp(5.0 * (r - 1.2 * r0))))
+    assert cln025.fraction_of_native_contacts(x[None], ref)[0] == pytest.approx(expected)
+    assert expected < q_ref
+
+
+def test_rmsd_to_the_folded_reference_by_hand():
+    ref = cln025.folded_reference()
+    moved = (ref - ref.mean(0)) @ _rotation(0.7).T + [3.0, -1.0, 2.0]  # a rigid motion: RMSD 0
+    assert cln025.rmsd_to_folded(moved[None])[0] == pytest.approx(0.0, abs=1e-6)
+    shifted = ref.copy()
+    shifted[0] += [0.0, 0.0, 1.0]  # one bead off by 1 Å, the others in place: ≤ sqrt(1/10) after superposition
+    assert cln025.rmsd_to_folded(shifted[None])[0] <= np.sqrt(0.1) + 1e-9
+    assert rmsd(shifted[None], ref)[0] == pytest.approx(cln025.rmsd_to_folded(shifted[None])[0])
+
+
+def test_the_folded_fraction_with_weights_of_a_constructed_two_state_set():
+    ref = cln025.folded_reference()
+    unfolded = ref.copy()
+    unfolded[5:] += np.array([0.0, 6.0, 0.0])  # half the hairpin pulled away: RMSD ≫ 1 Å
+    frames = np.stack([ref] * 30 + [unfolded] * 70)
+    states = cln025.states(frames)
+    assert states["folded"][:30].all() and not states["folded"][30:].any()
+    assert state_populations(frames, cln025.states, n_blocks=10)["folded"]["mean"] == pytest.approx(0.3)
+    weights = np.r_[np.full(30, 3.0), np.full(70, 1.0)]  # weighted: 90 / 160
+    assert float(np.sum(weights * states["folded"]) / weights.sum()) == pytest.approx(90 / 160)
+
+
+def test_pair_distances_are_named_observables_on_tenth_of_an_angstrom_bins():
+    x = np.cumsum(np.random.default_rng(0).normal(0, 1, (200, 10, 3)) + [3.8, 0, 0], axis=1)
+    d = observable("distance 0-3")
+    assert np.allclose(d.values(x), np.linalg.norm(x[:, 3] - x[:, 0], axis=-1))
+    edges = d.bin_edges(d.values(x), 100)[0]
+    assert np.allclose(np.diff(edges), 0.1) and edges[0] < d.values(x).min() and edges[-1] > d.values(x).max()
+    assert np.allclose(observable_values(x, "distance 2-7"), np.linalg.norm(x[:, 7] - x[:, 2], axis=-1))
+
+
+def test_the_shipped_cln025_histograms_hold_every_observable_the_system_owns():
+    from opforce_tutorial.data.dataset import verified_path
+
+    ref = ReferenceHistograms.load(verified_path("cln025-histograms"))
+    owned = {observable(o).name for o in CG_SYSTEMS["cln025"].observables}
+    assert set(ref.probabilities) == owned and len(owned) == 9 + 8 + 7 + 28 + 2
+    assert sum(ref.probabilities["native contacts Q"]) == pytest.approx(1.0)
+    folded = ref.probabilities["rmsd folded"][:10].sum()  # bins of 0.1 Å up to 1 Å: the weighted folded fraction
+    assert folded == pytest.approx(0.091, abs=0.005)
