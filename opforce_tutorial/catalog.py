@@ -38,6 +38,8 @@ class ModelSpec:
     replicate: Callable[[int, str, Path | None], dict] | None = None
     # (model, ns, device, checkpoint) -> results of the model simulated for ns per replica (`opforce long-run`)
     long_run: Callable[[torch.nn.Module, float, str, str | None], dict] | None = None
+    # False for a recipe whose chapter does not ship yet: `opforce models` lists it as to be built, not broken
+    required: bool = True
 
 
 _CATALOG: dict[str, ModelSpec] = {}

@@ -226,6 +226,9 @@ def _verify_files() -> int:
         if "samples" in entry:
             check(f"{name} samples", entry["samples"]["file"], lambda: pretrained.load_samples(name, models_dir), fix)
     for name in sorted(set(pretrained._specs()) - set(registry)):
+        if not pretrained._specs()[name].required:  # a chapter still being built
+            print(f"to build {name:28s} not pretrained yet: `{pretrained.rebuild_command(name)}`")
+            continue
         problems.append(name)
         print(f"BROKEN   {name:28s} has no entry in {registry_path}; build it with "
               f"`{pretrained.rebuild_command(name)}`")

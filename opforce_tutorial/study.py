@@ -108,6 +108,8 @@ class Study:
     variants: tuple[CGVariant, ...] = ()
     #: trajectory (time, replicas, beads, 3) -> extra results of a long run (e.g. basin exchange counts)
     long_run_analysis: Callable[[np.ndarray], dict] | None = None
+    #: whether the study's models must ship in models/ (False while its chapter is being built)
+    pretrained_required: bool = True
 
     # ------------------------------------------------------------------------------------------- names
     def kernel_name(self, source: str, noise_std: float) -> str:
@@ -284,7 +286,7 @@ class Study:
                 if source in self.sources:
                     specs[self.kernel_name(source, sigma)] = ModelSpec(
                         train=self._train_flow(source, sigma), file=f"{self.name}_{source}_{sigma:g}.pt",
-                        build=_build_flow[source])
+                        build=_build_flow[source], required=self.pretrained_required)
             for source in self.sources:
                 if source != "reference":
                     specs[self.cg_name(source, sigma)] = self._cg_spec(self.cg_name(source, sigma), source, sigma)
@@ -328,7 +330,7 @@ class Study:
             return self.long_run(model, ns, device, checkpoint=checkpoint)
 
         return ModelSpec(train=train, build=build_cg_model, file=name.replace("-", "_") + ".pt", replicate=replicate,
-                         long_run=long_run)
+                         long_run=long_run, required=self.pretrained_required)
 
 
 def build_cg_model(config: dict) -> CGModel:
