@@ -73,6 +73,8 @@ FLOW_VARIANTS = {
                                                                                      "invariant_features": True}, {}),
     "coupling output, bond coordinates, invariant inputs, 0.1": ("coupling", 0.1, {"coordinates": "bonds",
                                                                                    "invariant_features": True}, {}),
+    "coupling output, bond coordinates, invariant inputs, 4x steps, 0.1": (
+        "coupling", 0.1, {"coordinates": "bonds", "invariant_features": True}, {"n_steps": 4 * ala2.COUPLING_STEPS}),
     "cnf output, registered, 0.05": ("cnf", 0.05, {}, None),
     "cnf output, registered, 0.1": ("cnf", 0.1, {}, None),
 }
