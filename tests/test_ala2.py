@@ -282,3 +282,25 @@ def test_registered_coupling_flows_record_their_output_js_and_pass_the_output_ga
             ratio = mean(recorded, kind) / mean(noise, kind)
             # met: bonds and angles at 0.05 Å, bonds at 0.1 Å; angles at 0.1 Å measured 0.47 (open, see README)
             assert ratio <= (1 / 3 if (sigma, kind) != (0.1, "angle") else 0.5), (name, kind, ratio)
+
+
+def test_chapter_two_is_calls_and_plots():
+    """The notebook holds narrative, calls and plots: ≤ 100 code lines, no loops building tables by hand,
+    and the cells that only glue numbers for the text hidden from the reader."""
+    import json
+    from pathlib import Path
+
+    nb = json.loads((Path(__file__).parent.parent / "book" / "02_alanine_dipeptide.ipynb").read_text())
+    code = [c for c in nb["cells"] if c["cell_type"] == "code"]
+    lines = [line for c in code for line in "".join(c["source"]).splitlines()
+             if line.strip() and not line.strip().startswith("#")]
+    assert len(lines) <= 100, len(lines)
+    assert not any("pd.DataFrame(" in line or "rows.append" in line for line in lines)
+    for c in code:
+        source = "".join(c["source"])
+        if all(line.startswith(("glue(", "for key, value", "    glue(", "registry =", "n_rep", "from ")) or not line.strip()
+               for line in source.splitlines()):
+            assert {"remove-input", "hide-input"} & set(c["metadata"].get("tags", [])), source[:80]
+    text = "".join("".join(c["source"]) for c in nb["cells"] if c["cell_type"] == "markdown")
+    assert "Going further" in text and text.index("## Conclusions") < text.index("## Going further")
+    assert "the seed" not in text.lower().replace("the seed replicates", "")

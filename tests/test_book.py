@@ -158,7 +158,7 @@ def test_chapter_two_renders_its_molecule_figures_and_score_table(site, page):
     canvas.wait_for()
     canvas.scroll_into_view_if_needed()
     assert _drawn_fraction(page, canvas) > 0.02
-    for text in ("reference forces", "coupling σ=0.05", "cnf σ=0.1", "JS floor (ramachandran)", "αL (φ > 0)"):
+    for text in ("reference forces", "coupling σ=0.05", "cnf σ=0.1", "Ramachandran JS (floor)", "αL (φ > 0)", "Going further"):
         assert text in body, text
     assert page.errors == [], page.errors
     assert _unexpected_external(page) == [], _unexpected_external(page)

@@ -1,0 +1,353 @@
+"""Chapter 2's page: each table the chapter shows and each number its text cites, one call each.
+
+Tables come back as pandas Stylers formatted for people (captions, 2–4 significant digits, "±" for
+errors); the numbers the prose quotes come back as ``{key: value}`` dicts the notebook glues, so the
+text cannot drift from the results. Every function computes from the registered models, their saved
+simulations, the recorded replicates and long runs, or live labels: nothing here is a stored number.
+"""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass, field
+
+import numpy as np
+import pandas as pd
+
+from .. import pretrained
+from ..data.dataset import registry_entry
+from ..evaluation import dihedral_integration_by_parts_check, evaluate, integration_by_parts_check
+from ..labels import LabelSettings
+from ..observables import chain_observables
+from . import ala2
+
+LOCAL = [n for n in chain_observables(5) if n.split()[0] in ("bond", "angle")]
+GATE = 1 / 3  # a flow-kernel model's mean bond and angle JS over the noise-kernel model's, at the same σ
+GLOBAL_GATE = 1.5  # a flow-kernel model's Ramachandran JS over the reference-forces model's
+
+
+def display_name(model_name: str) -> str:
+    """"ala2-cg-cnf-0.05" → "cnf σ=0.05", "ala2-cg-reference" → "reference forces"."""
+    parts = model_name.removeprefix("ala2-cg-").split("-")
+    if parts[0] == "reference":
+        return "reference forces" + (", + dihedrals" if parts[1:] == ["chiral"] else "")
+    return f"{parts[0]} σ={parts[1]}"
+
+
+def _pm(mean: float, err: float, digits: int = 1) -> str:
+    return f"{mean:.{digits}f} ± {err:.{digits}f}"
+
+
+# ------------------------------------------------------------------------------------------------ data
+def data_tables(ds) -> tuple:
+    """(runs, populations) of the shipped dataset: what each run contributed, and the equilibrium basin
+    populations (%, block errors) next to the resample the chapter uses."""
+    entry = registry_entry("ala2")
+    runs = pd.DataFrame({run: {"trajectories": r["trajectories"], "ns": r["ns"], "αL visits": r["alphaL_visits"],
+                               **{f"{basin} %": 100 * p["mean"] for basin, p in r["populations"].items()}}
+                         for run, r in entry["per_run"].items()}).T
+    runs = runs.style.format({"trajectories": "{:.0f}", "ns": "{:.0f}", "αL visits": "{:.0f}",
+                              **{c: "{:.2f}" for c in runs.columns if c.endswith("%")}}).set_caption(
+        f"runs at {ds.temperature:g} K: {entry['total_ns']:g} ns, {entry['alphaL_visits']} separate αL visits "
+        "(hysteresis ±20° in φ)")
+    resample = ala2.basin_populations(ds.positions)
+    pops = pd.DataFrame({basin: {"data %": _pm(100 * p["mean"], 100 * p["block_error"]),
+                                 "the chapter's resample %": f"{100 * resample[basin]['mean']:.1f}"}
+                         for basin, p in entry["populations"].items()}).T
+    pops = pops.style.set_caption(f"equilibrium basin populations (from {', '.join(entry['populations_from'])}; "
+                                  "block errors over 10 contiguous blocks)")
+    return runs, pops
+
+
+def data_populations() -> dict:
+    """The data's basin populations, {basin: {"mean", "block_error"}} (fractions)."""
+    return registry_entry("ala2")["populations"]
+
+
+# ------------------------------------------------------------------------------------------- labels
+@dataclass
+class LiveLabels:
+    """Labels made live on this machine: positions y and labels per "source σ=…", and the cost of each."""
+
+    positions: dict = field(default_factory=dict)
+    labels: dict = field(default_factory=dict)
+    ms_per_label: dict = field(default_factory=dict)
+
+
+def live_labels(ds, flows: dict, n: int = 2000, n_cnf: int = 500) -> LiveLabels:
+    """Every kernel at every σ labels ``n`` frames (the CNF ``n_cnf``: each of its labels solves an ODE of
+    positions and score), timed."""
+    live = LiveLabels()
+    for sigma in ala2.NOISE_STDS:
+        for source in ("noise", "coupling", "cnf"):
+            settings = LabelSettings(n_frames=n_cnf if source == "cnf" else n, repeats=1, batch_size=400, seed=1)
+            t0 = time.perf_counter()
+            y, f, _ = ala2.labelled_set(source, sigma, ds, flows.get((source, sigma)), settings, progress=False)
+            key = f"{source} σ={sigma:g}"
+            live.ms_per_label[key] = 1000 * (time.perf_counter() - t0) / len(y)
+            live.positions[key], live.labels[key] = y, f
+    return live
+
+
+def kernel_output_table(live: LiveLabels, reference) -> tuple:
+    """What each kernel's labelled positions y keep of the data: mean bond and angle JS of y (floor in
+    brackets) and the ratio to the noise kernel's at the same σ; with the verdict of the output gate
+    (ratio ≤ 1/3). Returns (Styler, {key: value})."""
+    rows, values = {}, {}
+    js = {key: evaluate(y, reference, LOCAL) for key, y in live.positions.items()}
+    for key, scores in js.items():
+        source, sigma = key.split(" σ=")
+        noise = js[f"noise σ={sigma}"]
+        row = {}
+        for kind in ("bond", "angle"):
+            mean = np.mean([v["js"] for k, v in scores.items() if k.startswith(kind)])
+            floor = np.mean([v["js_floor"] for k, v in scores.items() if k.startswith(kind)])
+            ratio = mean / np.mean([v["js"] for k, v in noise.items() if k.startswith(kind)])
+            row[f"mean {kind} JS"] = f"{mean:.3f} ({floor:.3f})"
+            row[f"{kind}s ÷ noise"] = "" if source == "noise" else f"{ratio:.2f}"
+            values[f"out_{kind}_{source}{sigma.replace('.', '')}"] = float(ratio)
+        row["labels"] = len(live.positions[key])
+        rows[key] = row
+    table = pd.DataFrame(rows).T.style.set_caption(
+        "labelled positions y against the data: mean JS over bonds and over angles (floor in brackets), and "
+        "the ratio to the noise kernel's at the same σ")
+    return table, values
+
+
+def label_table(live: LiveLabels, ds) -> pd.io.formats.style.Styler:
+    """Size and net force of every label set, and its cost on this machine."""
+    rows = {key: {"mean |label| (kcal/mol/Å)": float(np.linalg.norm(f, axis=-1).mean()),
+                  "max |net force| (kcal/mol/Å)": float(np.abs(f.sum(axis=1)).max()),
+                  "ms per label": live.ms_per_label[key]} for key, f in live.labels.items()}
+    rows["reference"] = {"mean |label| (kcal/mol/Å)": float(np.linalg.norm(ds.forces, axis=-1).mean()),
+                         "max |net force| (kcal/mol/Å)": float(np.abs(ds.forces.sum(axis=1)).max()),
+                         "ms per label": 0.0}
+    return pd.DataFrame(rows).T.style.format("{:.3g}").set_caption("label sets (made live on this machine)")
+
+
+# ---------------------------------------------------------------------------------------- comparison
+def comparison(sims: dict, reference, prior_trajectory) -> tuple:
+    """Scores of every CG model's saved simulation and of the prior alone, as (scores, table, values).
+
+    The table has one row per model: mean JS over bonds and over angles, each flow-kernel model's ratio
+    to the noise-kernel model at its σ (the CG-model gate: ≤ 1/3), the Ramachandran JS and its ratio
+    to the reference-forces model's (the global gate: ≤ 1.5), and the basin populations (%, block errors).
+    """
+    scores = {name: ala2.score(frames, reference) for name, frames in sims.items()}
+    scores["prior only"] = ala2.score(prior_trajectory, reference)
+    data = data_populations()
+    means = {name: {kind: float(np.mean([v["js"] for k, v in s["js"].items() if k.startswith(kind)]))
+                    for kind in ("bond", "angle")} for name, s in scores.items()}
+    rama_ref = scores["reference forces"]["js"]["ramachandran"]["js"]
+    rows, values, names = {}, {}, {}
+    for name, s in scores.items():
+        source, _, sigma = name.partition(" σ=")
+        row = {"mean bond JS": f"{means[name]['bond']:.3f}", "mean angle JS": f"{means[name]['angle']:.3f}"}
+        for kind in ("bond", "angle"):
+            if source in ("coupling", "cnf"):
+                ratio = means[name][kind] / means[f"noise σ={sigma}"][kind]
+                row[f"{kind}s ÷ noise"] = f"{ratio:.2f}"
+                values[f"cg_{kind}_{source}{sigma.replace('.', '')}"] = ratio
+            else:
+                row[f"{kind}s ÷ noise"] = ""
+        rama = s["js"]["ramachandran"]
+        row["Ramachandran JS (floor)"] = f"{rama['js']:.3f} ({rama['js_floor']:.3f})"
+        row["÷ reference forces"] = f"{rama['js'] / rama_ref:.2f}"
+        for basin, p in s["populations"].items():
+            row[f"{basin} %"] = _pm(100 * p["mean"], 100 * p["block_error"])
+        key = name.replace("reference forces", "ref").replace(" σ=", "").replace(".", "").replace(" ", "_")
+        names[key] = name
+        values[f"bonds_{key}"], values[f"angles_{key}"] = means[name]["bond"], means[name]["angle"]
+        values[f"rama_{key}"] = rama["js"]
+        values[f"aR_{key}"] = 100 * s["populations"]["αR"]["mean"]
+        rows[name] = row
+    rows["reference data (MD)"] = {f"{b} %": _pm(100 * p["mean"], 100 * p["block_error"]) for b, p in data.items()}
+    values["aR_data"] = 100 * data["αR"]["mean"]
+    values.update(_verdicts(values, names))
+    table = pd.DataFrame(rows).T.fillna("").style.set_caption(
+        "CG simulations (64 replicas × 100 ps) against the data: JS of bonds, angles and the Ramachandran "
+        "surface; flow-kernel models over the noise-kernel model at the same σ; populations with block errors")
+    return scores, table, values
+
+
+def _verdicts(values: dict, names: dict) -> dict:
+    """Which flow-kernel models meet the local gate (both ratios ≤ 1/3) and the global gate (≤ 1.5 × the
+    reference forces' Ramachandran JS), and whether the reference-forces model is the best on each."""
+    out, local, global_ = {}, [], []
+    for sigma in ala2.NOISE_STDS:
+        s = f"{sigma:g}".replace(".", "")
+        for source in ("coupling", "cnf"):
+            name = f"{source} σ={sigma:g}"
+            if values[f"cg_bond_{source}{s}"] <= GATE and values[f"cg_angle_{source}{s}"] <= GATE:
+                local.append(name)
+            if values[f"rama_{source}{s}"] <= GLOBAL_GATE * values["rama_ref"]:
+                global_.append(name)
+    n = 2 * len(ala2.NOISE_STDS)
+    out["local_pass"] = f"{len(local)} of {n}" + (f" ({', '.join(local)})" if local else "")
+    out["global_pass"] = f"{len(global_)} of {n}" + (f" ({', '.join(global_)})" if global_ else "")
+    models = [k.removeprefix("rama_") for k in values if k.startswith("rama_") and k != "rama_prior_only"]
+    for kind in ("bonds", "rama"):
+        best = min(models, key=lambda m: values[f"{kind}_{m}"])
+        out[f"best_{kind}"] = names[best]
+        out[f"{kind}_best"] = values[f"{kind}_{best}"]
+        out[f"ref_is_best_{kind}"] = "is" if best == "ref" else "is not"
+    return out
+
+
+def gate_summary(values: dict) -> pd.io.formats.style.Styler:
+    """The chapter's gates, one row each: what is asked, what was measured, met or not."""
+    rows = []
+    for sigma in ala2.NOISE_STDS:
+        s = f"{sigma:g}".replace(".", "")
+        for source in ("coupling", "cnf"):
+            bond, angle = values[f"cg_bond_{source}{s}"], values[f"cg_angle_{source}{s}"]
+            rama = values[f"rama_{source}{s}"] / values["rama_ref"]
+            rows.append({"model": f"{source} σ={sigma:g}", "bonds ÷ noise (≤ 0.33)": f"{bond:.2f}",
+                         "angles ÷ noise (≤ 0.33)": f"{angle:.2f}",
+                         "local gate": "met" if max(bond, angle) <= GATE else "not met",
+                         "Ramachandran ÷ reference (≤ 1.5)": f"{rama:.2f}",
+                         "global gate": "met" if rama <= GLOBAL_GATE else "not met"})
+    return pd.DataFrame(rows).set_index("model").style.set_caption("the chapter's gates, from the table above")
+
+
+# ----------------------------------------------------------------------------------------------- cost
+def cost_table(live: LiveLabels) -> pd.io.formats.style.Styler:
+    """Wall time of every pretrained chapter-2 object on the machine its registry entry names, and the
+    live label rates of this page."""
+    registry = pretrained.read_registry()
+    rows = {name: {"wall time (min)": f"{e['wall_time_s'] / 60:.1f}", "device": e["device"], "command": e["command"]}
+            for name, e in registry.items() if name.startswith("ala2")}
+    table = pd.DataFrame(rows).T
+    return table.style.set_caption("pretraining cost (`opforce pretrain`; for a CG model: its labels, force "
+                                   "matching and 64-replica simulation)")
+
+
+def replicate_minutes() -> tuple[int, float, str]:
+    """(number, total minutes, devices) of the recorded seed replicates of the registered weights."""
+    current = [r for runs in pretrained.current_replicates().values() for r in runs.values()]
+    return len(current), sum(r["wall_time_s"] for r in current) / 60, ", ".join(sorted({r["device"] for r in current}))
+
+
+# --------------------------------------------------------------------------------------- going further
+def label_checks(ds, live: LiveLabels, kbt: float) -> tuple:
+    """Integration-by-parts checks of the label sets: along every bond (z per bond) and along φ and ψ for
+    the reference forces and 40 000 noise labels. Returns (bond table, dihedral table, values)."""
+    checks = {"reference": integration_by_parts_check(ds.positions, ds.forces, kbt)}
+    checks.update({name: integration_by_parts_check(y, live.labels[name], kbt, n_blocks=5)
+                   for name, y in live.positions.items()})
+    bonds = pd.DataFrame({name: {c["pair"]: c["z"] for c in rows} for name, rows in checks.items()}).T
+    y_noise, f_noise, _ = ala2.labelled_set("noise", 0.05, ds, progress=False)
+    dihedral = {"reference forces": dihedral_integration_by_parts_check(ds.positions[::3], ds.forces[::3], kbt),
+                "noise σ=0.05": dihedral_integration_by_parts_check(y_noise, f_noise, kbt)}
+    errors = {name: pd.DataFrame(rows)["block error"] for name, rows in dihedral.items()}
+    values = {"ibp_z_max": float(bonds.abs().to_numpy().max()),
+              "dihedral_error_ratio": float((errors["reference forces"] / errors["noise σ=0.05"]).mean())}
+    dih = pd.concat({name: pd.DataFrame(rows).set_index("function")[["<F·∇h>", "block error", "z"]]
+                     for name, rows in dihedral.items()}, axis=1)
+    return (bonds.style.format("{:+.2f}").set_caption("z of the integration-by-parts identity per bond"),
+            dih.style.format("{:+.3f}").set_caption("along the dihedrals: ⟨F·∇h⟩ = −k_BT⟨Δh⟩"), values)
+
+
+SEED_COLUMNS = ["αL (φ > 0) %", "αR %", "β / PII %", "JS ramachandran", "mean JS bonds", "mean JS angles"]
+
+
+def seed_spread(seeds: pd.DataFrame, names: list[str] | None = None) -> tuple:
+    """Mean ± standard deviation over training seeds of every model, as (Styler, spread DataFrame, values)."""
+    seeds = seeds if names is None else seeds[seeds.model.isin(names)]
+    spread = seeds.groupby("model", sort=False)[SEED_COLUMNS].agg(["mean", "std"])
+    table = pd.DataFrame({c: [f"{m:.3g} ± {s:.2g}" for m, s in zip(spread[c]["mean"], spread[c]["std"])]
+                          for c in SEED_COLUMNS}, index=[display_name(n) for n in spread.index])
+    table.insert(0, "seeds", seeds.groupby("model", sort=False).size().to_numpy())
+    values = {"n_seeds": int(table["seeds"].min()), "n_seeds_max": int(table["seeds"].max()),
+              "aR_sd_min": float(spread["αR %"]["std"].min()), "aR_sd_max": float(spread["αR %"]["std"].max())}
+    for name, row in spread.iterrows():
+        key = display_name(name).replace("reference forces, + dihedrals", "chiral").replace("reference forces", "ref")
+        key = key.replace(" σ=", "").replace(".", "")
+        for column, short in (("αR %", "aR"), ("JS ramachandran", "rama"), ("mean JS bonds", "bonds"),
+                              ("mean JS angles", "angles")):
+            values[f"{short}_{key}_m"] = float(row[(column, "mean")])
+            values[f"{short}_{key}_sd"] = float(row[(column, "std")])
+    return table.style.set_caption("mean ± standard deviation over training seeds"), spread, values
+
+
+def exchange_table(sims: dict) -> tuple:
+    """Basin exchange of every 100 ps simulation (:func:`ala2.basin_exchange`), as (Styler, values)."""
+    exchange = pd.DataFrame({name: ala2.basin_exchange(frames) for name, frames in sims.items()}).T
+    values = {"arb_changes_min": float(exchange["αR ↔ β changes per replica"].min()),
+              "al_entries_ref": int(exchange.loc["reference forces", "αL entries"]),
+              "al_starts_ref": int(exchange.loc["reference forces", "starting in αL"]),
+              "al_starts_expected": 64 * data_populations()["αL (φ > 0)"]["mean"]}
+    for sigma in ala2.NOISE_STDS:
+        names = [n for n in exchange.index if n.endswith(f"={sigma:g}")]
+        key = f"{sigma:g}".replace(".", "")
+        values[f"al_entries_min_{key}"] = int(exchange.loc[names, "αL entries"].min())
+        values[f"al_entries_max_{key}"] = int(exchange.loc[names, "αL entries"].max())
+    fmt = {c: "{:.1f}" for c in exchange.columns if "%" in c or "per replica" in c}
+    fmt.update({c: "{:.0f}" for c in exchange.columns if c not in fmt})
+    return exchange.style.format(fmt).set_caption("basin exchange in 100 ps per replica"), values
+
+
+LONG_RUN_MODELS = {"ala2-cg-reference": "ref", ala2.CHIRAL_REFERENCE: "chiral", "ala2-cg-noise-0.05": "noise005",
+                   "ala2-cg-coupling-0.05": "coupling005", "ala2-cg-cnf-0.05": "cnf005"}
+LONG_RUN_FIELDS = ("aL", "aLerr", "aR", "entries", "exits", "first", "second", "drift", "versus", "ratio")
+
+
+def long_run_report() -> tuple:
+    """The recorded 1 ns runs of the registered weights (and the chirality-aware model's 2 ns run), as
+    (Styler, values); a model without a run for its current weights reads "(not run)"."""
+    long, data = pretrained.long_runs(), data_populations()
+    rows, values, run_keys = {}, {}, []
+    for name, key in LONG_RUN_MODELS.items():
+        run = long.get(name, {}).get("1")
+        text = dict.fromkeys(LONG_RUN_FIELDS, "(not run)")
+        if run is not None:
+            rows[display_name(name)], text = ala2.long_run_summary(run, data["αL (φ > 0)"])
+            run_keys.append(key)
+        values.update({f"long_{f}_{key}": v for f, v in text.items()})
+    twice = long.get(ala2.CHIRAL_REFERENCE, {}).get("2")
+    text = ala2.long_run_summary(twice, data["αL (φ > 0)"])[1] if twice else dict.fromkeys(LONG_RUN_FIELDS, "(not run)")
+    values.update({f"long2_{f}_chiral": text[f] for f in ("aL", "aLerr", "aR", "first", "second", "drift")})
+    rows["reference data (MD)"] = {f"{b} %": _pm(100 * p["mean"], 100 * p["block_error"]) for b, p in data.items()}
+    values["long_aL_data"] = f"{100 * data['αL (φ > 0)']['mean']:.1f}"
+    kernels = [k for k in ("noise005", "coupling005", "cnf005") if k in run_keys]
+    matched = sum(values[f"long_versus_{k}"] == "matches" for k in kernels)
+    values["long_kernel_verdict"] = (f"{matched} of the {len(kernels)} kernel models with a run match it within two "
+                                     "block errors" + (f"; the reference-forces model {values['long_versus_ref']} it"
+                                                       if "ref" in run_keys else ""))
+    if "ref" in run_keys and kernels:
+        ratios = [int(values[f"long_entries_{k}"]) / max(int(values["long_entries_ref"]), 1) for k in kernels]
+        values["long_entries_ratio"] = f"{min(ratios):.0f} to {max(ratios):.0f}"
+    else:
+        values["long_entries_ratio"] = "(not run)"
+    table = pd.DataFrame(rows).T.fillna("").style.set_caption("64 replicas × 1 ns from the registered models' starts")
+    return table, values
+
+
+def mirror_report(reference, ds, reference_model, chiral_model, kbt: float, stride: int = 4) -> tuple:
+    """The chiral part A = ½[F(φ, ψ) − F(−φ, −ψ)] of the data and of both reference-forces models, in the
+    bins where all three have a value; returns (grids, edges, values) with the weighted RMS differences."""
+    from ..evaluation import mirror_asymmetry, mirror_energy_asymmetry
+    from ..systems.alanine_dipeptide import RAMACHANDRAN
+
+    edges, p = reference.edges["ramachandran"], reference.probabilities["ramachandran"]
+    frames = ds.positions[::stride]
+    grids = {"reference data (MD)": mirror_asymmetry(p, kbt),
+             "reference forces, distances": mirror_energy_asymmetry(reference_model, frames, edges, RAMACHANDRAN),
+             "reference forces, + dihedrals": mirror_energy_asymmetry(chiral_model, frames, edges, RAMACHANDRAN)}
+    both = np.all([np.isfinite(g) for g in grids.values()], axis=0)
+    weight = (p + p[::-1, ::-1])[both]
+    rms = {name: float(np.sqrt(np.sum(weight * (g - grids["reference data (MD)"])[both] ** 2) / weight.sum()))
+           for name, g in list(grids.items())[1:]}
+    values = {"chiral_rms_dist": rms["reference forces, distances"], "chiral_rms_dih": rms["reference forces, + dihedrals"]}
+    values["chiral_verdict"] = "better" if values["chiral_rms_dih"] < values["chiral_rms_dist"] else "worse"
+    return {name: np.where(both, g, np.nan) for name, g in grids.items()}, edges[0], values
+
+
+def model_checks(models: dict, ds, kbt: float) -> tuple:
+    """:func:`ala2.model_dihedral_checks` of every model at every third training frame, as (Styler, values)."""
+    checks = ala2.model_dihedral_checks(models, ds.positions[::3], kbt)
+    worst = checks.abs().max(axis=1)
+    values = {"check_z_ref": float(worst["reference forces"]),
+              "check_z_chiral": float(worst["reference forces, + dihedrals"]),
+              "check_z_min_others": float(worst.drop(["reference forces", "reference forces, + dihedrals"]).min())}
+    return checks.style.format("{:+.1f}").set_caption("z of ⟨F·∇h⟩ + k_BT⟨Δh⟩ at the data's frames"), values
