@@ -71,3 +71,21 @@ def test_flow_refuses_unknown_strategy(system):
         make_kernel("magic", system, 0.05)
     with pytest.raises(ValueError, match="needs a trained"):
         make_kernel("reverse (learned flow)", system, 0.05)
+
+
+def test_the_chapter_claims_are_computed_from_the_spread_over_draws():
+    import pandas as pd
+
+    from opforce_tutorial.chapters.bond_toy import conclusions
+
+    rows = [("reference", np.nan, 1e-4, 5e-5)]
+    rows += [("noise", v, 10 * v, 1e-4) for v in (1e-4, 1e-3, 1e-2)]
+    rows += [("reverse (exact posterior)", 1e-4, 5e-3, 5e-3), ("reverse (exact posterior)", 1e-3, 2e-4, 1e-4),
+             ("reverse (exact posterior)", 1e-2, 1e-4, 1e-4)]
+    rows += [("reverse (learned flow)", v, 5e-4, 1e-4) for v in (1e-4, 1e-3, 1e-2)]
+    spread = pd.DataFrame(rows, columns=["strategy", "noise_var (Å²)", "JS mean", "JS sd"]).assign(draws=3,
+                                                                                                     **{"JS floor": 2e-5})
+    out = conclusions(spread, within=3.0)
+    assert out["exact_close"] == "from σ² = 0.001 Å² up" and out["noise_close"] == "at no variance"
+    assert out["flow_close"] == "at no variance" and out["exact_js_small"] == 5e-3 and out["n_draws"] == 3
+    assert out["noise_over_ref_large"] == pytest.approx(1000.0) and out["ref_js"] == 1e-4

@@ -193,3 +193,49 @@ def recipes() -> dict[str, ModelSpec]:
 
     return {"toy1d-flow": ModelSpec(train=train_toy_flow, file="toy1d_flow.pt",
                                     build=lambda cfg: NoiseConditionalFlow1D(Flow1DConfig(**cfg)))}
+
+
+def draw_spread(study: BondToyStudy, flow=None, seeds=(1, 2), progress: bool = False) -> pd.DataFrame:
+    """JS(sim ‖ exact) of every strategy and noise variance over independent draws: ``study`` (its seed)
+    and the same study rerun with each of ``seeds`` (new samples, labels, fits and simulation; ``flow``:
+    the learned flow ``study`` used). One row per (strategy, noise variance): mean and standard deviation
+    of JS over the draws, their number, and the JS floor of one draw."""
+    from dataclasses import replace
+
+    noise_vars = tuple(sorted(study.table["noise_var (Å²)"].dropna().unique()))
+    strategies = tuple(dict.fromkeys(study.table["strategy"]))
+    tables = [study.table] + [run_study(study.system, noise_vars, flow, replace(study.settings, seed=s), strategies,
+                                        progress).table for s in seeds]
+    both = pd.concat([t.assign(draw=k) for k, t in enumerate(tables)])
+    spread = (both.groupby(["strategy", "noise_var (Å²)"], dropna=False, sort=False)["JS(sim ‖ exact)"]
+              .agg(["mean", "std", "count"]).reset_index())
+    spread["JS floor"] = float(study.table["JS floor"].iloc[0])
+    return spread.rename(columns={"mean": "JS mean", "std": "JS sd", "count": "draws"})
+
+
+def conclusions(spread: pd.DataFrame, within: float = 3.0) -> dict:
+    """The chapter's claims, computed from :func:`draw_spread`. The yardstick is the reference-forces
+    model's mean JS over the same draws (its simulation frames are correlated, so even exact forces sit
+    above the independent-sample floor): for each kernel, the noise variances at which its mean JS is
+    within ``within`` times that, and its JS (mean, sd over draws) at the smallest and largest variance."""
+    reference = float(spread.loc[spread.strategy == "reference", "JS mean"].iloc[0])
+    out = {"within": within, "ref_js": reference,
+           "ref_sd": float(spread.loc[spread.strategy == "reference", "JS sd"].iloc[0]),
+           "floor": float(spread["JS floor"].iloc[0]), "n_draws": int(spread["draws"].min())}
+    for strategy, short in (("noise", "noise"), ("reverse (exact posterior)", "exact"), ("reverse (learned flow)", "flow")):
+        rows = spread[spread.strategy == strategy].sort_values("noise_var (Å²)")
+        close = rows["JS mean"].to_numpy() <= within * reference
+        variances = rows["noise_var (Å²)"].to_numpy()
+        if not close.any():
+            out[f"{short}_close"] = "at no variance"
+        elif close[np.argmax(close):].all():  # every variance from the first close one up
+            out[f"{short}_close"] = f"from σ² = {variances[np.argmax(close)]:g} Å² up"
+        else:
+            out[f"{short}_close"] = "at σ² = " + ", ".join(f"{v:g}" for v in variances[close]) + " Å²"
+        for end, row in (("small", rows.iloc[0]), ("large", rows.iloc[-1])):
+            out[f"{short}_js_{end}"] = float(row["JS mean"])
+            out[f"{short}_sd_{end}"] = float(row["JS sd"])
+            out[f"{short}_over_ref_{end}"] = float(row["JS mean"] / reference)
+    out["var_small"] = float(spread["noise_var (Å²)"].min())
+    out["var_large"] = float(spread["noise_var (Å²)"].max())
+    return out
