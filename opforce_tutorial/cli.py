@@ -27,7 +27,8 @@ def main(argv: list[str] | None = None) -> int:
         return 2
 
 
-def _main(argv: list[str] | None = None) -> int:
+def build_parser() -> argparse.ArgumentParser:
+    """The ``opforce`` command line (every subcommand and its options)."""
     parser = argparse.ArgumentParser(prog="opforce", description="Operator forces for coarse-grained MD.")
     sub = parser.add_subparsers(dest="command", required=True)
     p = sub.add_parser("pretrain", help="train a registered model and write it to models/ with its registry entry")
@@ -138,7 +139,11 @@ def _main(argv: list[str] | None = None) -> int:
                                                      "size is planned (GB; default 2 on a CPU, half the free GPU memory)")
     lab.add_argument("--out", required=True, help="labelled set (.npz)")
     lab.add_argument("--device", default="cpu", help="cpu or cuda (under torchrun: each rank's LOCAL_RANK GPU)")
-    args = parser.parse_args(argv)
+    return parser
+
+
+def _main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
 
     from . import pretrained
 
