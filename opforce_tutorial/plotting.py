@@ -289,7 +289,7 @@ def plot_observable_overlays(samples: dict, reference, names: list[str], ncols: 
         ax.set(xlabel=f"{name} ({unit})", yticks=[])
     for ax in axes.flat[len(names):]:
         ax.set_visible(False)
-    axes.flat[0].legend(fontsize=6, loc="upper left")
+    axes.flat[0].legend(fontsize=8, loc="upper left")
     return fig
 
 

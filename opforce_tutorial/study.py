@@ -22,7 +22,7 @@ per-frame weights (MSM or basin weights), if any, become repeated frames
 from __future__ import annotations
 
 import tempfile
-from dataclasses import asdict, dataclass, replace
+from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 from typing import Callable
 
@@ -51,11 +51,16 @@ FLOW_SOURCES = ("coupling", "cnf")
 
 @dataclass
 class FlowRecipe:
-    """How a flow kind is built and trained: its config (all fields but ``bead_types``) and budget."""
+    """How a flow kind is built and trained: its config (all fields but ``bead_types``) and budget;
+    ``n_steps_at`` gives other step counts at some noise stds (Å → steps)."""
 
     config: dict
     n_steps: int
     batch_size: int = 256
+    n_steps_at: dict[float, int] = field(default_factory=dict)
+
+    def steps(self, noise_std: float) -> int:
+        return self.n_steps_at.get(noise_std, self.n_steps)
 
 
 #: CPU-sized recipes (chapter 2's, measured there; ``benchmarks/ala2_ablation.py``): flows of minutes on
@@ -194,12 +199,12 @@ class Study:
         recipe = self.flows[source]
         if source == "coupling":
             config = CouplingFlowConfig(bead_types=self.bead_types, **recipe.config)
-            settings = CouplingTraining(noise_std=noise_std, n_steps=recipe.n_steps, batch_size=recipe.batch_size,
-                                        seed=seed)
+            settings = CouplingTraining(noise_std=noise_std, n_steps=recipe.steps(noise_std),
+                                        batch_size=recipe.batch_size, seed=seed)
             flow, history = train_coupling_flow(ds.positions, config, settings, device, checkpoint)
         else:
             config = EGNNConfig(bead_types=self.bead_types, **recipe.config)
-            settings = CNFTraining(noise_std=noise_std, prior_std=noise_std, n_steps=recipe.n_steps,
+            settings = CNFTraining(noise_std=noise_std, prior_std=noise_std, n_steps=recipe.steps(noise_std),
                                    batch_size=recipe.batch_size, seed=seed)
             flow, history = train_cnf(ds.positions, config, settings, device, checkpoint)
         metrics = {"final_val_loss": history["val_loss"][-1], "val_loss": history["val_loss"],
