@@ -260,6 +260,14 @@ def seed_spread(seeds: pd.DataFrame, names: list[str] | None = None) -> tuple:
     table.insert(0, "seeds", seeds.groupby("model", sort=False).size().to_numpy())
     values = {"n_seeds": int(table["seeds"].min()), "n_seeds_max": int(table["seeds"].max()),
               "aR_sd_min": float(spread["αR %"]["std"].min()), "aR_sd_max": float(spread["αR %"]["std"].max())}
+    main = [n for n in spread.index if n in ala2.cg_model_names()]
+    reference = ala2.cg_name("reference")
+    for column, short in (("JS ramachandran", "rama"), ("mean JS bonds", "bonds"), ("mean JS angles", "angles")):
+        if reference in main:
+            best = min(main, key=lambda n: spread.loc[n, (column, "mean")])
+            gap = spread.loc[reference, (column, "mean")] - spread.loc[best, (column, "mean")]
+            values[f"seed_best_{short}"] = display_name(best)
+            values[f"ref_within_sd_{short}"] = ("is" if gap <= spread.loc[reference, (column, "std")] else "is not")
     for name, row in spread.iterrows():
         key = display_name(name).replace("reference forces, + dihedrals", "chiral").replace("reference forces", "ref")
         key = key.replace(" σ=", "").replace(".", "")
