@@ -284,6 +284,20 @@ def test_registered_coupling_flows_record_their_output_js_and_pass_the_output_ga
             assert ratio <= (1 / 3 if (sigma, kind) != (0.1, "angle") else 0.5), (name, kind, ratio)
 
 
+def test_registered_cnfs_record_their_output_js_and_pass_the_output_gate():
+    """The CNFs' output-gate numbers (4 000 labels each, minutes of CNF solves: recorded, not recomputed here;
+    the coupling flows' are recomputed above)."""
+    registry = pretrained.read_registry()
+    for sigma in ala2.NOISE_STDS:
+        recorded = registry[ala2.kernel_name("cnf", sigma)]["metrics"]["output_js"]
+        assert len(recorded) == 7 and all(v["n_samples"] == 4000 for v in recorded.values())
+        noise = ala2.kernel_output_js("noise", sigma, None)
+        for kind in ("bond", "angle"):
+            ratio = (np.mean([v["js"] for k, v in recorded.items() if k.startswith(kind)])
+                     / np.mean([v["js"] for k, v in noise.items() if k.startswith(kind)]))
+            assert ratio <= 1 / 3, (sigma, kind, ratio)
+
+
 def test_chapter_two_is_calls_and_plots():
     """The notebook holds narrative, calls and plots: ≤ 100 code lines, no loops building tables by hand,
     and the cells that only glue numbers for the text hidden from the reader."""
