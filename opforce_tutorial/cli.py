@@ -88,6 +88,9 @@ def build_parser() -> argparse.ArgumentParser:
     fo = dsub.add_parser("folding", help="folding report of chignolin runs: folded reference, transitions, MSM")
     fo.add_argument("runs", nargs="+", help="run directories (plain, replica-exchange or copies runs)")
     fo.add_argument("--check-against", help="a PDB whose Cα the folded reference is compared with (a check only)")
+    ti = dsub.add_parser("tica", help="fit the TICA model of a dataset on its reference trajectories and save it "
+                                      "(data/<dataset>_tica.npz, registered); run before `data histograms`")
+    ti.add_argument("dataset", choices=["cln025"], help="a dataset whose system has a TICA observable")
     hi = dsub.add_parser("histograms", help="(re)write data/<dataset>_histograms.npz, the saved reference histograms of "
                                             "every observable the dataset's system owns, and register its sha256")
     hi.add_argument("dataset", help="registered dataset name, e.g. cln025")
@@ -173,6 +176,12 @@ def _main(argv: list[str] | None = None) -> int:
 
         report = analyse_folding(args.runs, check_pdb=args.check_against)[0]
         print(json.dumps(report, indent=2, ensure_ascii=False))
+        return 0
+    if args.command == "data" and args.data_command == "tica":
+        from .data.tica import LAGS, fit_tica
+        from .systems.cln025 import tica_features
+
+        print(json.dumps(fit_tica(args.dataset, tica_features, LAGS[args.dataset]), indent=2, ensure_ascii=False))
         return 0
     if args.command == "data" and args.data_command == "histograms":
         from .data.dataset import write_reference_histograms

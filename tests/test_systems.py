@@ -67,7 +67,43 @@ def test_the_shipped_cln025_histograms_hold_every_observable_the_system_owns():
 
     ref = ReferenceHistograms.load(verified_path("cln025-histograms"))
     owned = {observable(o).name for o in CG_SYSTEMS["cln025"].observables}
-    assert set(ref.probabilities) == owned and len(owned) == 9 + 8 + 7 + 28 + 2
+    assert set(ref.probabilities) == owned and len(owned) == 9 + 8 + 7 + 28 + 2 + 1  # + RMSD, Q, TICA
     assert sum(ref.probabilities["native contacts Q"]) == pytest.approx(1.0)
     folded = ref.probabilities["rmsd folded"][:10].sum()  # bins of 0.1 Å up to 1 Å: the weighted folded fraction
     assert folded == pytest.approx(0.091, abs=0.005)
+
+
+def test_the_saved_tica_projection_is_deeptimes_transform(tmp_path):
+    """fit_tica on a toy 10-bead dataset, then the saved model projects frames exactly as deeptime does."""
+    import json
+
+    from deeptime.decomposition import TICA
+
+    from opforce_tutorial.data.tica import fit_tica
+    from opforce_tutorial.storage import sha256
+
+    rng = np.random.default_rng(0)
+    steps = rng.normal(0, 0.3, (3, 400, 10, 3))
+    x = (np.cumsum(steps, axis=1) * 0.05 + np.arange(10)[:, None] * np.array([3.8, 0.0, 0.0])
+         + rng.normal(0, 0.2, (3, 400, 10, 3))).reshape(-1, 10, 3).astype(np.float32)
+    np.savez(tmp_path / "toy.npz", positions=x, forces=np.zeros_like(x), traj_ids=np.repeat([0, 1, 2], 400),
+             traj_sources=np.array(["a", "b", "c"]), temperature=340.0, save_interval_ps=10.0,
+             bead_names=np.array(cln025.BEAD_NAMES))
+    (tmp_path / "registry.json").write_text(json.dumps({"toy": {"file": "toy.npz", "sha256": sha256(tmp_path / "toy.npz")}}))
+    entry = fit_tica("toy", cln025.tica_features, lag=5, data_dir=tmp_path)
+    assert entry["trajectories_used"] == 3 and json.loads((tmp_path / "registry.json").read_text())["toy-tica"]
+    saved = dict(np.load(tmp_path / "toy_tica.npz"))
+    series = [cln025.tica_features(x[k * 400:(k + 1) * 400]) for k in range(3)]
+    reference = TICA(lagtime=5, dim=2).fit(series).fetch_model()
+    assert np.allclose(cln025.tica_projection(x[:50], saved), reference.transform(series[0][:50]), atol=1e-8)
+    assert cln025.tica_features(x[:3]).shape == (3, 45 + 14)
+
+
+def test_the_data_folded_state_is_a_compact_basin_of_the_tica_plane():
+    from opforce_tutorial.data.dataset import load_dataset
+
+    ds = load_dataset("cln025")
+    tic = cln025.tica_projection(ds.positions[::10])
+    folded = cln025.states(ds.positions[::10])["folded"]
+    offset = (tic[folded].mean(axis=0) - tic[~folded].mean(axis=0)) / tic[folded].std(axis=0)
+    assert np.linalg.norm(offset) > 3.0, offset  # the folded frames' centre is > 3 of their spreads away

@@ -8,6 +8,9 @@ Besides the chain observables (9 bonds, 8 angles, 7 dihedrals), the molecule own
 * ``native contacts Q``: the fraction of native contacts (Best, Hummer & Eaton, PNAS 2013),
   Q = mean over the reference's contacts of 1 / (1 + exp(β (r − λ r₀))), contacts the pairs |i − j| ≥ 3
   closer than 8 Å in the folded reference, β = 5 Å⁻¹, λ = 1.2 (the Cα variant of their 1.8 for heavy atoms);
+* ``tica``: the data's two slowest TICA coordinates (TIC1, TIC2) of all 45 Cα pair distances and the 7
+  Cα dihedrals as cos/sin, with the model fitted on the reference trajectories only and saved in
+  ``data/cln025_tica.npz`` (:mod:`opforce_tutorial.data.tica`), on a 60 × 60 grid over the data's range;
 * its states: folded (RMSD ≤ 1 Å) and unfolded, and the core sets of transitions (≤ 1 Å folded,
   ≥ 3 Å unfolded), as the data's folding report counts them.
 """
@@ -18,7 +21,9 @@ from functools import lru_cache
 from pathlib import Path
 
 import numpy as np
+import torch
 
+from ..geometry import chain_indices, dihedral_angles
 from ..observables import Observable, chain_observables, pair_distance
 from ..storage import read_json, verified
 from ..structures import read_ca_pdb, rmsd
@@ -59,6 +64,36 @@ def fraction_of_native_contacts(frames, reference: np.ndarray) -> np.ndarray:
     return (1.0 / (1.0 + np.exp(Q_BETA * (r - Q_LAMBDA * r0)))).mean(axis=1)
 
 
+def tica_features(frames) -> np.ndarray:
+    """(n, 45 + 14): every Cα pair distance (Å, i < j) and cos, sin of the 7 consecutive Cα dihedrals."""
+    x = np.asarray(frames, dtype=np.float64).reshape(-1, *np.shape(frames)[-2:])
+    i, j = np.triu_indices(x.shape[1], k=1)
+    distances = np.linalg.norm(x[:, i] - x[:, j], axis=-1)
+    with torch.no_grad():
+        phi = dihedral_angles(torch.as_tensor(x), chain_indices(x.shape[1], 4)).numpy()
+    return np.concatenate([distances, np.cos(phi), np.sin(phi)], axis=1)
+
+
+@lru_cache(maxsize=None)
+def tica_model(data_dir: Path = DATA_DIR) -> dict:
+    """The saved TICA model (mean, coefficients, lag), verified against ``data/registry.json``."""
+    entry = read_json(data_dir / "registry.json")["cln025-tica"]
+    d = np.load(verified(data_dir / entry["file"], entry["sha256"], "data file", "rebuild it with `opforce data tica cln025`"))
+    return {k: d[k] for k in d.files}
+
+
+def tica_projection(frames, model: dict | None = None) -> np.ndarray:
+    """(n, 2): TIC1 and TIC2 of frames (..., 10, 3), (features − mean) · coefficients."""
+    model = tica_model() if model is None else model
+    return (tica_features(frames) - model["mean"]) @ model["coefficients"]
+
+
+def _tica_edges(values, _n_bins) -> list[np.ndarray]:
+    lo, hi = values.min(axis=0), values.max(axis=0)
+    pad = 0.1 * (hi - lo)
+    return [np.linspace(lo[k] - pad[k], hi[k] + pad[k], 61) for k in range(2)]
+
+
 def rmsd_to_folded(frames) -> np.ndarray:
     x = np.asarray(frames, dtype=np.float64).reshape(-1, *np.shape(frames)[-2:])
     return rmsd(x, folded_reference())
@@ -67,6 +102,7 @@ def rmsd_to_folded(frames) -> np.ndarray:
 RMSD = Observable("rmsd folded", rmsd_to_folded, lambda v, _: [np.linspace(0.0, 12.0, 121)])
 Q = Observable("native contacts Q", lambda frames: fraction_of_native_contacts(frames, folded_reference()),
                lambda v, _: [np.linspace(0.0, 1.0, 51)])
+TICA = Observable("tica", tica_projection, _tica_edges)
 
 
 def states(frames) -> dict[str, np.ndarray]:
@@ -76,6 +112,7 @@ def states(frames) -> dict[str, np.ndarray]:
 
 
 SYSTEM = CGSystem(name="cln025", bead_names=BEAD_NAMES,
-                  observables=(*chain_observables(len(BEAD_NAMES)), *(pair_distance(i, j) for i, j in PAIRS), RMSD, Q),
+                  observables=(*chain_observables(len(BEAD_NAMES)), *(pair_distance(i, j) for i, j in PAIRS), RMSD, Q,
+                               TICA),
                   states=states, build_command="opforce data build cln025 data/runs/cln025_340K_*",
                   bead_masses=tuple(RESIDUE_MASSES[name] for name in BEAD_NAMES))
