@@ -255,7 +255,8 @@ def seed_spread(seeds: pd.DataFrame, names: list[str] | None = None) -> tuple:
     """Mean ± standard deviation over training seeds of every model, as (Styler, spread DataFrame, values)."""
     seeds = seeds if names is None else seeds[seeds.model.isin(names)]
     spread = seeds.groupby("model", sort=False)[SEED_COLUMNS].agg(["mean", "std"])
-    table = pd.DataFrame({c: [f"{m:.3g} ± {s:.2g}" for m, s in zip(spread[c]["mean"], spread[c]["std"])]
+    table = pd.DataFrame({c: [f"{m:.3g} ± {s:.2g}" if np.isfinite(s) else f"{m:.3g}"
+                              for m, s in zip(spread[c]["mean"], spread[c]["std"])]
                           for c in SEED_COLUMNS}, index=[display_name(n) for n in spread.index])
     table.insert(0, "seeds", seeds.groupby("model", sort=False).size().to_numpy())
     values = {"n_seeds": int(table["seeds"].min()), "n_seeds_max": int(table["seeds"].max()),
