@@ -29,7 +29,8 @@ def reference_labels() -> dict[str, np.ndarray]:
            "torch": np.array(torch.__version__)}
     for source, noise_std in FLOWS:
         name = ala2.kernel_name(source, noise_std)
-        flow, _ = pretrained.load(name)
+        flow, entry = pretrained.load(name)
+        out[f"{name}/sha256"] = np.array(entry["sha256"])
         kernel = ala2.make_kernel(source, noise_std, kbt(ds.temperature), flow)
         y, f = kernel.sample_with_forces(x, generator=torch.Generator().manual_seed(SEED))
         out[f"{name}/y"], out[f"{name}/labels"] = y.detach().numpy(), f.detach().numpy()
