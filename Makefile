@@ -30,6 +30,7 @@ book: $(BOOK_STAMP)
 
 $(BOOK_STAMP): $(VENV)/.installed $(BOOK_INPUTS)
 	rm -rf book/_build
+	$(BIN)/python book/widget_js.py
 	OMP_NUM_THREADS=1 timeout 3600 $(BIN)/jupyter-book build book -W --keep-going
 	touch $@
 

@@ -1,7 +1,8 @@
 """A Sphinx extension of this book: the JavaScript and MathJax it serves are in place before it builds.
 
 ``book/widget_js.py`` fetches them (pinned, sha512-checked, cached) into ``book/_widget_js/``, an extra
-static path of the book. Running it when the builder starts makes ``jupyter-book build book`` work on
+static path of the book. Running it when the configuration is read (before Sphinx checks its static
+paths) makes ``jupyter-book build book`` work on
 its own, as ``make book`` does; files already in place are kept (nothing is fetched twice).
 """
 
@@ -13,7 +14,7 @@ from pathlib import Path
 BOOK = Path(__file__).resolve().parents[1]
 
 
-def _fetch(app) -> None:
+def _fetch(app, config) -> None:
     spec = importlib.util.spec_from_file_location("widget_js", BOOK / "widget_js.py")
     module = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(module)
@@ -22,5 +23,6 @@ def _fetch(app) -> None:
 
 
 def setup(app):
-    app.connect("builder-inited", _fetch)
+    # before Sphinx checks that html_static_path exists (its own config-inited handler, priority 800)
+    app.connect("config-inited", _fetch, priority=100)
     return {"parallel_read_safe": True}
