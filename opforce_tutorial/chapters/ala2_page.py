@@ -211,9 +211,8 @@ def gate_summary(values: dict) -> pd.io.formats.style.Styler:
 
 
 # ----------------------------------------------------------------------------------------------- cost
-def cost_table(live: LiveLabels) -> pd.io.formats.style.Styler:
-    """Wall time of every pretrained chapter-2 object on the machine its registry entry names, and the
-    live label rates of this page."""
+def cost_table() -> pd.io.formats.style.Styler:
+    """Wall time of every pretrained chapter-2 object on the machine its registry entry names."""
     registry = pretrained.read_registry()
     rows = {name: {"wall time (min)": f"{e['wall_time_s'] / 60:.1f}", "device": e["device"], "command": e["command"]}
             for name, e in registry.items() if name.startswith("ala2")}

@@ -281,29 +281,12 @@ def load_frames(spec: str | Path) -> Frames:
     must then be "Å"). Per-frame weights (MSM or basin weights) become repeated frames by the
     chapters' rule (:meth:`CGDataset.equilibrium_frames`), so the CLI labels the distribution the book does.
     """
-    from ..checks import check_frames, check_temperature
-
     path = Path(spec)
     resampled = "equilibrium resample of the per-frame weights (systematic resampling, as the chapters)"
-    if path.suffix != ".npz":
-        ds = load_dataset(str(spec))
-        weighting = resampled if ds.weights is not None else "unweighted (the dataset has no per-frame weights)"
-        return Frames(ds.equilibrium_frames().positions, ds.temperature, ds.name, weighting)
-    if not path.exists():
-        raise DatasetError(f"frames file {path} does not exist")
-    d = np.load(path)
-    missing = {"positions", "temperature"} - set(d.files)
-    if missing:
-        raise DatasetError(f"{path} lacks {sorted(missing)}: it needs positions (frames, beads, 3) in Å and temperature in K")
-    if "length_unit" in d.files and str(d["length_unit"]) != "Å":
-        raise DatasetError(f"{path} has length_unit {str(d['length_unit'])!r}; convert positions to Å first")
-    positions = check_frames(d["positions"], f"{path}: positions").astype(np.float32)
-    temperature = check_temperature(float(d["temperature"]), f"{path}: temperature")
-    if "weights" not in d.files:
-        return Frames(positions, temperature, path.stem, "unweighted (the file has no per-frame weights)")
-    if len(d["weights"]) != len(positions):
-        raise DatasetError(f"{path} has {len(d['weights'])} weights for {len(positions)} frames")
-    return Frames(positions[equilibrium_resample(d["weights"])], temperature, path.stem, resampled)
+    ds = load_dataset(str(spec)) if path.suffix != ".npz" else load_user_dataset(path)
+    if ds.weights is None:
+        return Frames(ds.positions, ds.temperature, ds.name, "unweighted (no per-frame weights)")
+    return Frames(ds.equilibrium_frames().positions, ds.temperature, ds.name, resampled)
 
 
 def load_user_dataset(path: str | Path, masses=None) -> CGDataset:
@@ -330,6 +313,8 @@ def load_user_dataset(path: str | Path, masses=None) -> CGDataset:
     forces = d["forces"].astype(np.float32) if "forces" in d.files else np.full_like(positions, np.nan)
     if forces.shape != positions.shape:
         raise DatasetError(f"{path}: forces {forces.shape} do not match positions {positions.shape}")
+    if "weights" in d.files and len(d["weights"]) != n:
+        raise DatasetError(f"{path} has {len(d['weights'])} weights for {n} frames")
     names = [str(b) for b in d["bead_names"]] if "bead_names" in d.files else [f"B{i}" for i in range(beads)]
     masses = masses if masses is not None else (d["bead_masses"] if "bead_masses" in d.files else None)
     return CGDataset(name=path.stem, positions=positions, forces=forces,
