@@ -1,4 +1,10 @@
-"""Histograms and PMFs on shared grids, and Jensen–Shannon divergences with their sampling floor."""
+"""Histograms and PMFs on shared grids, Jensen–Shannon divergences with their sampling floor, block
+errors, state populations, and rare events counted between core sets.
+
+Core sets with hysteresis: a trajectory is committed to a state from the frame it enters that state's
+core until it enters another core; crossing the boundary between cores and coming back is no
+transition. :func:`committed_states` is that state machine; :func:`count_visits` and
+:func:`count_transitions` count from it."""
 
 from __future__ import annotations
 
@@ -81,3 +87,26 @@ def state_populations(frames, states: Callable[[np.ndarray], dict[str, np.ndarra
     flat = frames.reshape(-1, *frames.shape[-2:])
     return {name: dict(zip(("mean", "block_error"), block_mean(inside, n_blocks)))
             for name, inside in states(flat).items()}
+
+
+def committed_states(in_a: np.ndarray, in_b: np.ndarray) -> np.ndarray:
+    """Per frame, the core last visited: 0 for a, 1 for b, −1 before either (a wins where both hold)."""
+    raw = np.where(in_a, 0, np.where(in_b, 1, -1))
+    last_core_frame = np.maximum.accumulate(np.where(raw >= 0, np.arange(len(raw)), 0))
+    return raw[last_core_frame]
+
+
+def count_transitions(in_a: np.ndarray, in_b: np.ndarray) -> tuple[int, int]:
+    """(a → b, b → a): changes of the committed core along one trajectory."""
+    s = committed_states(in_a, in_b)
+    return int(((s[:-1] == 0) & (s[1:] == 1)).sum()), int(((s[:-1] == 1) & (s[1:] == 0)).sum())
+
+
+def count_visits(inside_core: np.ndarray, outside_core: np.ndarray) -> int:
+    """Number of separate entries into a state's core along one trajectory (a start inside counts).
+
+    Entries are commitments to the state: after an entry, a new one needs a frame in ``outside_core``
+    first, so recrossings of the boundary in between do not count.
+    """
+    s = committed_states(inside_core, outside_core)
+    return int(len(s) > 0 and s[0] == 0) + int(((s[:-1] != 0) & (s[1:] == 0)).sum())

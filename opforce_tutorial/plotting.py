@@ -211,11 +211,18 @@ def molecule_view(mol, bead_names):
         {"type": "label", "params": {"sele": f"@{beads}", "labelType": "text", "color": "#1b7837", "zOffset": 1.5,
                                      "yOffset": 1.2, "labelText": labels}}])
     view.layout.height = "380px"
-    # The saved view replays before the structure has loaded, so NGL's own autoView would frame an empty
-    # scene: set the camera explicitly. NGL's orientation matrix (column-major 4×4) is rotation × camera
-    # distance with the scene translation in its last column; the rotation puts the molecule's principal
-    # axes along x, y, z and the distance frames its radius in the 40° field of view.
-    xyz = np.array([[v.x, v.y, v.z] for v in mol.positions.value_in_unit(u.angstrom)])
+    _frame_camera(view, np.array([[v.x, v.y, v.z] for v in mol.positions.value_in_unit(u.angstrom)]))
+    return view
+
+
+def _frame_camera(view, xyz: np.ndarray) -> None:
+    """Point an nglview camera at coordinates ``xyz`` (Å).
+
+    The saved view replays before the structure has loaded, so NGL's own autoView would frame an empty
+    scene: set the camera explicitly. NGL's orientation matrix (column-major 4×4) is rotation × camera
+    distance with the scene translation in its last column; the rotation puts the molecule's principal
+    axes along x, y, z and the distance frames its radius in the 40° field of view.
+    """
     centre = xyz.mean(0)
     axes = np.linalg.svd(xyz - centre)[2]
     axes[2] *= np.sign(np.linalg.det(axes))
@@ -224,6 +231,34 @@ def molecule_view(mol, bead_names):
     orientation[:3, :3] = axes * distance
     orientation[:3, 3] = -centre
     view._set_camera_orientation(orientation.T.flatten().tolist())
+
+
+def cg_frames_view(frames: dict, bead_names, gap: float = 6.0):
+    """nglview widget of CG frames (Å, beads × 3) side by side: each superposed on the first, shifted along
+    x by its width plus ``gap``, drawn as bead spheres on a trace and labelled with its name."""
+    import nglview
+
+    from .structures import ca_pdb_text, superpose
+
+    first = np.asarray(next(iter(frames.values())), dtype=float)
+    placed, x_end = {}, None
+    for name, xyz in frames.items():
+        xyz = superpose(np.asarray(xyz, dtype=float), first) - np.mean(first, axis=0)
+        if x_end is not None:
+            xyz = xyz + [x_end + gap - xyz[:, 0].min(), 0.0, 0.0]
+        placed[name], x_end = xyz, xyz[:, 0].max()
+    n = len(bead_names)
+    colors = ["#1b7837", "#762a83", "#2166ac", "#b35806"]
+    representations = [{"type": "licorice", "params": {"sele": "all", "radius": 0.35, "color": "#888888"}}]
+    for k, (chain, name) in enumerate(zip("ABCDEFGHIJ", placed)):
+        representations += [
+            {"type": "spacefill", "params": {"sele": f":{chain}", "color": colors[k % len(colors)], "radius": 1.3,
+                                             "opacity": 0.75}},
+            {"type": "label", "params": {"sele": f"@{k * n}", "labelType": "text", "color": colors[k % len(colors)],
+                                         "zOffset": 2.5, "yOffset": 2.5, "labelText": {k * n: name}}}]
+    view = nglview.show_text(ca_pdb_text(placed, list(bead_names)), ext="pdb", representations=representations)
+    view.layout.height = "320px"
+    _frame_camera(view, np.concatenate(list(placed.values())))
     return view
 
 
@@ -334,3 +369,85 @@ def plot_seed_spread(metrics, labels: dict, data_populations: dict,
         ax.set_xticklabels([labels[n] for n in models], rotation=60, ha="right")
     axes[0].legend(loc="best")
     return fig
+
+
+def _free_energy(p, kbt: float) -> np.ndarray:
+    """−k_BT log p (kcal/mol) from its minimum; empty bins are NaN."""
+    with np.errstate(divide="ignore"):
+        f = -kbt * np.log(np.asarray(p, dtype=float))
+    f = np.where(np.isfinite(f), f, np.nan)
+    return f - np.nanmin(f)
+
+
+def plot_surface_panels(samples: dict, observable, reference, kbt: float, max_kcal: float = 5.0, ncols: int = 4,
+                        marker=None, region=None, axis_labels=("TIC 1", "TIC 2")):
+    """Free energy −k_BT log p (kcal/mol) of a 2-D observable (an :class:`~.observables.Observable` whose
+    values are pairs, e.g. the TICA plane) on the reference's grid: the reference data's (weighted)
+    first, then every entry of ``samples`` (frames). ``marker``: a point (x, y) drawn as a star on each
+    panel (e.g. the folded reference); ``region``: frames whose histogram's outline (5 % of its peak) is
+    drawn dashed on each panel (e.g. the data's folded frames)."""
+    edges = reference.edges[observable.name]
+    panels = {"reference data": reference.probabilities[observable.name]}
+    from .observables import histogram as binned
+
+    panels |= {name: binned(observable.values(frames), edges) for name, frames in samples.items()}
+    outline = binned(observable.values(region), edges) if region is not None else None
+    n = len(panels)
+    ncols = min(ncols, n)
+    nrows = -(-n // ncols)
+    fig, axes = plt.subplots(nrows, ncols, figsize=(2.9 * ncols, 2.7 * nrows), sharex=True, sharey=True, squeeze=False)
+    for ax, (name, p) in zip(axes.flat, panels.items()):
+        im = ax.pcolormesh(edges[0], edges[1], _free_energy(p, kbt).T, vmin=0, vmax=max_kcal, cmap="viridis",
+                           rasterized=True)
+        if outline is not None:
+            ax.contour(_centres(edges[0]), _centres(edges[1]), outline.T, levels=[0.05 * outline.max()],
+                       colors="white", linestyles="--", linewidths=1.0)
+        if marker is not None:
+            ax.plot(*marker, "*", ms=11, color="white", mec="black", mew=0.6)
+        ax.set_title(name, color=source_color(name), fontsize=9)
+    for ax in axes.flat[n:]:
+        ax.set_visible(False)
+    for ax in axes[-1]:
+        ax.set_xlabel(axis_labels[0])
+    for ax in axes[:, 0]:
+        ax.set_ylabel(axis_labels[1])
+    fig.colorbar(im, ax=axes, shrink=0.8, label="free energy (kcal/mol)")
+    return fig
+
+
+def plot_profiles(samples: dict, observables: list, reference, kbt: float, units: dict | None = None,
+                  max_kcal: float = 6.0):
+    """Free-energy profiles −k_BT log p (kcal/mol) of 1-D observables (e.g. the RMSD to the folded state),
+    the reference data's (weighted, grey) under every entry of ``samples`` (frames); one panel each."""
+    units = units or {}
+    fig, axes = plt.subplots(1, len(observables), figsize=(4.6 * len(observables), 3.3), squeeze=False)
+    for ax, obs in zip(axes[0], observables):
+        edges = reference.edges[obs.name][0]
+        centres = _centres(edges)
+        ax.plot(centres, _free_energy(reference.probabilities[obs.name], kbt), color="#999999", lw=4, alpha=0.7,
+                label="reference data")
+        for name, frames in samples.items():
+            ax.plot(centres, _free_energy(histogram(obs.values(frames), edges), kbt), color=source_color(name),
+                    lw=1.3, label=name)
+        ax.set(xlabel=f"{obs.name} ({units[obs.name]})" if obs.name in units else obs.name,
+               ylabel="free energy (kcal/mol)", ylim=(-0.3, max_kcal))
+    axes[0, 0].legend(fontsize=8)
+    return fig
+
+
+def plot_melting_curve(curve: list[dict], temperature: float, ax=None):
+    """Folded fraction (%) against temperature with one-standard-error bars; hollow markers where fewer
+    than 20 independent samples per state remain after reweighting (``reliable`` false)."""
+    if ax is None:
+        _, ax = plt.subplots(figsize=(4.6, 3.3))
+    for reliable in (True, False):
+        rows = [r for r in curve if r["reliable"] == reliable]
+        if rows:
+            ax.errorbar([r["T_K"] for r in rows], [100 * r["folded_fraction"] for r in rows],
+                        [100 * r["err"] for r in rows], fmt="o", ms=5, capsize=2, color=COLORS["reference"],
+                        mfc=COLORS["reference"] if reliable else "white",
+                        label="reweighted" if reliable else "reweighted (< 20 samples per state)")
+    ax.axvline(temperature, color="#999999", lw=1, ls="--")
+    ax.set(xlabel="temperature (K)", ylabel="folded (%)")
+    ax.legend(fontsize=8)
+    return ax

@@ -25,13 +25,24 @@ def superpose(x: np.ndarray, ref: np.ndarray) -> np.ndarray:
     rot = u @ np.diag([1.0, 1.0, d]) @ vt
     return xc @ rot + ref.mean(0)
 
+
+def ca_pdb_text(chains: dict[str, np.ndarray], residue_names: list[str]) -> str:
+    """PDB text of Cα bead chains (Å): one chain per entry (chain ids A, B, …), one residue per bead,
+    with CONECT records along each chain."""
+    lines, bonds, serial = [], [], 0
+    for chain_id, xyz in zip("ABCDEFGHIJ", chains.values()):
+        for i, (name, (x, y, z)) in enumerate(zip(residue_names, xyz), start=1):
+            serial += 1
+            lines.append(f"ATOM  {serial:5d}  CA  {name:>3s} {chain_id}{i:4d}    {x:8.3f}{y:8.3f}{z:8.3f}  1.00  0.00           C")
+            if i > 1:
+                bonds.append(f"CONECT{serial - 1:5d}{serial:5d}")
+    return "\n".join(lines + bonds + ["END"]) + "\n"
+
+
 def write_ca_pdb(path, xyz: np.ndarray, residue_names: list[str]) -> None:
     """A PDB file of Cα beads (Å), one residue each, chain A, with CONECT records along the chain."""
-    lines = []
-    for i, (name, (x, y, z)) in enumerate(zip(residue_names, xyz), start=1):
-        lines.append(f"ATOM  {i:5d}  CA  {name:>3s} A{i:4d}    {x:8.3f}{y:8.3f}{z:8.3f}  1.00  0.00           C")
-    lines += [f"CONECT{i:5d}{i + 1:5d}" for i in range(1, len(xyz))]
-    atomic_write_text(path, "\n".join(lines + ["END"]) + "\n")
+    atomic_write_text(path, ca_pdb_text({"A": xyz}, residue_names))
+
 
 def read_ca_pdb(path) -> np.ndarray:
     """The Cα coordinates (Å) of a PDB file, in file order."""

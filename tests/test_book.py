@@ -101,7 +101,7 @@ def test_intro_links_to_chapter_one(site, page):
 
 def test_formulas_are_typeset_offline(site, page):
     """With every external host blocked, the chapters' formulas render (MathJax from the book), not raw TeX."""
-    for chapter in ("01_bond_toy", "02_alanine_dipeptide"):
+    for chapter in ("01_bond_toy", "02_alanine_dipeptide", "03_chignolin"):
         page.goto(f"{site}/{chapter}.html", wait_until="load")
         page.wait_for_selector("mjx-container", state="attached")
         assert page.locator("mjx-container").count() >= 5
@@ -159,6 +159,28 @@ def test_chapter_two_renders_its_molecule_figures_and_score_table(site, page):
     canvas.scroll_into_view_if_needed()
     assert _drawn_fraction(page, canvas) > 0.02
     for text in ("reference forces", "coupling σ=0.05", "cnf σ=0.1", "Ramachandran JS (floor)", "αL (φ > 0)", "Going further"):
+        assert text in body, text
+    assert page.errors == [], page.errors
+    assert _unexpected_external(page) == [], _unexpected_external(page)
+
+
+def test_chapter_three_renders_its_views_surfaces_and_gates(site, page):
+    page.goto(f"{site}/03_chignolin.html", wait_until="load")
+    body = page.inner_text("body")
+    assert "Running this chapter" in body and "Traceback" not in body
+    assert page.locator(".output.traceback, .output.error").count() == 0
+    images = page.locator("img[src*='_images'], img[src*='.png']")
+    assert images.count() >= 8
+    for i in range(images.count()):
+        images.nth(i).scroll_into_view_if_needed()
+        assert page.evaluate("img => img.complete && img.naturalWidth > 100", images.nth(i).element_handle())
+    canvases = page.locator(".widget-subarea canvas")  # the all-atom hairpin and the two CG frames
+    canvases.first.wait_for()
+    assert canvases.count() >= 2
+    for i in range(2):
+        canvases.nth(i).scroll_into_view_if_needed()
+        assert _drawn_fraction(page, canvases.nth(i)) > 0.02
+    for text in ("reference forces", "noise σ=0.05", "TICA JS (floor)", "folded %", "local gate", "Going further"):
         assert text in body, text
     assert page.errors == [], page.errors
     assert _unexpected_external(page) == [], _unexpected_external(page)

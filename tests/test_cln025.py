@@ -65,3 +65,49 @@ def test_the_gpu_script_trains_every_chapter_3_model_after_its_flow():
         *flows, cg = chain.split(",")
         if flows:
             assert cg == "cln025-cg-" + flows[0].removeprefix("cln025-")
+
+
+def test_the_long_run_of_a_model_counts_its_folding_events(tiny_study):
+    from opforce_tutorial.cg import fit_priors
+    from opforce_tutorial.cg.pipeline import CGRunSettings
+    from opforce_tutorial.units import kbt
+
+    study = replace(tiny_study, cg=CGRunSettings(n_replicas=3, n_steps=200, save_every=50, burn_in=0, cutoff=12.0))
+    ds = study.training_frames()
+    prior = fit_priors(ds.positions, kbt(ds.temperature))[0]  # the prior alone is a CG model too
+    out = study.long_run(prior, ns=0.0004, progress=False)  # 200 steps of 2 fs
+    assert out["replicas"] == 3 and out["foldings"] >= 0 and out["unfoldings"] >= 0
+    assert set(out["populations"]) == {"folded", "unfolded"}
+    assert 0 <= out["folded % first half"] <= 100
+
+
+def test_chapter_three_is_calls_and_plots():
+    """As chapter 2: narrative, calls and plots, ≤ 100 code lines, no tables built by hand, glue-only cells
+    hidden, conclusions before the deep dives, the paper cited by name."""
+    import json
+    from pathlib import Path
+
+    nb = json.loads((Path(__file__).parent.parent / "book" / "03_chignolin.ipynb").read_text())
+    code = [c for c in nb["cells"] if c["cell_type"] == "code"]
+    lines = [line for c in code for line in "".join(c["source"]).splitlines()
+             if line.strip() and not line.strip().startswith("#")]
+    assert len(lines) <= 100, len(lines)
+    assert not any("pd.DataFrame(" in line or "rows.append" in line for line in lines)
+    for c in code:
+        source = "".join(c["source"])
+        if all(line.startswith(("glue(", "for key, value", "    glue(", "registry =", "from ", "     display=False"))
+               or not line.strip() for line in source.splitlines()):
+            assert {"remove-input", "hide-input"} & set(c["metadata"].get("tags", [])), source[:80]
+    text = "".join("".join(c["source"]) for c in nb["cells"] if c["cell_type"] == "markdown")
+    assert "Klein et al. (arXiv" in text and "Running this chapter" in text
+    assert text.index("## Conclusions") < text.index("## Going further")
+    assert "the seed" not in text.lower()
+
+
+def test_the_page_names_every_model_it_cannot_show():
+    from opforce_tutorial.chapters import cln025_page
+
+    status = cln025_page.model_status().data
+    assert set(status.index) == set(cln025.recipes())
+    for name, row in status.iterrows():
+        assert row["status"] == "registered" or f"opforce pretrain {name}" in row["status"]

@@ -110,7 +110,7 @@ def test_dihedral_sign_and_value_by_hand():
 
 
 def test_visit_counting_uses_hysteresis_and_block_errors():
-    from opforce_tutorial.data.report import committed_states, count_visits
+    from opforce_tutorial.analysis import committed_states, count_visits
     from opforce_tutorial.evaluation import block_mean
 
     phi = np.array([-60, 30, -10, 25, -60, -70, 40, 50, -30, 60])

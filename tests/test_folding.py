@@ -9,7 +9,7 @@ from opforce_tutorial.data.dataset import DatasetError, Trajectory, load_dataset
 from opforce_tutorial.data.folding import (block_bootstrap, folded_reference, folding_msm, smallest_good_dimension,
                                            tica_dimension_scores, write_folding_results)
 from opforce_tutorial.structures import read_ca_pdb, rmsd, superpose, write_ca_pdb
-from opforce_tutorial.data.report import count_transitions
+from opforce_tutorial.analysis import count_transitions
 
 HAIRPIN = np.array([[0.0, 0, 0], [3.8, 0, 0], [7.6, 0.5, 0], [11.0, 2.0, 0], [12.5, 5.0, 0.5],
                     [11.0, 8.0, 0], [7.6, 9.5, 0], [3.8, 10.0, 0], [0.0, 10.0, 0.3], [-3.0, 9.0, 1.0]])

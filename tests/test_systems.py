@@ -107,3 +107,33 @@ def test_the_data_folded_state_is_a_compact_basin_of_the_tica_plane():
     folded = cln025.states(ds.positions[::10])["folded"]
     offset = (tic[folded].mean(axis=0) - tic[~folded].mean(axis=0)) / tic[folded].std(axis=0)
     assert np.linalg.norm(offset) > 3.0, offset  # the folded frames' centre is > 3 of their spreads away
+
+
+def test_folding_transitions_count_core_set_crossings_by_hand():
+    folded = cln025.folded_reference()
+    unfolded = folded.copy()
+    unfolded[5:] += np.array([10.0, 0.0, 0.0])  # one arm pulled away: RMSD well above 3 Å
+    between = folded.copy()
+    between[5:] += np.array([4.0, 0.0, 0.0])  # between the cores: no transition by itself
+    assert cln025.rmsd_to_folded(unfolded[None])[0] > 3 and 1 < cln025.rmsd_to_folded(between[None])[0] < 3
+    # replica 0: F F B F U U B U F F (1 unfolding, then 1 folding); replica 1: U B U B U B U B U U (none)
+    r0 = [folded, folded, between, folded, unfolded, unfolded, between, unfolded, folded, folded]
+    r1 = [unfolded, between] * 4 + [unfolded, unfolded]
+    out = cln025.folding_transitions(np.stack([np.stack(r0), np.stack(r1)], axis=1))
+    assert out["starting folded"] == 1 and out["foldings"] == 1 and out["unfoldings"] == 1
+    assert out["replicas folding"] == 1 and out["replicas unfolding"] == 1
+    assert out["folded % first half"] == pytest.approx(100 * 3 / 10) and out["folded % second half"] == pytest.approx(20)
+    with pytest.raises(ValueError, match="frames, replicas, 10, 3"):
+        cln025.folding_transitions(np.stack(r0))
+
+
+def test_ca_pdb_text_writes_chains_that_read_back(tmp_path):
+    from opforce_tutorial.structures import ca_pdb_text, read_ca_pdb
+
+    xyz = np.random.default_rng(0).normal(size=(2, 10, 3)) * 5
+    text = ca_pdb_text({"folded": xyz[0], "unfolded": xyz[1]}, list(cln025.BEAD_NAMES))
+    atoms = [line for line in text.splitlines() if line.startswith("ATOM")]
+    assert len(atoms) == 20 and {line[21] for line in atoms} == {"A", "B"}
+    assert sum(line.startswith("CONECT") for line in text.splitlines()) == 18  # no bond between the chains
+    (tmp_path / "two.pdb").write_text(text)
+    np.testing.assert_allclose(read_ca_pdb(tmp_path / "two.pdb"), xyz.reshape(20, 3), atol=1e-3)

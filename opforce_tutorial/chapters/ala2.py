@@ -18,7 +18,7 @@ from dataclasses import replace
 import numpy as np
 import torch
 
-from ..data.report import count_transitions
+from ..analysis import count_transitions
 from ..evaluation import dihedral_integration_by_parts_check, state_populations
 from ..study import CPU_CG, CPU_FLOWS, CPU_LABELS, OUTPUT_LABELS, CGVariant, Study
 from ..systems.alanine_dipeptide import BASINS, SYSTEM, basins, ramachandran

@@ -8,34 +8,23 @@ simulations, the recorded replicates and long runs, or live labels: nothing here
 
 from __future__ import annotations
 
-import time
-from dataclasses import dataclass, field
-
 import numpy as np
 import pandas as pd
 
 from .. import pretrained
 from ..data.dataset import registry_entry
-from ..evaluation import dihedral_integration_by_parts_check, evaluate, integration_by_parts_check
-from ..labels import LabelSettings
+from ..evaluation import dihedral_integration_by_parts_check, integration_by_parts_check
 from ..observables import chain_observables
 from . import ala2
+from .page import LiveLabels, display_name, label_table  # noqa: F401 (label_table: the page calls it here)
+from .page import cost_table as cost_table_of
+from .page import kernel_output_table as output_table_of
+from .page import live_labels as live_labels_of
+from .page import pm as _pm
 
 LOCAL = [n for n in chain_observables(5) if n.split()[0] in ("bond", "angle")]
 GATE = 1 / 3  # a flow-kernel model's mean bond and angle JS over the noise-kernel model's, at the same σ
 GLOBAL_GATE = 1.5  # a flow-kernel model's Ramachandran JS over the reference-forces model's
-
-
-def display_name(model_name: str) -> str:
-    """"ala2-cg-cnf-0.05" → "cnf σ=0.05", "ala2-cg-reference" → "reference forces"."""
-    parts = model_name.removeprefix("ala2-cg-").split("-")
-    if parts[0] == "reference":
-        return "reference forces" + (", + dihedrals" if parts[1:] == ["chiral"] else "")
-    return f"{parts[0]} σ={parts[1]}"
-
-
-def _pm(mean: float, err: float, digits: int = 1) -> str:
-    return f"{mean:.{digits}f} ± {err:.{digits}f}"
 
 
 # ------------------------------------------------------------------------------------------------ data
@@ -65,64 +54,14 @@ def data_populations() -> dict:
 
 
 # ------------------------------------------------------------------------------------------- labels
-@dataclass
-class LiveLabels:
-    """Labels made live on this machine: positions y and labels per "source σ=…", and the cost of each."""
-
-    positions: dict = field(default_factory=dict)
-    labels: dict = field(default_factory=dict)
-    ms_per_label: dict = field(default_factory=dict)
-
-
 def live_labels(ds, flows: dict, n: int = 2000, n_cnf: int = 500) -> LiveLabels:
-    """Every kernel at every σ labels ``n`` frames (the CNF ``n_cnf``: each of its labels solves an ODE of
-    positions and score), timed."""
-    live = LiveLabels()
-    for sigma in ala2.NOISE_STDS:
-        for source in ("noise", "coupling", "cnf"):
-            settings = LabelSettings(n_frames=n_cnf if source == "cnf" else n, repeats=1, batch_size=400, seed=1)
-            t0 = time.perf_counter()
-            y, f, _ = ala2.labelled_set(source, sigma, ds, flows.get((source, sigma)), settings, progress=False)
-            key = f"{source} σ={sigma:g}"
-            live.ms_per_label[key] = 1000 * (time.perf_counter() - t0) / len(y)
-            live.positions[key], live.labels[key] = y, f
-    return live
+    """Every kernel at every σ labels ``n`` frames (the CNF ``n_cnf``), timed (:func:`page.live_labels`)."""
+    return live_labels_of(ala2.STUDY, ds, flows, n, n_cnf)
 
 
 def kernel_output_table(live: LiveLabels, reference) -> tuple:
-    """What each kernel's labelled positions y keep of the data: mean bond and angle JS of y (floor in
-    brackets) and the ratio to the noise kernel's at the same σ; with the verdict of the output gate
-    (ratio ≤ 1/3). Returns (Styler, {key: value})."""
-    rows, values = {}, {}
-    js = {key: evaluate(y, reference, LOCAL) for key, y in live.positions.items()}
-    for key, scores in js.items():
-        source, sigma = key.split(" σ=")
-        noise = js[f"noise σ={sigma}"]
-        row = {}
-        for kind in ("bond", "angle"):
-            mean = np.mean([v["js"] for k, v in scores.items() if k.startswith(kind)])
-            floor = np.mean([v["js_floor"] for k, v in scores.items() if k.startswith(kind)])
-            ratio = mean / np.mean([v["js"] for k, v in noise.items() if k.startswith(kind)])
-            row[f"mean {kind} JS"] = f"{mean:.3f} ({floor:.3f})"
-            row[f"{kind}s ÷ noise"] = "" if source == "noise" else f"{ratio:.2f}"
-            values[f"out_{kind}_{source}{sigma.replace('.', '')}"] = float(ratio)
-        row["labels"] = len(live.positions[key])
-        rows[key] = row
-    table = pd.DataFrame(rows).T.style.set_caption(
-        "labelled positions y against the data: mean JS over bonds and over angles (floor in brackets), and "
-        "the ratio to the noise kernel's at the same σ")
-    return table, values
-
-
-def label_table(live: LiveLabels, ds) -> pd.io.formats.style.Styler:
-    """Size and net force of every label set, and its cost on this machine."""
-    rows = {key: {"mean |label| (kcal/mol/Å)": float(np.linalg.norm(f, axis=-1).mean()),
-                  "max |net force| (kcal/mol/Å)": float(np.abs(f.sum(axis=1)).max()),
-                  "ms per label": live.ms_per_label[key]} for key, f in live.labels.items()}
-    rows["reference"] = {"mean |label| (kcal/mol/Å)": float(np.linalg.norm(ds.forces, axis=-1).mean()),
-                         "max |net force| (kcal/mol/Å)": float(np.abs(ds.forces.sum(axis=1)).max()),
-                         "ms per label": 0.0}
-    return pd.DataFrame(rows).T.style.format("{:.3g}").set_caption("label sets (made live on this machine)")
+    """The output gate on the chapter's bonds and angles (:func:`page.kernel_output_table`)."""
+    return output_table_of(live, reference, LOCAL)
 
 
 # ---------------------------------------------------------------------------------------- comparison
@@ -213,12 +152,7 @@ def gate_summary(values: dict) -> pd.io.formats.style.Styler:
 # ----------------------------------------------------------------------------------------------- cost
 def cost_table() -> pd.io.formats.style.Styler:
     """Wall time of every pretrained chapter-2 object on the machine its registry entry names."""
-    registry = pretrained.read_registry()
-    rows = {name: {"wall time (min)": f"{e['wall_time_s'] / 60:.1f}", "device": e["device"], "command": e["command"]}
-            for name, e in registry.items() if name.startswith("ala2")}
-    table = pd.DataFrame(rows).T
-    return table.style.set_caption("pretraining cost (`opforce pretrain`; for a CG model: its labels, force "
-                                   "matching and 64-replica simulation)")
+    return cost_table_of("ala2")
 
 
 def replicate_minutes() -> tuple[int, float, str]:

@@ -25,7 +25,7 @@ from dataclasses import replace
 
 from ..labels import LabelSettings
 from ..study import CPU_CG, CPU_FLOWS, OUTPUT_LABELS, Study
-from ..systems.cln025 import BEAD_NAMES, SYSTEM
+from ..systems.cln025 import BEAD_NAMES, SYSTEM, folding_transitions
 
 NOISE_STDS = (0.05, 0.1)
 #: One bead type per residue kind (TYR, ASP, PRO, GLU, THR, GLY, TRP), in order of first appearance.
@@ -34,7 +34,7 @@ LABELS = LabelSettings(data_fraction=0.1, repeats=10, batch_size=256, seed=0)
 
 STUDY = Study(name="cln025", dataset="cln025", system=SYSTEM, bead_types=BEAD_TYPES, noise_stds=NOISE_STDS,
               flows=dict(CPU_FLOWS), labels=LABELS, output_labels=OUTPUT_LABELS, cg=replace(CPU_CG, cutoff=12.0),
-              pretrained_required=False)
+              long_run_analysis=folding_transitions, pretrained_required=False)
 
 kernel_name, cg_name, cg_model_names = STUDY.kernel_name, STUDY.cg_name, STUDY.cg_model_names
 training_frames, reference_histograms, score = STUDY.training_frames, STUDY.reference_histograms, STUDY.score

@@ -10,7 +10,7 @@ The steps, with their conventions (lengths in Å, lag times in frames of the run
    drawn evenly, the one with the most neighbours within ``radius`` Å Cα-RMSD (the cluster's medoid);
    the reference is the centroid of those neighbours, each superposed onto the medoid. For CLN025
    this is the β-hairpin; it is compared with the crystal structure only as a check.
-3. :func:`.report.count_transitions` counts folding and unfolding events between two core sets with
+3. :func:`opforce_tutorial.analysis.count_transitions` counts folding and unfolding events between two core sets with
    hysteresis (RMSD ≤ ``folded_below`` and ≥ ``unfolded_above``): a recrossing of the boundary in
    between does not count.
 4. :func:`folding_msm`: 45 Cα–Cα distances → TICA → k-means microstates → reversible maximum-likelihood
@@ -29,10 +29,10 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
+from ..analysis import count_transitions
 from ..structures import read_ca_pdb, rmsd, superpose, write_ca_pdb
 from ..units import KB_KCAL_PER_MOL_K
 from .dataset import Trajectory, load_trajectories, thin_to_common_interval
-from .report import count_transitions
 
 
 def folded_reference(trajectories: list[Trajectory], n_sample: int = 2000, radius: float = 1.0) -> tuple[np.ndarray, dict]:

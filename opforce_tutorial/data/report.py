@@ -1,9 +1,7 @@
 """Sampling reports for the reference runs: how much data, which basins, how often visited.
 
-Rare-event counting uses core sets with hysteresis: a trajectory is committed to a state from the frame
-it enters that state's core until it enters another core; crossing the boundary between cores and
-coming back is no transition. :func:`committed_states` is that state machine; visits (alanine
-dipeptide's αL) and transitions (chignolin folding) are both counted from it.
+Rare events are counted between core sets with hysteresis (:func:`opforce_tutorial.analysis.committed_states`):
+visits (alanine dipeptide's αL) and transitions (chignolin folding) alike.
 """
 
 from __future__ import annotations
@@ -12,31 +10,8 @@ from pathlib import Path
 
 import numpy as np
 
-from ..analysis import state_populations
+from ..analysis import count_visits, state_populations
 from ..systems.alanine_dipeptide import BASINS, basins, ramachandran
-
-
-def committed_states(in_a: np.ndarray, in_b: np.ndarray) -> np.ndarray:
-    """Per frame, the core last visited: 0 for a, 1 for b, −1 before either (a wins where both hold)."""
-    raw = np.where(in_a, 0, np.where(in_b, 1, -1))
-    last_core_frame = np.maximum.accumulate(np.where(raw >= 0, np.arange(len(raw)), 0))
-    return raw[last_core_frame]
-
-
-def count_transitions(in_a: np.ndarray, in_b: np.ndarray) -> tuple[int, int]:
-    """(a → b, b → a): changes of the committed core along one trajectory."""
-    s = committed_states(in_a, in_b)
-    return int(((s[:-1] == 0) & (s[1:] == 1)).sum()), int(((s[:-1] == 1) & (s[1:] == 0)).sum())
-
-
-def count_visits(inside_core: np.ndarray, outside_core: np.ndarray) -> int:
-    """Number of separate entries into a state's core along one trajectory (a start inside counts).
-
-    Entries are commitments to the state: after an entry, a new one needs a frame in ``outside_core``
-    first, so recrossings of the boundary in between do not count.
-    """
-    s = committed_states(inside_core, outside_core)
-    return int(len(s) > 0 and s[0] == 0) + int(((s[:-1] != 0) & (s[1:] == 0)).sum())
 
 
 def ala2_report(run_dirs: list[str | Path], n_blocks: int = 10, trajectories: list | None = None) -> dict:

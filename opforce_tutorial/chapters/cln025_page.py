@@ -1,0 +1,217 @@
+"""Chapter 3's page: each table the chapter shows and each number its text cites, one call each.
+
+As for chapter 2 (:mod:`.ala2_page`): tables are pandas Stylers formatted for people, the numbers the
+prose quotes come back as ``{key: value}`` dicts the notebook glues. Everything is computed from the
+shipped data and its folding report, the registered models and their saved simulations, or live labels.
+The chapter's models are published as not required, so every function works with the models that are
+registered and names the others with the command that builds them.
+"""
+
+from __future__ import annotations
+
+from dataclasses import replace
+
+import numpy as np
+import pandas as pd
+
+from .. import pretrained
+from ..data.copies import start_structures
+from ..data.molecules import chignolin
+from ..observables import chain_observables
+from ..storage import read_json
+from ..systems import cln025 as system
+from ..units import kbt as thermal_energy
+from . import cln025
+from .page import FLOW_KERNELS, key_of, mean_js, pm
+
+LOCAL = [n for n in chain_observables(system.SYSTEM.n_beads) if n.split()[0] in ("bond", "angle")]
+SHOWN_LOCAL = ["bond 0-1", "bond 4-5", "bond 8-9", "angle 1-2-3", "angle 5-6-7", "angle 7-8-9"]
+GATE = 1 / 3  # a flow-kernel model's mean bond and angle JS over the noise-kernel model's, at the same σ
+TICA_GATE = 1.5  # a flow-kernel model's TICA JS over the reference-forces model's
+FOLDED_GATE = 10.0  # percentage points: a flow-kernel model's folded fraction from the reference-forces model's
+UNITS = {"rmsd folded": "Å", "native contacts Q": "fraction"}
+
+
+# ------------------------------------------------------------------------------------- the system
+def folded_molecule():
+    """The all-atom CLN025 (:func:`~opforce_tutorial.data.molecules.chignolin`) at the saved frame of the
+    long extended-start run closest to the folded reference by Cα-RMSD: the hairpin the data fold into."""
+    mol = chignolin()
+    xyz, _ = start_structures(system.DATA_DIR / "runs" / "cln025_340K_ext_s0", 1, near=system.folded_reference(),
+                              bead_atoms=mol.bead_atoms)
+    import openmm as mm
+    import openmm.unit as u
+
+    return replace(mol, positions=[mm.Vec3(*p) for p in xyz[0].tolist()] * u.nanometer)
+
+
+def folded_and_unfolded(ds) -> dict:
+    """The data's frame nearest the folded reference and one frame at the data's median RMSD among
+    the unfolded frames, {"folded": (10, 3), "unfolded": (10, 3)} in Å."""
+    d = system.rmsd_to_folded(ds.positions)
+    unfolded = np.flatnonzero(d >= system.UNFOLDED_ABOVE)
+    median = unfolded[np.argsort(d[unfolded])[len(unfolded) // 2]]
+    return {"folded": ds.positions[int(np.argmin(d))], "unfolded": ds.positions[int(median)]}
+
+
+# ------------------------------------------------------------------------------------------- data
+def folding_report() -> dict:
+    return read_json(system.DATA_DIR / "cln025_folding.json")
+
+
+def data_values(ds) -> dict:
+    """The data's numbers the chapter quotes: size, transitions, the MSM's folded fraction (%, block
+    bootstrap error) and implied timescale at its lag, and the folding free energy in kcal/mol."""
+    report = folding_report()
+    msm = report["msm"]
+    folded = msm["folded_fraction"]
+    return {"data_ns": report["total_ns"], "data_trajs": report["trajectories"], "data_frames": ds.n_frames,
+            "foldings": report["foldings"], "unfoldings": report["unfoldings"],
+            "folded_pct": 100 * folded, "folded_err": 100 * msm["folded_fraction_bootstrap_std"],
+            "folded_raw_pct": 100 * report["folded_fraction_raw"], "lag_ns": msm["lag_ps"] / 1000,
+            "its_ns": msm["implied_timescales_ns"][str(msm["lag_frames"])][0],
+            "dg_fold": float(-thermal_energy(ds.temperature) * np.log(folded / (1 - folded))),
+            "resample_folded_pct": 100 * float(system.states(ds.positions)["folded"].mean())}
+
+
+def folded_frames(ds):
+    """The frames of the (resampled) data in the folded state, RMSD ≤ 1 Å."""
+    return ds.positions[system.states(ds.positions)["folded"]]
+
+
+def tica_marker() -> tuple[float, float]:
+    """The folded reference's position in the TICA plane."""
+    return tuple(system.tica_projection(system.folded_reference()[None])[0])
+
+
+# --------------------------------------------------------------------------------------------- models
+def model_status() -> pd.io.formats.style.Styler:
+    """Every model of the chapter: registered (device and wall time) or the command that builds it."""
+    registry = pretrained.read_registry()
+    rows = {}
+    for name, spec in cln025.recipes().items():
+        entry = registry.get(name)
+        rows[name] = ({"status": "registered", "device": entry["device"], "wall time (min)": f"{entry['wall_time_s'] / 60:.0f}"}
+                      if entry else {"status": f"not built yet: `{pretrained.rebuild_command(name)}`", "device": "",
+                                     "wall time (min)": ""})
+    return pd.DataFrame(rows).T.style.set_caption("the chapter's flows and CG models")
+
+
+def registered_cg_models() -> list[str]:
+    registry = pretrained.read_registry()
+    return [name for name in cln025.cg_model_names() if name in registry]
+
+
+def registered_flows() -> list[tuple[str, float]]:
+    registry = pretrained.read_registry()
+    return [(s, g) for g in cln025.NOISE_STDS for s in FLOW_KERNELS if cln025.kernel_name(s, g) in registry]
+
+
+# ----------------------------------------------------------------------------------------- comparison
+def comparison(sims: dict, reference, prior_trajectory) -> tuple:
+    """Scores of every registered CG model's saved simulation and of the prior alone, as
+    (scores, table, values): mean JS over bonds, angles, dihedrals and pair distances, the flow-kernel
+    models' ratios to the noise-kernel model at their σ, the JS of the TICA surface (floor) and of the
+    RMSD and Q profiles, the folded fraction (%, block errors over replicas) and the mean Q."""
+    scores = {name: cln025.score(frames, reference) for name, frames in sims.items()}
+    scores["prior only"] = cln025.score(prior_trajectory, reference)
+    q = {name: float(system.Q.values(frames).mean()) for name, frames in sims.items()}
+    q["prior only"] = float(system.Q.values(prior_trajectory).mean())
+    rows, values = {}, {}
+    tica_ref = scores["reference forces"]["js"]["tica"]["js"] if "reference forces" in scores else np.nan
+    for name, s in scores.items():
+        js, key = s["js"], key_of(name)
+        source, _, sigma = name.partition(" σ=")
+        row = {}
+        for kind in ("bond", "angle", "dihedral", "distance"):
+            values[f"{kind}_{key}"] = mean_js(js, kind)
+            row[f"mean {kind} JS"] = f"{values[f'{kind}_{key}']:.3f}"
+            if kind in ("bond", "angle"):
+                noise = f"noise σ={sigma}"
+                if source in FLOW_KERNELS and noise in scores:
+                    values[f"cg_{kind}_{key}"] = values[f"{kind}_{key}"] / mean_js(scores[noise]["js"], kind)
+                    row[f"{kind}s ÷ noise"] = f"{values[f'cg_{kind}_{key}']:.2f}"
+                else:
+                    row[f"{kind}s ÷ noise"] = ""
+        values[f"tica_{key}"] = js["tica"]["js"]
+        row["TICA JS (floor)"] = f"{js['tica']['js']:.3f} ({js['tica']['js_floor']:.3f})"
+        row["÷ reference forces"] = f"{js['tica']['js'] / tica_ref:.2f}"
+        row["RMSD JS"] = f"{js['rmsd folded']['js']:.3f}"
+        row["Q JS"] = f"{js['native contacts Q']['js']:.3f}"
+        folded = s["populations"]["folded"]
+        values[f"folded_{key}"], values[f"folded_err_{key}"] = 100 * folded["mean"], 100 * folded["block_error"]
+        row["folded %"] = pm(100 * folded["mean"], 100 * folded["block_error"])
+        row["mean Q"] = f"{q[name]:.2f}"
+        rows[name] = row
+    values.update(_verdicts(values, list(sims)))
+    table = pd.DataFrame(rows).T.style.set_caption(
+        "CG simulations (64 replicas × 100 ps) against the MSM-weighted data: mean JS of bonds, angles, "
+        "dihedrals and pair distances |i − j| ≥ 3; flow-kernel models over the noise-kernel model at the same "
+        "σ; JS of the TICA surface, of the RMSD to the folded reference and of Q; folded fraction (block "
+        "errors over replicas) and mean Q")
+    return scores, table, values
+
+
+def _verdicts(values: dict, models: list[str]) -> dict:
+    """The gates of every registered flow-kernel model that has its noise-kernel partner, as text."""
+    out, local, tica, folded, judged = {}, [], [], [], []
+    for name in models:
+        source, _, _ = name.partition(" σ=")
+        key = key_of(name)
+        if source not in FLOW_KERNELS or f"cg_bond_{key}" not in values:
+            continue
+        judged.append(name)
+        if values[f"cg_bond_{key}"] <= GATE and values[f"cg_angle_{key}"] <= GATE:
+            local.append(name)
+        if "tica_ref" in values and values[f"tica_{key}"] <= TICA_GATE * values["tica_ref"]:
+            tica.append(name)
+        if "folded_ref" in values and abs(values[f"folded_{key}"] - values["folded_ref"]) <= FOLDED_GATE:
+            folded.append(name)
+    for short, passed in (("local", local), ("tica", tica), ("folded", folded)):
+        out[f"{short}_pass"] = (f"{len(passed)} of {len(judged)}" + (f" ({', '.join(passed)})" if passed else "")
+                                if judged else "none of the flow-kernel models (none is built yet)")
+    out["n_flow_models"] = len(judged)
+    best = min((m for m in models), key=lambda m: values[f"tica_{key_of(m)}"])
+    out["best_tica"], out["tica_best"] = best, values[f"tica_{key_of(best)}"]
+    return out
+
+
+def gate_summary(values: dict) -> pd.io.formats.style.Styler:
+    """The chapter's gates, one row per flow-kernel model and σ: what is asked, what was measured."""
+    rows = []
+    for sigma in cln025.NOISE_STDS:
+        for source in FLOW_KERNELS:
+            name = f"{source} σ={sigma:g}"
+            key = key_of(name)
+            if f"cg_bond_{key}" not in values:
+                rows.append({"model": name, "local gate": "not built yet"})
+                continue
+            bond, angle = values[f"cg_bond_{key}"], values[f"cg_angle_{key}"]
+            tica = values[f"tica_{key}"] / values["tica_ref"]
+            gap = values[f"folded_{key}"] - values["folded_ref"]
+            rows.append({"model": name, "bonds ÷ noise (≤ 0.33)": f"{bond:.2f}", "angles ÷ noise (≤ 0.33)": f"{angle:.2f}",
+                         "local gate": "met" if max(bond, angle) <= GATE else "not met",
+                         "TICA ÷ reference (≤ 1.5)": f"{tica:.2f}",
+                         "TICA gate": "met" if tica <= TICA_GATE else "not met",
+                         "folded − reference (pp, |·| ≤ 10)": f"{gap:+.1f}",
+                         "folded gate": "met" if abs(gap) <= FOLDED_GATE else "not met"})
+    return pd.DataFrame(rows).set_index("model").fillna("").style.set_caption("the chapter's gates")
+
+
+def transitions_table(sims: dict) -> tuple:
+    """Foldings and unfoldings of every saved simulation (:func:`~opforce_tutorial.systems.cln025.folding_transitions`)
+    beside the data's, as (Styler, values)."""
+    rows = {name: system.folding_transitions(frames) for name, frames in sims.items()}
+    table = pd.DataFrame(rows).T
+    both = table[(table["foldings"] > 0) & (table["unfoldings"] > 0)].index
+    values = {"min_events": int((table["foldings"] + table["unfoldings"]).min()),
+              "max_events": int((table["foldings"] + table["unfoldings"]).max()),
+              "transitions_verdict": (f"every model's replicas fold and unfold, so its folded fraction is measured from "
+                                      "crossings, not only inherited from its starts" if len(both) == len(table) else
+                                      f"{len(table) - len(both)} of {len(table)} models do not both fold and unfold "
+                                      "in 100 ps: their folded fractions are inherited from the starts")}
+    values.update({f"events_{key_of(n)}": int(r["foldings"] + r["unfoldings"]) for n, r in rows.items()})
+    fmt = {c: "{:.1f}" for c in table.columns if "%" in c}
+    fmt.update({c: "{:.0f}" for c in table.columns if c not in fmt})
+    return table.style.format(fmt).set_caption("folding events in 64 replicas × 100 ps (core sets ≤ 1 Å and ≥ 3 Å "
+                                               "of Cα-RMSD)"), values

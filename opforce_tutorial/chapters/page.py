@@ -1,0 +1,116 @@
+"""What every chapter page shows the same way: model names for people, live labels of every kernel, what
+the kernels' labelled positions keep, the label sets' sizes and costs, and the pretraining cost table.
+
+Each function computes from a study (:class:`opforce_tutorial.study.Study`), the registered models or
+labels made live; tables come back as pandas Stylers formatted for people.
+"""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass, field
+
+import numpy as np
+import pandas as pd
+
+from .. import pretrained
+from ..evaluation import evaluate
+from ..labels import LabelSettings
+
+KERNELS = ("noise", "coupling", "cnf")
+FLOW_KERNELS = ("coupling", "cnf")
+
+
+def display_name(model_name: str) -> str:
+    """"ala2-cg-cnf-0.05" → "cnf σ=0.05", "cln025-cg-reference" → "reference forces"."""
+    parts = model_name.split("-cg-", 1)[-1].split("-")
+    if parts[0] == "reference":
+        return "reference forces" + (", + dihedrals" if parts[1:] == ["chiral"] else "")
+    return f"{parts[0]} σ={parts[1]}"
+
+
+def key_of(name: str) -> str:
+    """A glue-key fragment of a display name: "cnf σ=0.05" → "cnf005", "reference forces" → "ref"."""
+    return name.replace("reference forces", "ref").replace(" σ=", "").replace(".", "").replace(" ", "_")
+
+
+def pm(mean: float, err: float, digits: int = 1) -> str:
+    return f"{mean:.{digits}f} ± {err:.{digits}f}"
+
+
+def mean_js(scores: dict, kind: str) -> float:
+    """Mean JS over the observables whose name starts with ``kind`` ("bond", "angle", "distance", …)."""
+    return float(np.mean([v["js"] for k, v in scores.items() if k.startswith(kind)]))
+
+
+# ------------------------------------------------------------------------------------------- labels
+@dataclass
+class LiveLabels:
+    """Labels made live on this machine: positions y and labels per "source σ=…", and the cost of each."""
+
+    positions: dict = field(default_factory=dict)
+    labels: dict = field(default_factory=dict)
+    ms_per_label: dict = field(default_factory=dict)
+
+
+def live_labels(study, ds, flows: dict, n: int = 2000, n_cnf: int = 500) -> LiveLabels:
+    """Every kernel of ``study`` with a flow at hand (``flows[(source, σ)]``; the noise kernel needs none)
+    labels ``n`` frames at every σ (the CNF ``n_cnf``: each of its labels solves an ODE), timed."""
+    live = LiveLabels()
+    for sigma in study.noise_stds:
+        for source in KERNELS:
+            if source in FLOW_KERNELS and (source, sigma) not in flows:
+                continue
+            settings = LabelSettings(n_frames=n_cnf if source == "cnf" else n, repeats=1, batch_size=400, seed=1)
+            t0 = time.perf_counter()
+            y, f, _ = study.labelled_set(source, sigma, ds, flows.get((source, sigma)), settings, progress=False)
+            key = f"{source} σ={sigma:g}"
+            live.ms_per_label[key] = 1000 * (time.perf_counter() - t0) / len(y)
+            live.positions[key], live.labels[key] = y, f
+    return live
+
+
+def kernel_output_table(live: LiveLabels, reference, local: list[str]) -> tuple:
+    """What each kernel's labelled positions y keep of the data: mean bond and angle JS of y over the
+    ``local`` observables (floor in brackets) and the ratio to the noise kernel's at the same σ (the
+    output gate: ≤ 1/3). Returns (Styler, {"out_<kind>_<source><σ>": ratio})."""
+    rows, values = {}, {}
+    js = {key: evaluate(y, reference, local) for key, y in live.positions.items()}
+    for key, scores in js.items():
+        source, sigma = key.split(" σ=")
+        row = {}
+        for kind in ("bond", "angle"):
+            mean = mean_js(scores, kind)
+            floor = float(np.mean([v["js_floor"] for k, v in scores.items() if k.startswith(kind)]))
+            ratio = mean / mean_js(js[f"noise σ={sigma}"], kind)
+            row[f"mean {kind} JS"] = f"{mean:.3f} ({floor:.3f})"
+            row[f"{kind}s ÷ noise"] = "" if source == "noise" else f"{ratio:.2f}"
+            values[f"out_{kind}_{source}{sigma.replace('.', '')}"] = float(ratio)
+        row["labels"] = len(live.positions[key])
+        rows[key] = row
+    table = pd.DataFrame(rows).T.style.set_caption(
+        "labelled positions y against the data: mean JS over bonds and over angles (floor in brackets), and "
+        "the ratio to the noise kernel's at the same σ")
+    return table, values
+
+
+def label_table(live: LiveLabels, ds) -> pd.io.formats.style.Styler:
+    """Size and net force of every label set, and its cost on this machine."""
+    rows = {key: {"mean |label| (kcal/mol/Å)": float(np.linalg.norm(f, axis=-1).mean()),
+                  "max |net force| (kcal/mol/Å)": float(np.abs(f.sum(axis=1)).max()),
+                  "ms per label": live.ms_per_label[key]} for key, f in live.labels.items()}
+    rows["reference"] = {"mean |label| (kcal/mol/Å)": float(np.linalg.norm(ds.forces, axis=-1).mean()),
+                         "max |net force| (kcal/mol/Å)": float(np.abs(ds.forces.sum(axis=1)).max()),
+                         "ms per label": 0.0}
+    return pd.DataFrame(rows).T.style.format("{:.3g}").set_caption("label sets (made live on this machine)")
+
+
+# ----------------------------------------------------------------------------------------------- cost
+def cost_table(prefix: str) -> pd.io.formats.style.Styler:
+    """Wall time of every pretrained object whose name starts with ``prefix``, on the machine its registry
+    entry names."""
+    registry = pretrained.read_registry()
+    rows = {name: {"wall time (min)": f"{e['wall_time_s'] / 60:.1f}", "device": e["device"], "command": e["command"]}
+            for name, e in registry.items() if name.startswith(prefix)}
+    return pd.DataFrame(rows).T.style.set_caption(
+        "pretraining cost (`opforce pretrain`; for a CG model: its labels, force matching and 64-replica simulation)")
