@@ -364,15 +364,15 @@ def _study(args) -> int:
     return 0
 
 
-def _registered_temperature(flow_name: str) -> float | None:
-    """The temperature (K) of the dataset a registered flow was trained on, if its study is known."""
-    from .data.dataset import registry_entry
+def _registered_temperature(entry: dict) -> float | None:
+    """The temperature (K) of the dataset a registered flow was trained on: the registered dataset whose
+    sha256 its metrics record (None for a flow trained on no registered dataset)."""
+    from .data.dataset import DATA_DIR
+    from .storage import read_json
 
-    dataset = flow_name.split("-")[0]
-    try:
-        return float(registry_entry(dataset)["temperature_K"])
-    except Exception:
-        return None
+    trained_on = entry.get("metrics", {}).get("dataset_sha256")
+    return next((float(d["temperature_K"]) for d in read_json(DATA_DIR / "registry.json").values()
+                 if trained_on and d.get("sha256") == trained_on and "temperature_K" in d), None)
 
 
 def _label(args) -> int:
@@ -406,7 +406,7 @@ def _label(args) -> int:
             options["memory_budget_gb"] = check_positive(args.memory_gb, "--memory-gb", "GB")
         if args.kernel in pretrained._specs():  # a registered flow, by name
             kernel, entry = pretrained.load_kernel(args.kernel, kbt(temperature), device, **options)
-            trained_at, digest = _registered_temperature(args.kernel), entry["sha256"]
+            trained_at, digest = _registered_temperature(entry), entry["sha256"]
         else:
             kernel, info = kernel_from_file(args.kernel, kbt(temperature), device, **options)
             trained_at, digest = info["metadata"].get("temperature_K"), info["sha256"]

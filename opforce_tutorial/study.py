@@ -129,6 +129,17 @@ class Study:
         names = [self.cg_name("reference")] if "reference" in self.sources else []
         return names + [self.cg_name(s, sigma) for sigma in self.noise_stds for s in self.sources if s != "reference"]
 
+    def training_chains(self) -> list[list[str]]:
+        """Every model of the study as independent chains of ``opforce pretrain`` names: a flow and the CG
+        model of its labels in one chain (the CG model's labels must come from the flow the chain saved),
+        the flows first (slowest: the CNF chains); every other CG model alone."""
+        chains = [[self.kernel_name(s, g), self.cg_name(s, g)] for g in self.noise_stds for s in ("cnf", "coupling")
+                  if s in self.sources and s in self.flows]
+        chains += [[self.cg_name(s, g)] for g in self.noise_stds for s in self.sources
+                   if s not in FLOW_SOURCES and s != "reference"]
+        chains += [[self.cg_name("reference")]] if "reference" in self.sources else []
+        return chains + [[v.name] for v in self.variants]
+
     # -------------------------------------------------------------------------------------------- data
     def training_frames(self):
         """The dataset (verified, if registered) as an unweighted equilibrium sample: the frames every label

@@ -50,19 +50,12 @@ def test_the_chapter_recipes_are_published_and_not_yet_required():
 
 
 def test_the_gpu_script_trains_every_chapter_3_model_after_its_flow():
-    import subprocess
-    import sys
-    from pathlib import Path
-
     from opforce_tutorial import pretrained
 
-    script = (Path(__file__).parent.parent / "benchmarks" / "gpu_chapter3.sh").read_text()
-    lister = script.split("CHAINS=${CHAINS:-$(python3 -c \"", 1)[1].split("\")}", 1)[0]
-    chains = subprocess.run([sys.executable, "-c", lister], capture_output=True, text=True, check=True).stdout.strip()
-    names = [n for chain in chains.split(";") for n in chain.split(",")]
-    assert sorted(names) == sorted(n for n in pretrained._specs() if n.startswith("cln025-"))
-    for chain in chains.split(";"):
-        *flows, cg = chain.split(",")
+    chains = cln025.STUDY.training_chains()
+    assert sorted(n for chain in chains for n in chain) == sorted(n for n in pretrained._specs() if n.startswith("cln025-"))
+    for chain in chains:
+        *flows, cg = chain
         if flows:
             assert cg == "cln025-cg-" + flows[0].removeprefix("cln025-")
 

@@ -190,6 +190,17 @@ def test_a_registered_flow_labels_by_name_and_the_datasets_weights_are_used(tmp_
     assert done.returncode == 2 and "is not a flow" in done.stderr
 
 
+def test_a_registered_flow_knows_its_training_temperature_from_its_datasets_sha256():
+    from opforce_tutorial import pretrained
+    from opforce_tutorial.cli import _registered_temperature
+
+    registry = pretrained.read_registry()
+    assert _registered_temperature(registry["ala2-coupling-0.05"]) == 300.0
+    assert _registered_temperature(registry["cln025-cg-reference"]) == 340.0
+    assert _registered_temperature(registry["toy1d-flow"]) is None  # trained on no registered dataset
+    assert _registered_temperature({"metrics": {"dataset_sha256": "0" * 64}}) is None
+
+
 def test_frames_files_with_weights_are_resampled_as_the_chapters_do(tmp_path):
     from opforce_tutorial.data.dataset import DatasetError, equilibrium_resample, load_frames
 

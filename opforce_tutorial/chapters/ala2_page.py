@@ -16,7 +16,7 @@ from ..data.dataset import registry_entry
 from ..evaluation import dihedral_integration_by_parts_check, integration_by_parts_check
 from ..observables import chain_observables
 from . import ala2
-from .page import LiveLabels, display_name, label_table  # noqa: F401 (label_table: the page calls it here)
+from .page import LiveLabels, display_name, key_of, label_table  # noqa: F401 (label_table: the page calls it here)
 from .page import cost_table as cost_table_of
 from .page import kernel_output_table as output_table_of
 from .page import live_labels as live_labels_of
@@ -94,7 +94,7 @@ def comparison(sims: dict, reference, prior_trajectory) -> tuple:
         row["÷ reference forces"] = f"{rama['js'] / rama_ref:.2f}"
         for basin, p in s["populations"].items():
             row[f"{basin} %"] = _pm(100 * p["mean"], 100 * p["block_error"])
-        key = name.replace("reference forces", "ref").replace(" σ=", "").replace(".", "").replace(" ", "_")
+        key = key_of(name)
         names[key] = name
         values[f"bonds_{key}"], values[f"angles_{key}"] = means[name]["bond"], means[name]["angle"]
         values[f"rama_{key}"] = rama["js"]
@@ -203,8 +203,7 @@ def seed_spread(seeds: pd.DataFrame, names: list[str] | None = None) -> tuple:
             values[f"seed_best_{short}"] = display_name(best)
             values[f"ref_within_sd_{short}"] = ("is" if gap <= spread.loc[reference, (column, "std")] else "is not")
     for name, row in spread.iterrows():
-        key = display_name(name).replace("reference forces, + dihedrals", "chiral").replace("reference forces", "ref")
-        key = key.replace(" σ=", "").replace(".", "")
+        key = key_of(display_name(name).replace("reference forces, + dihedrals", "chiral"))
         for column, short in (("αR %", "aR"), ("JS ramachandran", "rama"), ("mean JS bonds", "bonds"),
                               ("mean JS angles", "angles")):
             values[f"{short}_{key}_m"] = float(row[(column, "mean")])

@@ -206,7 +206,7 @@ def transitions_table(sims: dict) -> tuple:
     both = table[(table["foldings"] > 0) & (table["unfoldings"] > 0)].index
     values = {"min_events": int((table["foldings"] + table["unfoldings"]).min()),
               "max_events": int((table["foldings"] + table["unfoldings"]).max()),
-              "transitions_verdict": (f"every model's replicas fold and unfold, so its folded fraction is measured from "
+              "transitions_verdict": ("every model's replicas fold and unfold, so its folded fraction is measured from "
                                       "crossings, not only inherited from its starts" if len(both) == len(table) else
                                       f"{len(table) - len(both)} of {len(table)} models do not both fold and unfold "
                                       "in 100 ps: their folded fractions are inherited from the starts")}
