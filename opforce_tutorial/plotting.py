@@ -451,3 +451,20 @@ def plot_melting_curve(curve: list[dict], temperature: float, ax=None):
     ax.set(xlabel="temperature (K)", ylabel="folded (%)")
     ax.legend(fontsize=8)
     return ax
+
+
+def plot_force_profiles(profiles: dict, names: list[str], coordinate: str = "native contacts Q"):
+    """⟨F·∇h | h⟩ of force sets binned in h (:func:`~.evaluation.force_along`): the first name (e.g. the
+    reference forces) as a band of ± 2 standard errors, the others as lines."""
+    fig, ax = plt.subplots(figsize=(5.6, 3.4))
+    x = profiles["centres"]
+    first, *rest = names
+    mean, err = profiles[first]["mean"], profiles[first]["stderr"]
+    ax.fill_between(x, mean - 2 * err, mean + 2 * err, color="#cccccc", label=f"{first} ± 2 s.e.")
+    ax.plot(x, mean, color="#888888", lw=1)
+    for name in rest:
+        ax.plot(x, profiles[name]["mean"], "o-", ms=3, lw=1.2, color=source_color(name), label=name)
+    ax.axhline(0, color="black", lw=0.6)
+    ax.set(xlabel=coordinate, ylabel="⟨F·∇h | h⟩ (kcal/mol)")
+    ax.legend(fontsize=8)
+    return fig

@@ -147,3 +147,20 @@ def test_mirror_asymmetry_plot_draws_one_panel_per_grid_with_blank_empty_bins():
     mesh = panels[1].collections[0]
     assert np.ma.is_masked(mesh.get_array()[0]) or np.isnan(mesh.get_array()[0])  # the empty bin stays blank
     assert mesh.get_clim() == (-3.0, 3.0)
+
+
+def test_force_along_a_coordinate_by_hand_for_a_harmonic_density():
+    """Frames of p ∝ exp(−k|x|²/2k_BT) with exact forces −kx, h = |x|²: F·∇h = −2k|x|², so in a bin of h
+    the mean push is −2k·h; the identity ⟨F·∇h⟩ = −k_BT⟨Δh⟩ = −2·(3n)·k_BT holds; forces half as strong
+    fail it."""
+    from opforce_tutorial.evaluation import force_along
+
+    kbt, k = 0.6, 4.0
+    x = np.random.default_rng(0).normal(0.0, np.sqrt(kbt / k), size=(20_000, 3, 3))
+    edges = np.linspace(0.5, 2.5, 5)
+    out = force_along(x, {"exact": -k * x, "weak": -0.5 * k * x}, kbt, lambda f: (f ** 2).sum(dim=(1, 2)), edges)
+    assert out["counts"].sum() > 10_000
+    np.testing.assert_allclose(out["exact"]["mean"], -2 * k * out["centres"], rtol=0.05)
+    assert out["exact"]["rhs"] == pytest.approx(-2 * 9 * kbt)
+    assert abs(out["exact"]["z"]) < 3 and out["weak"]["z"] > 20
+    assert np.all(out["exact"]["stderr"] > 0)

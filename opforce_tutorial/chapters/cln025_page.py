@@ -30,6 +30,7 @@ GATE = 1 / 3  # a flow-kernel model's mean bond and angle JS over the noise-kern
 TICA_GATE = 1.5  # a flow-kernel model's TICA JS over the reference-forces model's
 FOLDED_GATE = 10.0  # percentage points: a flow-kernel model's folded fraction from the reference-forces model's
 UNITS = {"rmsd folded": "Å", "native contacts Q": "fraction"}
+ATOMISTIC = "mapped atomistic forces"  # the data's own forces, the reference-forces models' labels
 
 
 # ------------------------------------------------------------------------------------- the system
@@ -215,3 +216,34 @@ def transitions_table(sims: dict) -> tuple:
     fmt.update({c: "{:.0f}" for c in table.columns if c not in fmt})
     return table.style.format(fmt).set_caption("folding events in 64 replicas × 100 ps (core sets ≤ 1 Å and ≥ 3 Å "
                                                "of Cα-RMSD)"), values
+
+
+# ------------------------------------------------------------------------------------- going further
+def force_profiles(ds, models: dict, kbt: float, n_frames: int = 12_000, seed: int = 0) -> tuple:
+    """The push along Q (:func:`~opforce_tutorial.evaluation.force_along`) of the mapped atomistic forces
+    (:data:`ATOMISTIC`) and of every model's forces at the same ``n_frames`` data frames, as (profiles,
+    values): per model, its mean push in the folded region Q ≥ 0.6 over the atomistic forces' there, and
+    the z of the identity ⟨F·∇Q⟩ = −k_BT⟨ΔQ⟩ ("qz_atomistic" for the atomistic forces)."""
+    from ..evaluation import force_along
+
+    if ATOMISTIC in models:
+        raise ValueError(f"{ATOMISTIC!r} names the data's forces; call the models otherwise")
+    idx = np.sort(np.random.default_rng(seed).choice(ds.n_frames, min(n_frames, ds.n_frames), replace=False))
+    profiles = force_along(ds.positions[idx], {ATOMISTIC: ds.forces[idx], **models}, kbt,
+                           system.native_contacts_q, np.linspace(0.0, 1.0, 11))
+    high = profiles["centres"] >= 0.6
+    weights = profiles["counts"][high]
+
+    def push(name):
+        return float(np.sum(profiles[name]["mean"][high] * weights) / weights.sum())
+
+    atomistic = push(ATOMISTIC)
+    err = float(np.sqrt(np.sum((profiles[ATOMISTIC]["stderr"][high] * weights) ** 2)) / weights.sum())
+    values = {f"push_{key_of(name)}": push(name) / atomistic for name in models}
+    values.update({f"qz_{key_of(name)}": profiles[name]["z"] for name in models})
+    values.update({"qz_atomistic": profiles[ATOMISTIC]["z"], "push_rel_err": err / atomistic, "push_frames": len(idx)})
+    weaker = [name for name in models if push(name) < atomistic - 2 * err]
+    values["push_verdict"] = (f"{len(weaker)} of {len(models)} push towards the fold more weakly than the atomistic "
+                              "forces, by more than two of their standard errors"
+                              + (f" ({', '.join(weaker)})" if weaker else ""))
+    return profiles, values

@@ -59,10 +59,15 @@ def native_contacts(reference: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.n
 
 def fraction_of_native_contacts(frames, reference: np.ndarray) -> np.ndarray:
     """Q of every frame (..., 10, 3) in Å against ``reference``: see the module docstring."""
-    x = np.asarray(frames, dtype=np.float64).reshape(-1, *np.shape(frames)[-2:])
-    i, j, r0 = native_contacts(reference)
-    r = np.linalg.norm(x[:, i] - x[:, j], axis=-1)
-    return (1.0 / (1.0 + np.exp(Q_BETA * (r - Q_LAMBDA * r0)))).mean(axis=1)
+    x = torch.as_tensor(np.asarray(frames, dtype=np.float64).reshape(-1, *np.shape(frames)[-2:]))
+    return native_contacts_q(x, reference).numpy()
+
+
+def native_contacts_q(x: torch.Tensor, reference: np.ndarray | None = None) -> torch.Tensor:
+    """Q of frames (n, 10, 3) as a differentiable torch function (default reference: the folded one)."""
+    i, j, r0 = native_contacts(folded_reference() if reference is None else reference)
+    r = torch.linalg.vector_norm(x[:, i] - x[:, j], dim=-1)
+    return torch.sigmoid(-Q_BETA * (r - Q_LAMBDA * torch.as_tensor(r0, dtype=x.dtype))).mean(dim=1)
 
 
 def tica_features(frames) -> np.ndarray:
