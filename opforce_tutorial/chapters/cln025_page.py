@@ -124,30 +124,33 @@ def comparison(sims: dict, reference, prior_trajectory) -> tuple:
         js, key = s["js"], key_of(name)
         source, _, sigma = name.partition(" σ=")
         row = {}
-        for kind in ("bond", "angle", "dihedral", "distance"):
+        for kind, title in (("bond", "bonds"), ("angle", "angles"), ("dihedral", "dihedrals"), ("distance", "pair distances")):
             values[f"{kind}_{key}"] = mean_js(js, kind)
-            row[f"mean {kind} JS"] = f"{values[f'{kind}_{key}']:.3f}"
+            floor = float(np.mean([v["js_floor"] for k, v in js.items() if k.startswith(kind)]))
+            row[(title, "JS (floor)")] = f"{values[f'{kind}_{key}']:.3f} ({floor:.3f})"
             if kind in ("bond", "angle"):
                 noise = f"noise σ={sigma}"
                 if source in FLOW_KERNELS and noise in scores:
                     values[f"cg_{kind}_{key}"] = values[f"{kind}_{key}"] / mean_js(scores[noise]["js"], kind)
-                    row[f"{kind}s ÷ noise"] = f"{values[f'cg_{kind}_{key}']:.2f}"
+                    row[(title, "÷ noise")] = f"{values[f'cg_{kind}_{key}']:.2f}"
                 else:
-                    row[f"{kind}s ÷ noise"] = ""
+                    row[(title, "÷ noise")] = ""
         values[f"tica_{key}"] = js["tica"]["js"]
-        row["TICA JS (floor)"] = f"{js['tica']['js']:.3f} ({js['tica']['js_floor']:.3f})"
-        row["÷ reference forces"] = f"{js['tica']['js'] / tica_ref:.2f}"
-        row["RMSD JS"] = f"{js['rmsd folded']['js']:.3f}"
-        row["Q JS"] = f"{js['native contacts Q']['js']:.3f}"
+        row[("TICA", "JS (floor)")] = f"{js['tica']['js']:.3f} ({js['tica']['js_floor']:.3f})"
+        row[("TICA", "÷ ref. forces")] = f"{js['tica']['js'] / tica_ref:.2f}"
+        row[("RMSD", "JS")] = f"{js['rmsd folded']['js']:.3f}"
+        row[("Q", "JS")] = f"{js['native contacts Q']['js']:.3f}"
+        row[("Q", "mean")] = f"{q[name]:.2f}"
         folded = s["populations"]["folded"]
         values[f"folded_{key}"], values[f"folded_err_{key}"] = 100 * folded["mean"], 100 * folded["block_error"]
-        row["folded %"] = pm(100 * folded["mean"], 100 * folded["block_error"])
-        row["mean Q"] = f"{q[name]:.2f}"
+        row[("folded", "%")] = pm(100 * folded["mean"], 100 * folded["block_error"])
         rows[name] = row
     values.update(_verdicts(values, list(sims)))
-    table = pd.DataFrame(rows).T.style.set_caption(
-        "CG simulations (64 replicas × 100 ps) against the MSM-weighted data: mean JS of bonds, angles, "
-        "dihedrals and pair distances |i − j| ≥ 3; flow-kernel models over the noise-kernel model at the same "
+    frame = pd.DataFrame(rows).T
+    frame.columns = pd.MultiIndex.from_tuples(frame.columns)
+    table = frame.style.set_caption(
+        "CG simulations (64 replicas × 100 ps) against the MSM-weighted data: mean JS (and mean floor) of "
+        "bonds, angles, dihedrals and pair distances |i − j| ≥ 3; flow-kernel models over the noise-kernel model at the same "
         "σ; JS of the TICA surface, of the RMSD to the folded reference and of Q; folded fraction (block "
         "errors over replicas) and mean Q")
     return scores, table, values
