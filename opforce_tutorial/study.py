@@ -90,12 +90,14 @@ QUICK = dict(flows={"coupling": FlowRecipe(dict(SMALL_COUPLING, coordinates="bon
 
 @dataclass
 class CGVariant:
-    """An extra CG model of one label source with a different network (e.g. one that sees signed dihedrals)."""
+    """An extra CG model of one label source with a different network (e.g. one that sees signed dihedrals)
+    or another force-matching budget (``force_matching``, default: the study's)."""
 
     name: str
     source: str
     noise_std: float | None = None
     dihedral_hidden: int = 0
+    force_matching: ForceMatchingSettings | None = None
 
 
 @dataclass
@@ -312,7 +314,7 @@ class Study:
         if "reference" in self.sources:
             specs[self.cg_name("reference")] = self._cg_spec(self.cg_name("reference"), "reference", None)
         for v in self.variants:
-            specs[v.name] = self._cg_spec(v.name, v.source, v.noise_std, v.dihedral_hidden)
+            specs[v.name] = self._cg_spec(v.name, v.source, v.noise_std, v.dihedral_hidden, v.force_matching)
         return specs
 
     def _train_flow(self, source: str, noise_std: float):
@@ -324,14 +326,17 @@ class Study:
 
         return train
 
-    def _cg_spec(self, name: str, source: str, noise_std: float | None, dihedral_hidden: int = 0) -> ModelSpec:
+    def _cg_spec(self, name: str, source: str, noise_std: float | None, dihedral_hidden: int = 0,
+                 force_matching: ForceMatchingSettings | None = None) -> ModelSpec:
+        cg = self.cg if force_matching is None else replace(self.cg, force_matching=force_matching)
+
         def train(device, work_dir=None):
             from .pretrained import load_or_train
 
             flow = (load_or_train(self.kernel_name(source, noise_std), device=device).to(device)
                     if source in FLOW_SOURCES else None)
             run, metrics, training = self.cg_run(self.training_frames(), source, noise_std, flow, 0, device,
-                                                 dihedral_hidden, work_dir=work_dir)
+                                                 dihedral_hidden, cg_settings=cg, work_dir=work_dir)
             config = {"n_beads": self.system.n_beads, "n_fourier": run.model.prior.n_fourier,
                       "schnet": asdict(run.model.net.config)}
             return run.model.cpu(), config, training, metrics, run.trajectory
@@ -342,8 +347,8 @@ class Study:
             if source in FLOW_SOURCES:
                 flow, _, _, flow_metrics = self.fit_flow(ds, source, noise_std, seed, device, work_dir)
                 metrics["flow_final_val_loss"] = flow_metrics["final_val_loss"]
-            return {**self.cg_run(ds, source, noise_std, flow, seed, device, dihedral_hidden, work_dir=work_dir)[1],
-                    **metrics}
+            return {**self.cg_run(ds, source, noise_std, flow, seed, device, dihedral_hidden, cg_settings=cg,
+                                  work_dir=work_dir)[1], **metrics}
 
         def long_run(model, ns, device, checkpoint=None):
             return self.long_run(model, ns, device, checkpoint=checkpoint)

@@ -22,10 +22,13 @@ FLOW_KERNELS = ("coupling", "cnf")
 
 
 def display_name(model_name: str) -> str:
-    """"ala2-cg-cnf-0.05" → "cnf σ=0.05", "cln025-cg-reference" → "reference forces"."""
+    """"ala2-cg-cnf-0.05" → "cnf σ=0.05", "cln025-cg-reference" → "reference forces", variants of the
+    reference: "ala2-cg-reference-chiral" → "reference forces, + dihedrals", "cln025-cg-reference-12k" →
+    "reference forces, 12k steps"."""
     parts = model_name.split("-cg-", 1)[-1].split("-")
     if parts[0] == "reference":
-        return "reference forces" + (", + dihedrals" if parts[1:] == ["chiral"] else "")
+        variant = {"chiral": ", + dihedrals"}.get("-".join(parts[1:]), f", {'-'.join(parts[1:])} steps")
+        return "reference forces" + (variant if parts[1:] else "")
     return f"{parts[0]} σ={parts[1]}"
 
 
