@@ -120,7 +120,7 @@ def test_folding_transitions_count_core_set_crossings_by_hand():
     r0 = [folded, folded, between, folded, unfolded, unfolded, between, unfolded, folded, folded]
     r1 = [unfolded, between] * 4 + [unfolded, unfolded]
     out = cln025.folding_transitions(np.stack([np.stack(r0), np.stack(r1)], axis=1))
-    assert out["starting folded"] == 1 and out["foldings"] == 1 and out["unfoldings"] == 1
+    assert out["folded at first frame"] == 1 and out["foldings"] == 1 and out["unfoldings"] == 1
     assert out["replicas folding"] == 1 and out["replicas unfolding"] == 1
     assert out["folded % first half"] == pytest.approx(100 * 3 / 10) and out["folded % second half"] == pytest.approx(20)
     with pytest.raises(ValueError, match="frames, replicas, 10, 3"):

@@ -64,6 +64,13 @@ def fit_cg_model(positions, labels, kbt: float, bead_types: list[int], settings:
     return model, fits, history
 
 
+def replica_starts(start_frames, settings: CGRunSettings) -> np.ndarray:
+    """The ``settings.n_replicas`` frames (drawn with replacement, seeded by ``settings.seed``) that
+    :func:`simulate_cg` starts its replicas from."""
+    start_frames = np.asarray(start_frames)
+    return start_frames[np.random.default_rng(settings.seed).choice(len(start_frames), settings.n_replicas)]
+
+
 def simulate_cg(model: CGModel, start_frames, kbt: float, masses, settings: CGRunSettings = CGRunSettings(),
                 device="cpu", progress: bool = True, checkpoint: str | None = None) -> np.ndarray:
     """BAOAB simulation of ``model`` from ``settings.n_replicas`` frames drawn (seeded) from ``start_frames``.
@@ -71,10 +78,7 @@ def simulate_cg(model: CGModel, start_frames, kbt: float, masses, settings: CGRu
     Returns the saved frames (n_saved, n_replicas, beads, 3) in Å as float32. With ``checkpoint`` the
     simulation resumes after a kill (:func:`~opforce_tutorial.simulation.simulate_langevin`).
     """
-    start_frames = np.asarray(start_frames)
-    rng = np.random.default_rng(settings.seed)
-    starts = torch.as_tensor(start_frames[rng.choice(len(start_frames), settings.n_replicas)], dtype=torch.float32,
-                             device=device)
+    starts = torch.as_tensor(replica_starts(start_frames, settings), dtype=torch.float32, device=device)
     model = model.float().to(device)
     gen = torch.Generator(device=device).manual_seed(settings.seed)
     traj = simulate_langevin(model.forces, starts, masses=torch.as_tensor(masses, dtype=torch.float32), kbt=kbt,

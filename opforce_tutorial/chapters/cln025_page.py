@@ -15,6 +15,7 @@ import numpy as np
 import pandas as pd
 
 from .. import pretrained
+from ..cg.pipeline import replica_starts
 from ..data.copies import start_structures
 from ..data.molecules import chignolin
 from ..observables import chain_observables
@@ -202,13 +203,15 @@ def gate_summary(values: dict) -> pd.io.formats.style.Styler:
     return pd.DataFrame(rows).set_index("model").fillna("").style.set_caption("the chapter's gates")
 
 
-def transitions_table(sims: dict) -> tuple:
-    """Foldings and unfoldings of every saved simulation (:func:`~opforce_tutorial.systems.cln025.folding_transitions`)
-    beside the data's, as (Styler, values)."""
-    rows = {name: system.folding_transitions(frames) for name, frames in sims.items()}
+def transitions_table(sims: dict, ds) -> tuple:
+    """Foldings and unfoldings of every saved simulation (:func:`~opforce_tutorial.systems.cln025.folding_transitions`),
+    with the folded replicas among the starts (the registered simulations' seed-0 starts), as (Styler, values)."""
+    starts = replica_starts(ds.positions, cln025.STUDY.cg)
+    folded_starts = int(system.states(starts)["folded"].sum())
+    rows = {name: {"folded starts": folded_starts, **system.folding_transitions(frames)} for name, frames in sims.items()}
     table = pd.DataFrame(rows).T
     both = table[(table["foldings"] > 0) & (table["unfoldings"] > 0)].index
-    values = {"min_events": int((table["foldings"] + table["unfoldings"]).min()),
+    values = {"folded_starts": folded_starts, "min_events": int((table["foldings"] + table["unfoldings"]).min()),
               "max_events": int((table["foldings"] + table["unfoldings"]).max()),
               "transitions_verdict": ("every model's replicas fold and unfold, so its folded fraction is measured from "
                                       "crossings, not only inherited from its starts" if len(both) == len(table) else

@@ -120,8 +120,8 @@ def states(frames) -> dict[str, np.ndarray]:
 def folding_transitions(trajectory) -> dict:
     """Foldings and unfoldings of a CG simulation (saved frames, replicas, 10, 3), counted per replica
     between the core sets (≤ 1 Å folded, ≥ 3 Å unfolded, as the data's report counts them), with the
-    replicas that start folded, those that fold or unfold at least once, and the folded fraction in each
-    half of the run: populations a model measured rather than inherited from its starts show events in
+    replicas folded at the first saved frame, those that fold or unfold at least once, and the folded
+    fraction in each half of the run: populations a model measured rather than inherited from its starts show events in
     every direction and agree between the halves."""
     x = np.asarray(trajectory)
     if x.ndim != 4 or x.shape[-2:] != (len(BEAD_NAMES), 3):
@@ -129,7 +129,7 @@ def folding_transitions(trajectory) -> dict:
     d = rmsd_to_folded(x.reshape(-1, len(BEAD_NAMES), 3)).reshape(x.shape[:2])
     events = [count_transitions(d[:, r] <= FOLDED_BELOW, d[:, r] >= UNFOLDED_ABOVE) for r in range(x.shape[1])]
     half = len(d) // 2
-    return {"replicas": int(x.shape[1]), "starting folded": int((d[0] <= FOLDED_BELOW).sum()),
+    return {"replicas": int(x.shape[1]), "folded at first frame": int((d[0] <= FOLDED_BELOW).sum()),
             "foldings": int(sum(e[1] for e in events)), "unfoldings": int(sum(e[0] for e in events)),
             "replicas folding": int(sum(e[1] > 0 for e in events)),
             "replicas unfolding": int(sum(e[0] > 0 for e in events)),
