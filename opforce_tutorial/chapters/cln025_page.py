@@ -176,9 +176,22 @@ def _verdicts(values: dict, models: list[str]) -> dict:
         out[f"{short}_pass"] = (f"{len(passed)} of {len(judged)}" + (f" ({', '.join(passed)})" if passed else "")
                                 if judged else "none of the flow-kernel models (none is built yet)")
     out["n_flow_models"] = len(judged)
+    out["noise_verdict"] = _noise_verdict(values)
     best = min((m for m in models), key=lambda m: values[f"tica_{key_of(m)}"])
     out["best_tica"], out["tica_best"] = best, values[f"tica_{key_of(best)}"]
     return out
+
+
+def _noise_verdict(values: dict) -> str:
+    """What the noise-kernel models keep, against the reference-forces model, as one sentence."""
+    keys = [f"noise{sigma:g}".replace(".", "") for sigma in cln025.NOISE_STDS]
+    built = [(sigma, k) for sigma, k in zip(cln025.NOISE_STDS, keys) if f"bond_{k}" in values]
+    if not built or "bond_ref" not in values:
+        return "the noise-kernel models are not built yet"
+    parts = [f"at σ = {sigma:g} Å mean bond JS {values[f'bond_{k}']:.3f} ({values[f'bond_{k}'] / values['bond_ref']:.0f} × "
+             f"the reference-forces model's), TICA JS {values[f'tica_{k}']:.3f}, folded {values[f'folded_{k}']:.1f} %"
+             for sigma, k in built]
+    return "; ".join(parts)
 
 
 def gate_summary(values: dict) -> pd.io.formats.style.Styler:
