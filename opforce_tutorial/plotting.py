@@ -189,6 +189,17 @@ def source_color(name: str) -> str:
     return COLORS.get(name.split(" ")[0], "#666666")
 
 
+def source_styles(names) -> dict:
+    """{name: (colour, line style)}: the source's colour, and solid, dashed, dotted … for the second and
+    later names of the same colour (e.g. "noise σ=0.05" solid, "noise σ=0.1" dashed)."""
+    seen, styles = {}, {}
+    for name in names:
+        color = source_color(name)
+        styles[name] = (color, ("-", "--", ":", "-.")[seen.get(color, 0) % 4])
+        seen[color] = seen.get(color, 0) + 1
+    return styles
+
+
 def molecule_view(mol, bead_names):
     """nglview widget of an all-atom structure (sticks) with its CG beads as translucent green spheres.
 
@@ -311,6 +322,7 @@ def plot_observable_overlays(samples: dict, reference, names: list[str], ncols: 
 
     ncols = min(ncols, len(names))
     nrows = -(-len(names) // ncols)
+    styles = source_styles(samples)
     fig, axes = plt.subplots(nrows, ncols, figsize=(2.9 * ncols, 2.3 * nrows), squeeze=False)
     for ax, name in zip(axes.flat, names):
         edges = reference.edges[name][0]
@@ -319,7 +331,8 @@ def plot_observable_overlays(samples: dict, reference, names: list[str], ncols: 
                         label="reference data")
         for label, frames in samples.items():
             p = histogram(observable_values(frames, name), edges)
-            ax.step(_centres(edges), p / width, where="mid", color=source_color(label), lw=1.1, label=label)
+            color, style = styles[label]
+            ax.step(_centres(edges), p / width, where="mid", color=color, ls=style, lw=1.1, label=label)
         unit = "Å" if name.startswith("bond") else "°"
         ax.set(xlabel=f"{name} ({unit})", yticks=[])
     for ax in axes.flat[len(names):]:
@@ -419,7 +432,7 @@ def plot_profiles(samples: dict, observables: list, reference, kbt: float, units
                   max_kcal: float = 6.0):
     """Free-energy profiles −k_BT log p (kcal/mol) of 1-D observables (e.g. the RMSD to the folded state),
     the reference data's (weighted, grey) under every entry of ``samples`` (frames); one panel each."""
-    units = units or {}
+    units, styles = units or {}, source_styles(samples)
     fig, axes = plt.subplots(1, len(observables), figsize=(4.6 * len(observables), 3.3), squeeze=False)
     for ax, obs in zip(axes[0], observables):
         edges = reference.edges[obs.name][0]
@@ -427,7 +440,8 @@ def plot_profiles(samples: dict, observables: list, reference, kbt: float, units
         ax.plot(centres, _free_energy(reference.probabilities[obs.name], kbt), color="#999999", lw=4, alpha=0.7,
                 label="reference data")
         for name, frames in samples.items():
-            ax.plot(centres, _free_energy(histogram(obs.values(frames), edges), kbt), color=source_color(name),
+            color, style = styles[name]
+            ax.plot(centres, _free_energy(histogram(obs.values(frames), edges), kbt), color=color, ls=style,
                     lw=1.3, label=name)
         ax.set(xlabel=f"{obs.name} ({units[obs.name]})" if obs.name in units else obs.name,
                ylabel="free energy (kcal/mol)", ylim=(-0.3, max_kcal))
@@ -462,8 +476,8 @@ def plot_force_profiles(profiles: dict, names: list[str], coordinate: str = "nat
     mean, err = profiles[first]["mean"], profiles[first]["stderr"]
     ax.fill_between(x, mean - 2 * err, mean + 2 * err, color="#cccccc", label=f"{first} ± 2 s.e.")
     ax.plot(x, mean, color="#888888", lw=1)
-    for name in rest:
-        ax.plot(x, profiles[name]["mean"], "o-", ms=3, lw=1.2, color=source_color(name), label=name)
+    for name, (color, style) in source_styles(rest).items():
+        ax.plot(x, profiles[name]["mean"], marker="o", ms=3, lw=1.2, color=color, ls=style, label=name)
     ax.axhline(0, color="black", lw=0.6)
     ax.set(xlabel=coordinate, ylabel="⟨F·∇h | h⟩ (kcal/mol)")
     ax.legend(fontsize=8)
