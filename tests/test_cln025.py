@@ -105,3 +105,32 @@ def test_the_page_names_every_model_it_cannot_show():
     assert set(status.index) == set(cln025.recipes())
     for name, row in status.iterrows():
         assert row["status"] == "registered" or f"opforce pretrain {name}" in row["status"]
+
+
+def test_the_gates_are_judged_from_the_numbers_and_the_control_row_shows_the_exact_labels():
+    from opforce_tutorial.chapters import cln025_page as page
+
+    values = {"bond_ref": 0.002, "angle_ref": 0.018, "tica_ref": 0.10, "folded_ref": 5.0,
+              "bond_noise005": 0.05, "angle_noise005": 0.015, "tica_noise005": 0.14, "folded_noise005": 4.0,
+              "cg_bond_coupling005": 0.1, "cg_angle_coupling005": 0.2, "tica_coupling005": 0.14, "folded_coupling005": 20.0,
+              "cg_bond_cnf005": 0.5, "cg_angle_cnf005": 0.2, "tica_cnf005": 0.16, "folded_cnf005": 6.0}
+    models = ["reference forces", "noise σ=0.05", "coupling σ=0.05", "cnf σ=0.05"]
+    out = page._verdicts(values, models)
+    assert out["local_pass"] == "1 of 2 (coupling σ=0.05)"  # cnf: bonds 0.5 > 1/3
+    assert out["tica_pass"] == "1 of 2 (coupling σ=0.05)"  # cnf: 0.16 > 1.5 × 0.10
+    assert out["folded_pass"] == "1 of 2 (cnf σ=0.05)"  # coupling: 20 − 5 > 10 percentage points
+    assert out["ref_angle_noise005"] == pytest.approx(1.2) and "above 1/3" in out["angle_gate_verdict"]
+    assert out["best_tica"] == "reference forces"
+    table = page.gate_summary({**values, **out}).data
+    assert table.loc["coupling σ=0.05", "local gate"] == "met" and table.loc["cnf σ=0.05", "local gate"] == "not met"
+    assert table.loc["coupling σ=0.05", "folded gate"] == "not met"
+    assert table.loc["reference forces (control) ÷ noise σ=0.05", "angles ÷ noise (≤ 0.33)"] == "1.20"
+    assert table.loc["cnf σ=0.1", "local gate"] == "not built yet"
+
+
+def test_the_folding_free_energy_gap_is_the_log_odds_ratio():
+    from opforce_tutorial.chapters.cln025_page import free_energy_gap
+
+    assert free_energy_gap(50.0, 50.0, 0.6) == pytest.approx(0.0)
+    assert free_energy_gap(0.75, 9.12, 0.6757) == pytest.approx(0.6757 * np.log((0.0912 / 0.9088) / (0.0075 / 0.9925)))
+    assert free_energy_gap(0.0, 9.12, 0.6757) < 10  # an empty state is clipped, not infinite

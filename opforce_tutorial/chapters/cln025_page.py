@@ -267,6 +267,27 @@ def transitions_table(sims: dict, ds) -> tuple:
                                                "of Cα-RMSD)"), values
 
 
+def free_energy_gap(folded_pct: float, data_pct: float, kbt: float) -> float:
+    """How far (kcal/mol) a folded fraction's folding free energy −k_BT ln(p/(1 − p)) is from the data's."""
+    def dg(pct):
+        p = min(max(pct / 100, 1e-6), 1 - 1e-6)
+        return -kbt * np.log(p / (1 - p))
+
+    return float(abs(dg(folded_pct) - dg(data_pct)))
+
+
+def long_budget_verdict(reference) -> str:
+    """What 4 × the force-matching steps bought the reference-forces model, as a sentence (or how to build it)."""
+    name = cln025.LONG_REFERENCE
+    if name not in pretrained.read_registry():
+        return (f"what four times the steps buys is measured by `{pretrained.rebuild_command(name)}` "
+                "(not built yet)")
+    s = cln025.score(pretrained.samples(name), reference)
+    folded = s["populations"]["folded"]
+    return (f"with four times the steps ({name}) it is folded {pm(100 * folded['mean'], 100 * folded['block_error'])} % "
+            f"(TICA JS {s['js']['tica']['js']:.3f})")
+
+
 # ------------------------------------------------------------------------------------- going further
 def force_profiles(ds, models: dict, kbt: float, n_frames: int = 12_000, seed: int = 0) -> tuple:
     """The push along Q (:func:`~opforce_tutorial.evaluation.force_along`) of the mapped atomistic forces
