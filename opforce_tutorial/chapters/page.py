@@ -76,7 +76,8 @@ def live_labels(study, ds, flows: dict, n: int = 2000, n_cnf: int = 500) -> Live
 def kernel_output_table(live: LiveLabels, reference, local: list[str]) -> tuple:
     """What each kernel's labelled positions y keep of the data: mean bond and angle JS of y over the
     ``local`` observables (floor in brackets) and the ratio to the noise kernel's at the same σ (the
-    output gate: ≤ 1/3). Returns (Styler, {"out_<kind>_<source><σ>": ratio})."""
+    output gate: ≤ 1/3). Returns (Styler, {"out_<kind>_<source><σ>": ratio, "over_floor_<kind>_<source><σ>":
+    JS over its floor})."""
     rows, values = {}, {}
     js = {key: evaluate(y, reference, local) for key, y in live.positions.items()}
     for key, scores in js.items():
@@ -89,6 +90,7 @@ def kernel_output_table(live: LiveLabels, reference, local: list[str]) -> tuple:
             row[f"mean {kind} JS"] = f"{mean:.3f} ({floor:.3f})"
             row[f"{kind}s ÷ noise"] = "" if source == "noise" else f"{ratio:.2f}"
             values[f"out_{kind}_{source}{sigma.replace('.', '')}"] = float(ratio)
+            values[f"over_floor_{kind}_{source}{sigma.replace('.', '')}"] = mean / floor
         row["labels"] = len(live.positions[key])
         rows[key] = row
     table = pd.DataFrame(rows).T.style.set_caption(
