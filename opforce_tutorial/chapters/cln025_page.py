@@ -204,6 +204,9 @@ def _verdicts(values: dict, models: list[str]) -> dict:
     out["noise_verdict"] = _noise_verdict(values)
     best = min((m for m in models), key=lambda m: values[f"tica_{key_of(m)}"])
     out["best_tica"], out["tica_best"] = best, values[f"tica_{key_of(best)}"]
+    data = 100 * folding_report()["msm"]["folded_fraction"]
+    closest = min(models, key=lambda m: abs(values[f"folded_{key_of(m)}"] - data))
+    out["closest_folded"], out["closest_folded_pct"] = closest, values[f"folded_{key_of(closest)}"]
     return out
 
 
