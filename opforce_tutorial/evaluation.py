@@ -124,6 +124,24 @@ def integration_by_parts_check(positions, forces, kbt: float, pairs=None, n_bloc
     return out
 
 
+def coordinate_derivatives(positions, coordinate, batch_size: int = 4096, laplacian: bool = True) -> tuple:
+    """(h, ∇h, Δh) of a differentiable coordinate h (torch function of frames (n, beads, 3) → (n,)) at every
+    frame, by automatic differentiation in float64; Δh (the Laplacian over all bead coordinates) is None
+    unless ``laplacian``."""
+    from torch.func import jacfwd, jacrev, vmap
+
+    x = torch.as_tensor(np.asarray(positions), dtype=torch.float64)
+    single = lambda frame: coordinate(frame[None])[0]  # noqa: E731
+    n_coords = x.shape[1] * 3
+    values, grads, laps = [], [], []
+    for chunk in torch.split(x, batch_size):
+        values.append(coordinate(chunk).detach().numpy())
+        grads.append(vmap(jacrev(single))(chunk).numpy())
+        if laplacian:
+            laps.append(vmap(lambda f: jacfwd(jacrev(single))(f).reshape(n_coords, n_coords).trace())(chunk).numpy())
+    return np.concatenate(values), np.concatenate(grads), np.concatenate(laps) if laplacian else None
+
+
 def force_along(positions, forces: dict, kbt: float, coordinate, edges, batch_size: int = 4096) -> dict:
     r"""How hard each force set pushes along a slow coordinate h, at the same frames: the projection
     F · ∇h binned in h, and the integration-by-parts identity along h.
@@ -137,17 +155,8 @@ def force_along(positions, forces: dict, kbt: float, coordinate, edges, batch_si
     simulation. Returns {"centres", "counts", name: {"mean", "stderr" (per bin; frames taken as
     independent), "lhs", "rhs", "z"}}.
     """
-    from torch.func import jacfwd, jacrev, vmap
-
     x = torch.as_tensor(np.asarray(positions), dtype=torch.float64)
-    grads, laps, values = [], [], []
-    single = lambda frame: coordinate(frame[None])[0]  # noqa: E731
-    n_coords = x.shape[1] * 3
-    for chunk in torch.split(x, batch_size):
-        values.append(coordinate(chunk).detach().numpy())
-        grads.append(vmap(jacrev(single))(chunk).numpy())
-        laps.append(vmap(lambda f: jacfwd(jacrev(single))(f).reshape(n_coords, n_coords).trace())(chunk).numpy())
-    h, grad, lap = np.concatenate(values), np.concatenate(grads), np.concatenate(laps)
+    h, grad, lap = coordinate_derivatives(x, coordinate, batch_size)
     which = np.digitize(h, edges) - 1
     inside = (which >= 0) & (which < len(edges) - 1)
     out = {"centres": 0.5 * (np.asarray(edges[1:]) + np.asarray(edges[:-1])),

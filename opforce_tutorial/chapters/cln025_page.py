@@ -320,3 +320,22 @@ def force_profiles(ds, models: dict, kbt: float, n_frames: int = 12_000, seed: i
                               "forces, by more than two of their standard errors"
                               + (f" ({', '.join(weaker)})" if weaker else ""))
     return profiles, values
+
+
+def label_noise_along_q(ds, live, n_frames: int = 2000, seed: int = 0) -> dict:
+    """How noisy each label set is along the folding coordinate: the standard deviation of f · ∇Q per label
+    (kcal/mol), for ``n_frames`` mapped atomistic forces at data frames and for each live label set at its
+    positions y, and each kernel's ratio to the atomistic forces' ({"qnoise_<source><σ>": ratio,
+    "qnoise_atomistic": sd}). Fewer labels suffice where it is smaller: a mean's standard error scales as
+    sd / √n."""
+    from ..evaluation import coordinate_derivatives
+
+    idx = np.random.default_rng(seed).choice(ds.n_frames, min(n_frames, ds.n_frames), replace=False)
+    sets = {"atomistic": (ds.positions[idx], ds.forces[idx])}
+    sets |= {key_of(name): (live.positions[name], live.labels[name]) for name in live.positions}
+    sd = {}
+    for key, (y, f) in sets.items():
+        _, grad, _ = coordinate_derivatives(y, system.native_contacts_q, laplacian=False)
+        sd[key] = float(np.einsum("nbk,nbk->n", np.asarray(f, dtype=np.float64), grad).std())
+    return {"qnoise_atomistic": sd["atomistic"], **{f"qnoise_{k}": v / sd["atomistic"] for k, v in sd.items()
+                                                   if k != "atomistic"}}
