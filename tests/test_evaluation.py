@@ -164,3 +164,16 @@ def test_force_along_a_coordinate_by_hand_for_a_harmonic_density():
     assert out["exact"]["rhs"] == pytest.approx(-2 * 9 * kbt)
     assert abs(out["exact"]["z"]) < 3 and out["weak"]["z"] > 20
     assert np.all(out["exact"]["stderr"] > 0)
+
+
+def test_coordinate_derivatives_by_hand():
+    from opforce_tutorial.evaluation import coordinate_derivatives
+
+    x = np.random.default_rng(1).normal(size=(7, 4, 3))
+    h, grad, lap = coordinate_derivatives(x, lambda f: (f ** 2).sum(dim=(1, 2)) + f[:, 0, 0] ** 3, batch_size=3)
+    np.testing.assert_allclose(h, (x ** 2).sum((1, 2)) + x[:, 0, 0] ** 3)
+    expected = 2 * x
+    expected[:, 0, 0] += 3 * x[:, 0, 0] ** 2
+    np.testing.assert_allclose(grad, expected)
+    np.testing.assert_allclose(lap, 2 * 12 + 6 * x[:, 0, 0])
+    assert coordinate_derivatives(x, lambda f: f.sum(dim=(1, 2)), laplacian=False)[2] is None
