@@ -180,7 +180,7 @@ def test_chapter_three_renders_its_views_surfaces_and_gates(site, page):
     for i in range(2):
         canvases.nth(i).scroll_into_view_if_needed()
         assert _drawn_fraction(page, canvases.nth(i)) > 0.02
-    for text in ("reference forces", "noise σ=0.05", "JS (floor)", "÷ ref. forces", "local gate", "Going further"):
+    for text in ("reference forces", "noise σ=0.05", "pair distances", "÷ ref. forces", "local (≤ 1/3)", "Going further"):
         assert text in body, text
     assert page.errors == [], page.errors
     assert _unexpected_external(page) == [], _unexpected_external(page)

@@ -122,10 +122,10 @@ def test_the_gates_are_judged_from_the_numbers_and_the_control_row_shows_the_exa
     assert out["ref_angle_noise005"] == pytest.approx(1.2) and "above 1/3" in out["angle_gate_verdict"]
     assert out["best_tica"] == "reference forces" and out["closest_folded"] == "cnf σ=0.05"  # 6 % vs the data's 9.1 %
     table = page.gate_summary({**values, **out}).data
-    assert table.loc["coupling σ=0.05", "local gate"] == "met" and table.loc["cnf σ=0.05", "local gate"] == "not met"
-    assert table.loc["coupling σ=0.05", "folded gate"] == "not met"
-    assert table.loc["reference forces (control) ÷ noise σ=0.05", "angles ÷ noise (≤ 0.33)"] == "1.20"
-    assert table.loc["cnf σ=0.1", "local gate"] == "not built yet"
+    assert table.loc["coupling σ=0.05", "local (≤ 1/3)"] == "met" and table.loc["cnf σ=0.05", "local (≤ 1/3)"] == "not met"
+    assert table.loc["coupling σ=0.05", "folded (± 10 pp)"] == "not met"
+    assert table.loc["reference forces ÷ noise σ=0.05 (control)", "angles ÷ noise"] == "1.20"
+    assert table.loc["cnf σ=0.1", "local (≤ 1/3)"] == "not built yet"
 
 
 def test_the_folding_free_energy_gap_is_the_log_odds_ratio():
