@@ -299,20 +299,8 @@ def test_registered_cnfs_record_their_output_js_and_pass_the_output_gate():
 def test_chapter_two_is_calls_and_plots():
     """The notebook holds narrative, calls and plots: ≤ 100 code lines, no loops building tables by hand,
     and the cells that only glue numbers for the text hidden from the reader."""
-    import json
-    from pathlib import Path
+    from notebooks import calls_and_plots
 
-    nb = json.loads((Path(__file__).parent.parent / "book" / "02_alanine_dipeptide.ipynb").read_text())
-    code = [c for c in nb["cells"] if c["cell_type"] == "code"]
-    lines = [line for c in code for line in "".join(c["source"]).splitlines()
-             if line.strip() and not line.strip().startswith("#")]
-    assert len(lines) <= 100, len(lines)
-    assert not any("pd.DataFrame(" in line or "rows.append" in line for line in lines)
-    for c in code:
-        source = "".join(c["source"])
-        if all(line.startswith(("glue(", "for key, value", "    glue(", "registry =", "n_rep", "from ")) or not line.strip()
-               for line in source.splitlines()):
-            assert {"remove-input", "hide-input"} & set(c["metadata"].get("tags", [])), source[:80]
-    text = "".join("".join(c["source"]) for c in nb["cells"] if c["cell_type"] == "markdown")
+    text = calls_and_plots("02_alanine_dipeptide.ipynb", ("glue(", "for key, value", "    glue(", "registry =", "n_rep", "from "))
     assert "Going further" in text and text.index("## Conclusions") < text.index("## Going further")
     assert "the seed" not in text.lower().replace("the seed replicates", "")

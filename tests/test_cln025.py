@@ -78,21 +78,9 @@ def test_the_long_run_of_a_model_counts_its_folding_events(tiny_study):
 def test_chapter_three_is_calls_and_plots():
     """As chapter 2: narrative, calls and plots, ≤ 100 code lines, no tables built by hand, glue-only cells
     hidden, conclusions before the deep dives, the paper cited by name."""
-    import json
-    from pathlib import Path
+    from notebooks import calls_and_plots
 
-    nb = json.loads((Path(__file__).parent.parent / "book" / "03_chignolin.ipynb").read_text())
-    code = [c for c in nb["cells"] if c["cell_type"] == "code"]
-    lines = [line for c in code for line in "".join(c["source"]).splitlines()
-             if line.strip() and not line.strip().startswith("#")]
-    assert len(lines) <= 100, len(lines)
-    assert not any("pd.DataFrame(" in line or "rows.append" in line for line in lines)
-    for c in code:
-        source = "".join(c["source"])
-        if all(line.startswith(("glue(", "for key, value", "    glue(", "registry =", "from ", "     display=False"))
-               or not line.strip() for line in source.splitlines()):
-            assert {"remove-input", "hide-input"} & set(c["metadata"].get("tags", [])), source[:80]
-    text = "".join("".join(c["source"]) for c in nb["cells"] if c["cell_type"] == "markdown")
+    text = calls_and_plots("03_chignolin.ipynb", ("glue(", "for key, value", "    glue(", "registry =", "from ", "     display=False"))
     assert "Klein et al. (arXiv" in text and "Running this chapter" in text
     assert text.index("## Conclusions") < text.index("## Going further")
     assert "the seed" not in text.lower()

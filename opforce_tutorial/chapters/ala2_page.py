@@ -16,10 +16,7 @@ from ..data.dataset import registry_entry
 from ..evaluation import dihedral_integration_by_parts_check, integration_by_parts_check
 from ..observables import chain_observables
 from . import ala2
-from .page import LiveLabels, display_name, key_of, label_table  # noqa: F401 (label_table: the page calls it here)
-from .page import cost_table as cost_table_of
-from .page import kernel_output_table as output_table_of
-from .page import live_labels as live_labels_of
+from .page import LiveLabels, display_name, key_of
 from .page import pm as _pm
 
 LOCAL = [n for n in chain_observables(5) if n.split()[0] in ("bond", "angle")]
@@ -51,17 +48,6 @@ def data_tables(ds) -> tuple:
 def data_populations() -> dict:
     """The data's basin populations, {basin: {"mean", "block_error"}} (fractions)."""
     return registry_entry("ala2")["populations"]
-
-
-# ------------------------------------------------------------------------------------------- labels
-def live_labels(ds, flows: dict, n: int = 2000, n_cnf: int = 500) -> LiveLabels:
-    """Every kernel at every σ labels ``n`` frames (the CNF ``n_cnf``), timed (:func:`page.live_labels`)."""
-    return live_labels_of(ala2.STUDY, ds, flows, n, n_cnf)
-
-
-def kernel_output_table(live: LiveLabels, reference) -> tuple:
-    """The output gate on the chapter's bonds and angles (:func:`page.kernel_output_table`)."""
-    return output_table_of(live, reference, LOCAL)
 
 
 # ---------------------------------------------------------------------------------------- comparison
@@ -150,11 +136,6 @@ def gate_summary(values: dict) -> pd.io.formats.style.Styler:
 
 
 # ----------------------------------------------------------------------------------------------- cost
-def cost_table() -> pd.io.formats.style.Styler:
-    """Wall time of every pretrained chapter-2 object on the machine its registry entry names."""
-    return cost_table_of("ala2")
-
-
 def replicate_minutes() -> tuple[int, float, str]:
     """(number, total minutes, devices) of the recorded seed replicates of the registered weights."""
     current = [r for runs in pretrained.current_replicates().values() for r in runs.values()]
