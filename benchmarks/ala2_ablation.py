@@ -31,6 +31,7 @@ from opforce_tutorial.labels import LabelSettings
 from opforce_tutorial.storage import read_json, update_json
 
 OUT = Path(__file__).resolve().parent / "results" / "ala2_ablation.json"
+WORK = Path(__file__).resolve().parent / "results" / ".work"
 MACHINE = f"{platform.machine()}, {os.cpu_count()} cores, torch {torch.__version__}, 1 torch thread"
 FM = ala2.STUDY.cg.force_matching
 
@@ -52,6 +53,15 @@ CG_VARIANTS = {
                             replace(ala2.CG_SETTINGS, force_matching=replace(FM, n_steps=12_000, patience=30)),
                             "40 000 frames, 12 000 steps, patience 30"),
 }
+# Energy holes: where the training never went, the network may dig a basin deeper than the prior's wall
+# (cg.network's module docstring). The repulsion on the 1-3 pairs and the clamped network close them.
+_REPULSION_13 = replace(ala2.CG_SETTINGS, repulsion_min_separation=2)
+_CLAMPED = replace(_REPULSION_13, clamp_to_training=True)
+for _source in ("noise", "cnf"):
+    CG_VARIANTS[f"{_source} 0.1, 1-3 repulsion"] = (_source, 0.1, lambda ds: ala2.LABELS, _REPULSION_13,
+                                                   "repulsion on every non-bonded pair (|i-j| >= 2)")
+    CG_VARIANTS[f"{_source} 0.1, 1-3 repulsion, clamped network"] = (
+        _source, 0.1, lambda ds: ala2.LABELS, _CLAMPED, "and the network clamped to the training distances")
 
 
 #: name → (flow kind or "noise", σ, flow config changes, training changes or None = the registered flow)
@@ -127,10 +137,25 @@ def run_cg_variant(name: str, device="cpu") -> dict:
 
         flow = load_or_train(ala2.kernel_name(source, sigma), device=device)
     t0 = time.perf_counter()
-    _, metrics, _ = ala2.STUDY.cg_run(ds, source, sigma, flow, 0, device, label_settings=labels(ds), cg_settings=cg)
+    work = WORK / name.replace(" ", "_").replace(",", "")  # labels and checkpoints: a killed variant resumes
+    work.mkdir(parents=True, exist_ok=True)
+    run, metrics, _ = ala2.STUDY.cg_run(ds, source, sigma, flow, 0, device, label_settings=labels(ds), cg_settings=cg,
+                                        work_dir=work)
     return {"change": change, "n_labels": metrics["n_labels"], "best_step": metrics["best_step"],
             "best_val_force_mse": metrics["best_val_force_mse"], **summary(metrics["js"]),
-            "populations": metrics["populations"], "wall_s": round(time.perf_counter() - t0, 1)}
+            "populations": metrics["populations"], "trapped_replicas": trapped_replicas(run.trajectory, ds.positions),
+            "wall_s": round(time.perf_counter() - t0, 1)}
+
+
+def trapped_replicas(trajectory: np.ndarray, data: np.ndarray, margin: float = 0.1) -> int:
+    """Replicas that spend most of their last quarter with a bond longer or shorter than every data frame's
+    by more than ``margin`` Å (trajectory (time, replicas, beads, 3), data (frames, beads, 3))."""
+    def bonds(x):
+        return np.linalg.norm(np.diff(x, axis=-2), axis=-1)
+
+    b, ref = bonds(trajectory[-len(trajectory) // 4:]), bonds(data)
+    off = ((b < ref.min(0) - margin) | (b > ref.max(0) + margin)).any(-1)
+    return int((off.mean(0) > 0.5).sum())
 
 
 def _record(name: str, result: dict) -> None:

@@ -269,7 +269,8 @@ class Study:
         free energy is measured against this."""
         ds = self.training_frames() if ds is None else ds
         kbt = thermal_energy(ds.temperature)
-        prior = fit_priors(ds.positions, kbt)[0] if prior is None else prior
+        prior = fit_priors(ds.positions, kbt, repulsion_min_separation=self.cg.repulsion_min_separation)[0] \
+            if prior is None else prior
         return simulate_cg(prior, ds.positions, kbt, ds.bead_masses, self.cg, progress=progress)
 
     def long_run(self, model: torch.nn.Module, ns: float = 1.0, device="cpu", progress: bool = True,
@@ -338,6 +339,7 @@ class Study:
             run, metrics, training = self.cg_run(self.training_frames(), source, noise_std, flow, 0, device,
                                                  dihedral_hidden, cg_settings=cg, work_dir=work_dir)
             config = {"n_beads": self.system.n_beads, "n_fourier": run.model.prior.n_fourier,
+                      "repulsion_min_separation": run.model.prior.repulsion_min_separation,
                       "schnet": asdict(run.model.net.config)}
             return run.model.cpu(), config, training, metrics, run.trajectory
 
@@ -358,8 +360,10 @@ class Study:
 
 
 def build_cg_model(config: dict) -> CGModel:
-    """An untrained CG model (prior + network) of a saved config."""
-    return CGModel(PriorEnergy(config["n_beads"], config["n_fourier"]), SchNetEnergy(SchNetConfig(**config["schnet"])))
+    """An untrained CG model (prior + network) of a saved config (one saved before the prior's
+    ``repulsion_min_separation`` was recorded has 3)."""
+    prior = PriorEnergy(config["n_beads"], config["n_fourier"], config.get("repulsion_min_separation", 3))
+    return CGModel(prior, SchNetEnergy(SchNetConfig(**config["schnet"])))
 
 
 _build_flow = {"coupling": lambda cfg: CouplingFlow(CouplingFlowConfig(**cfg)),

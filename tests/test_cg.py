@@ -48,9 +48,37 @@ def test_priors_recover_known_parameters_from_synthetic_data():
     assert prior.dihedral_sin[0, 1] == pytest.approx(b2, abs=0.03)
     assert abs(float(prior.dihedral_cos[0, 1])) < 0.03 and abs(float(prior.dihedral_sin[0, 0])) < 0.03
     assert [f.term for f in fits] == ["bond"] * 3 + ["angle"] * 2 + ["dihedral"]
-    assert len(prior.pairs) == 1 and prior.repulsion_sigma[0] > 2.0  # beads 0 and 3
+    assert prior.pairs.tolist() == [[0, 2], [0, 3], [1, 3]]  # every pair not bonded
+    assert fit_priors(chain_from_internal(r, theta, phi), KBT, repulsion_min_separation=3)[0].pairs.tolist() == [[0, 3]]
     with pytest.raises(ValueError, match="frames, beads, 3"):
         fit_priors(np.zeros((100, 4)), KBT)
+    with pytest.raises(ValueError, match="repulsion_min_separation must be ≥ 2"):
+        fit_priors(chain_from_internal(r, theta, phi), KBT, repulsion_min_separation=1)
+
+
+def test_the_1_3_repulsion_keeps_a_broad_angle_from_closing():
+    """A two-peaked angle (90° and 130°) gets a soft harmonic term: closing it to 40° costs ~3 k_BT from the
+    angle term alone, but ≥ 10 k_BT once the 1-3 pair is repelled below its closest approach in the data."""
+    rng = np.random.default_rng(2)
+    n = 20_000
+    theta = np.radians(np.where(rng.random(n) < 0.5, 90.0, 130.0) + rng.normal(0, 8.0, n))[:, None]
+    frames = chain_from_internal(rng.normal(3.8, 0.05, (n, 2)), theta, np.zeros((n, 0)))
+    probe = torch.as_tensor(chain_from_internal([[3.8, 3.8]] * 2, np.radians([[110.0], [40.0]]), np.zeros((2, 0))))
+    cost = {}
+    for s in (2, 3):
+        prior = fit_priors(frames, KBT, repulsion_min_separation=s)[0]
+        e = prior.energy(probe).detach().numpy()
+        cost[s] = (e[1] - e[0]) / KBT
+    assert cost[3] < 5 and cost[2] > 10, cost
+
+
+def test_a_model_saved_before_the_repulsion_setting_was_recorded_builds_with_the_old_pairs():
+    from opforce_tutorial.study import build_cg_model
+
+    schnet = {"bead_types": [0, 1, 2, 3, 4], "hidden": 8, "n_interactions": 1, "n_rbf": 4, "cutoff": 10.0}
+    old = build_cg_model({"n_beads": 5, "n_fourier": 3, "schnet": schnet})
+    new = build_cg_model({"n_beads": 5, "n_fourier": 3, "repulsion_min_separation": 2, "schnet": schnet})
+    assert old.prior.pairs.tolist() == [[0, 3], [0, 4], [1, 4]] and len(new.prior.pairs) == 6
 
 
 def _random_chain(gen, n_frames=6, n_beads=5):
@@ -157,3 +185,23 @@ def test_force_matching_learns_the_residual_stops_early_and_resumes(tmp_path):
     with pytest.raises(ValueError, match="non-finite"):
         train_cg_model(np.full_like(x, np.nan), f, prior, cfg, settings, progress=False)
 
+
+
+def test_a_clamped_network_is_flat_beyond_its_training_distances():
+    """Inside the training range the clamp changes nothing; beyond it the network's energy stops changing."""
+    rng = np.random.default_rng(3)
+    n = 2000
+    frames = chain_from_internal(rng.normal(3.8, 0.05, (n, 2)), np.radians(rng.normal(100, 5, (n, 1))), np.zeros((n, 0)))
+    base = dict(bead_types=[0, 1, 2], hidden=8, n_interactions=1, n_rbf=8, cutoff=10.0)
+    torch.manual_seed(0)
+    clamped = SchNetEnergy(SchNetConfig(**base, clamp_to_training=True)).double()
+    clamped.set_distance_range(frames)
+    free = SchNetEnergy(SchNetConfig(**base)).double()
+    free.load_state_dict({k: v for k, v in clamped.state_dict().items() if k not in ("d_lo", "d_hi")})
+    inside = torch.as_tensor(frames[:5])
+    assert torch.allclose(clamped.energy(inside), free.energy(inside))
+    stretched = torch.as_tensor(chain_from_internal([[5.0, 3.8], [5.5, 3.8]], np.radians([[100.0]] * 2), np.zeros((2, 0))))
+    e = clamped.energy(stretched)
+    assert torch.isclose(e[0], e[1]) and not torch.isclose(*free.energy(stretched))
+    with pytest.raises(ValueError, match="clamp_to_training=True"):
+        free.set_distance_range(frames)

@@ -23,6 +23,12 @@ chain dihedrals θ_d (beads d … d+3),
 
 which can learn the joint, chiral part of the free energy (CGnet's dihedral features serve the same end).
 It keeps the rotation and translation invariance, not the reflection invariance.
+
+Where it saw no data, a network extrapolates: force matching fixes its gradient on the training positions
+only, and a distance the training never reached (a bond squeezed to 0.6 Å) can carry an energy hole deeper
+than the prior's wall. With ``clamp_to_training`` every pair distance is clamped to the range the training
+positions cover (their 0.1 % and 99.9 % quantiles, :meth:`SchNetEnergy.set_distance_range`) before it enters
+the network, so beyond that range the network's energy is flat along it and the prior alone acts.
 """
 
 from __future__ import annotations
@@ -47,6 +53,7 @@ class SchNetConfig:
     n_rbf: int = 32
     cutoff: float = 12.0
     dihedral_hidden: int = 0  # width of the MLP on (cos, sin) of the chain dihedrals; 0: distances only
+    clamp_to_training: bool = False  # clamp each distance to the training positions' range (module docstring)
 
 
 class _Interaction(nn.Module):
@@ -75,6 +82,9 @@ class SchNetEnergy(EnergyModel):
         self.register_buffer("j", j[off])
         self.register_buffer("types", torch.tensor(config.bead_types, dtype=torch.long))
         self.register_buffer("mu", torch.linspace(0.0, config.cutoff, config.n_rbf))
+        if config.clamp_to_training:  # set from the training positions by set_distance_range
+            self.register_buffer("d_lo", torch.zeros(len(self.i)))
+            self.register_buffer("d_hi", torch.full((len(self.i),), math.inf))
         self.width = config.cutoff / (config.n_rbf - 1)
         self.embed = nn.Embedding(max(config.bead_types) + 1, config.hidden)
         self.interactions = nn.ModuleList(_Interaction(config.hidden, config.n_rbf) for _ in range(config.n_interactions))
@@ -87,8 +97,21 @@ class SchNetEnergy(EnergyModel):
             self.dihedral_mlp = nn.Sequential(nn.Linear(2 * len(self.quads), width), nn.SiLU(),
                                               nn.Linear(width, width), nn.SiLU(), nn.Linear(width, 1))
 
+    def set_distance_range(self, positions: torch.Tensor, quantile: float = 1e-3) -> None:
+        """Clamp range of every pair: the ``quantile`` and 1 − ``quantile`` quantiles of its distance over
+        ``positions`` (frames, beads, 3) in Å (needs ``clamp_to_training``)."""
+        if not self.config.clamp_to_training:
+            raise ValueError("set_distance_range needs a SchNetConfig with clamp_to_training=True")
+        x = torch.as_tensor(positions, dtype=torch.float64)
+        d = (x[:, self.j.cpu()] - x[:, self.i.cpu()]).norm(dim=-1)
+        q = torch.quantile(d[torch.randperm(len(d), generator=torch.Generator().manual_seed(0))[:100_000]],
+                           torch.tensor([quantile, 1 - quantile], dtype=torch.float64), dim=0)
+        self.d_lo.copy_(q[0]), self.d_hi.copy_(q[1])
+
     def energy(self, x: torch.Tensor) -> torch.Tensor:
         d = (x[..., self.j, :] - x[..., self.i, :]).norm(dim=-1)  # (B, P), no self-pairs
+        if self.config.clamp_to_training:
+            d = torch.minimum(torch.maximum(d, self.d_lo.to(x.dtype)), self.d_hi.to(x.dtype))
         rbf = torch.exp(-0.5 * ((d[..., None] - self.mu.to(x.dtype)) / self.width) ** 2)
         envelope = 0.5 * (torch.cos(math.pi * d / self.config.cutoff) + 1.0) * (d < self.config.cutoff)
         h = self.embed(self.types).to(x.dtype).expand(*x.shape[:-2], -1, -1)

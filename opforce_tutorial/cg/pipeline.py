@@ -23,13 +23,15 @@ from .training import ForceMatchingSettings, train_cg_model
 
 @dataclass
 class CGRunSettings:
-    """Network sizes, force-matching budget and the CG simulation (dt in ps, friction in 1/ps)."""
+    """Prior, network sizes, force-matching budget and the CG simulation (dt in ps, friction in 1/ps)."""
 
+    repulsion_min_separation: int = 2  # PriorEnergy: the repelled pairs are ≥ this far apart along the chain
     hidden: int = 64
     n_interactions: int = 2
     n_rbf: int = 32
     cutoff: float = 12.0
     dihedral_hidden: int = 0  # SchNetConfig.dihedral_hidden: 0 = distances only (blind to mirror images)
+    clamp_to_training: bool = True  # SchNetConfig.clamp_to_training: no network energy beyond the training distances
     force_matching: ForceMatchingSettings = field(default_factory=ForceMatchingSettings)
     n_replicas: int = 64
     n_steps: int = 20_000
@@ -56,9 +58,10 @@ def fit_cg_model(positions, labels, kbt: float, bead_types: list[int], settings:
 
     Returns ``(CGModel, prior fits, history)``; see :func:`~.training.train_cg_model`.
     """
-    prior, fits = fit_priors(positions, kbt)
+    prior, fits = fit_priors(positions, kbt, repulsion_min_separation=settings.repulsion_min_separation)
     config = SchNetConfig(bead_types=bead_types, hidden=settings.hidden, n_interactions=settings.n_interactions,
-                          n_rbf=settings.n_rbf, cutoff=settings.cutoff, dihedral_hidden=settings.dihedral_hidden)
+                          n_rbf=settings.n_rbf, cutoff=settings.cutoff, dihedral_hidden=settings.dihedral_hidden,
+                          clamp_to_training=settings.clamp_to_training)
     model, history = train_cg_model(positions, labels, prior, config, settings.force_matching, val_mask, device,
                                     checkpoint, progress)
     return model, fits, history

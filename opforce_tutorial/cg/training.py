@@ -85,7 +85,10 @@ def train_cg_model(positions, labels, prior, config: SchNetConfig, settings: For
     val_batch = (x[val_idx].to(device), residual[val_idx].to(device))
     gen = torch.Generator().manual_seed(settings.seed)
     torch.manual_seed(settings.seed)  # deterministic initialisation
-    net = SchNetEnergy(config).to(device)
+    net = SchNetEnergy(config)
+    if config.clamp_to_training:
+        net.set_distance_range(x)
+    net = net.to(device)
 
     def force_loss(model, batch):
         xb, target = batch
@@ -97,5 +100,5 @@ def train_cg_model(positions, labels, prior, config: SchNetConfig, settings: For
 
     history = optimise(net, force_loss, make_batch, val_batch, settings, gen, device, checkpoint,
                        "force matching (CG network)", progress,
-                       made_by=fingerprint(settings, net, x.cpu().numpy(), f.cpu().numpy(), val_mask))
+                       made_by=fingerprint(settings, net, x.cpu().numpy(), residual.cpu().numpy(), val_mask))
     return CGModel(prior, net.eval()).eval(), history
