@@ -55,9 +55,12 @@ CG_VARIANTS = {
 }
 # Energy holes: where the training never went, the network may dig a basin deeper than the prior's wall
 # (cg.network's module docstring). The repulsion on the 1-3 pairs and the clamped network close them.
-_REPULSION_13 = replace(ala2.CG_SETTINGS, repulsion_min_separation=2)
+_EARLIER = replace(ala2.CG_SETTINGS, repulsion_min_separation=3, clamp_to_training=False)
+_REPULSION_13 = replace(_EARLIER, repulsion_min_separation=2)
 _CLAMPED = replace(_REPULSION_13, clamp_to_training=True)
 for _source in ("noise", "cnf"):
+    CG_VARIANTS[f"{_source} 0.1, earlier prior"] = (_source, 0.1, lambda ds: ala2.LABELS, _EARLIER,
+                                                   "repulsion for |i-j| >= 3 only, network not clamped")
     CG_VARIANTS[f"{_source} 0.1, 1-3 repulsion"] = (_source, 0.1, lambda ds: ala2.LABELS, _REPULSION_13,
                                                    "repulsion on every non-bonded pair (|i-j| >= 2)")
     CG_VARIANTS[f"{_source} 0.1, 1-3 repulsion, clamped network"] = (

@@ -299,6 +299,21 @@ class Study:
         return sorted(name for name, entry in registry.items()
                       if name.startswith(f"{self.name}-") and entry.get("metrics", {}).get("dataset_sha256") != current)
 
+    def models_with_an_earlier_cg_recipe(self, models_registry: dict | None = None) -> list[str]:
+        """The study's registered CG models whose saved prior or network is not what :attr:`cg` builds now
+        (the repulsion's pairs, ``repulsion_min_separation``, or the network's ``clamp_to_training``; a model
+        saved before either was recorded has 3 and no clamp): the models ``opforce pretrain`` should retrain."""
+        from .pretrained import read_registry
+
+        registry = read_registry() if models_registry is None else models_registry
+
+        def earlier(config):
+            return (config.get("repulsion_min_separation", 3) != self.cg.repulsion_min_separation
+                    or config["schnet"].get("clamp_to_training", False) != self.cg.clamp_to_training)
+
+        return sorted(name for name, spec in self.recipes().items()
+                      if spec.build is build_cg_model and name in registry and earlier(registry[name]["config"]))
+
     # ---------------------------------------------------------------------------------------- catalog
     def recipes(self) -> dict[str, ModelSpec]:
         """Every flow and CG model of the study, for the catalog (:mod:`opforce_tutorial.catalog`)."""

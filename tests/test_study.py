@@ -92,3 +92,14 @@ def test_opforce_study_from_the_command_line(frames_file, tmp_path):
                           env={"OMP_NUM_THREADS": "1", "PATH": "/usr/bin:/bin"})
     assert done.returncode == 0, done.stderr[-2000:]
     assert "my_frames-cg-noise-0.05" in done.stdout and (tmp_path / "out" / "report.md").exists()
+
+
+def test_models_saved_with_an_earlier_prior_or_network_are_named_for_retraining():
+    from opforce_tutorial.chapters import ala2
+
+    old = {"n_beads": 5, "n_fourier": 3, "schnet": {"bead_types": [0, 1, 2, 3, 4]}}
+    new = {**old, "repulsion_min_separation": 2, "schnet": {**old["schnet"], "clamp_to_training": True}}
+    unclamped = {**new, "schnet": old["schnet"]}
+    registry = {"ala2-cg-reference": {"config": old}, "ala2-cg-noise-0.05": {"config": new},
+                "ala2-cg-noise-0.1": {"config": unclamped}, "ala2-cnf-0.05": {"config": {}}}
+    assert ala2.models_with_an_earlier_cg_recipe(registry) == ["ala2-cg-noise-0.1", "ala2-cg-reference"]

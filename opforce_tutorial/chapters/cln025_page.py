@@ -98,10 +98,13 @@ def tica_marker() -> tuple[float, float]:
 def model_status() -> pd.io.formats.style.Styler:
     """Every model of the chapter: registered (device and wall time) or the command that builds it."""
     registry = pretrained.read_registry()
+    earlier = set(cln025.STUDY.models_with_an_earlier_cg_recipe(registry))
     rows = {}
     for name, spec in cln025.recipes().items():
         entry = registry.get(name)
-        rows[name] = ({"status": "registered", "device": entry["device"], "wall time (min)": f"{entry['wall_time_s'] / 60:.0f}"}
+        status = ("registered" if name not in earlier else
+                  f"registered, earlier prior (1-3 pairs not repelled, network not clamped): `{pretrained.rebuild_command(name)}`")
+        rows[name] = ({"status": status, "device": entry["device"], "wall time (min)": f"{entry['wall_time_s'] / 60:.0f}"}
                       if entry else {"status": f"not built yet: `{pretrained.rebuild_command(name)}`", "device": "",
                                      "wall time (min)": ""})
     return pd.DataFrame(rows).T.style.set_caption("the chapter's flows and CG models")
