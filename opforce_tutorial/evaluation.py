@@ -27,6 +27,7 @@ from .observables import (Observable, ReferenceHistograms, chain_observables, ch
                           make_reference, observable, observable_values)
 
 __all__ = ["Observable", "ReferenceHistograms", "chain_observables", "make_reference", "observable_values", "evaluate",
+           "unvisited_fraction",
            "state_populations", "mirror_asymmetry", "mirror_energy_asymmetry", "integration_by_parts_check",
            "dihedral_integration_by_parts_check"]
 
@@ -55,6 +56,25 @@ def evaluate(frames, reference: ReferenceHistograms, observables: Sequence[str |
                      "js_floor": js_floor(with_outside[0], len(v), n_draws=floor_draws),
                      "n_samples": len(v)}
     return out
+
+
+def unvisited_fraction(frames, reference: ReferenceHistograms, observables: Sequence[str | Observable]) -> float:
+    """Fraction of frames (..., beads, 3) in which at least one of the 1-D ``observables`` falls where the
+    reference never went: in a bin it left empty, or outside its edges. A model whose angles close below
+    any the data hold, or whose bonds are squeezed by an energy hole, shows here before its JS says why."""
+    check_finite_frames(frames, "frames to evaluate")
+    outside = None
+    for obs in map(observable, observables):
+        if obs.name not in reference.probabilities or len(reference.edges[obs.name]) != 1:
+            raise ValueError(f"{obs.name!r} needs a 1-D histogram in the reference")
+        edges, p = reference.edges[obs.name][0], reference.probabilities[obs.name]
+        v = obs.values(frames)
+        bins = np.digitize(v, edges) - 1  # −1 below the first edge, len(p) at or above the last
+        inside = (bins >= 0) & (bins < len(p))
+        empty = ~inside
+        empty[inside] = p[bins[inside]] == 0
+        outside = empty if outside is None else outside | empty
+    return float(outside.mean())
 
 
 def mirror_asymmetry(probabilities, kbt: float) -> np.ndarray:

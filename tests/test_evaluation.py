@@ -177,3 +177,25 @@ def test_coordinate_derivatives_by_hand():
     np.testing.assert_allclose(grad, expected)
     np.testing.assert_allclose(lap, 2 * 12 + 6 * x[:, 0, 0])
     assert coordinate_derivatives(x, lambda f: f.sum(dim=(1, 2)), laplacian=False)[2] is None
+
+
+def test_unvisited_fraction_counts_frames_with_any_angle_where_the_data_never_went():
+    from chains import chain_from_internal
+    from opforce_tutorial.evaluation import unvisited_fraction
+
+    rng = np.random.default_rng(0)
+    n = 5000
+    theta = np.radians(np.where(rng.random((n, 2)) < 0.5, 90.0, 130.0) + rng.normal(0, 3.0, (n, 2)))
+    data = chain_from_internal(np.full((n, 3), 3.8), theta, rng.uniform(-np.pi, np.pi, (n, 1)))
+    names = ["angle 0-1-2", "angle 1-2-3"]
+    reference = make_reference(data, names, n_bins=50)
+    assert unvisited_fraction(data, reference, names) == 0.0
+    # 10 % of model frames close their first angle to 40° (below the data), 10 % put their second at
+    # 110° (between the data's two peaks, bins the data left empty), 5 % do both
+    model_theta = theta[:1000].copy()
+    model_theta[:100, 0] = np.radians(40.0)
+    model_theta[50:150, 1] = np.radians(110.0)
+    model = chain_from_internal(np.full((1000, 3), 3.8), model_theta, np.zeros((1000, 1)))
+    assert unvisited_fraction(model, reference, names) == pytest.approx(0.15)
+    with pytest.raises(ValueError, match="1-D histogram"):
+        unvisited_fraction(model, reference, ["bond 0-1"])

@@ -19,6 +19,7 @@ from ..cg.pipeline import replica_starts
 from ..data.copies import start_structures
 from ..data.molecules import chignolin
 from ..observables import chain_observables
+from ..evaluation import unvisited_fraction
 from ..storage import read_json
 from ..systems import cln025 as system
 from ..units import kbt as thermal_energy
@@ -26,6 +27,7 @@ from . import cln025
 from .page import FLOW_KERNELS, key_of, mean_js, pm
 
 LOCAL = [n for n in chain_observables(system.SYSTEM.n_beads) if n.split()[0] in ("bond", "angle")]
+ANGLES = [n for n in LOCAL if n.startswith("angle")]
 SHOWN_LOCAL = ["bond 0-1", "bond 4-5", "bond 8-9", "angle 1-2-3", "angle 5-6-7", "angle 7-8-9"]
 GATE = 1 / 3  # a flow-kernel model's mean bond and angle JS over the noise-kernel model's, at the same σ
 TICA_GATE = 1.5  # a flow-kernel model's TICA JS over the reference-forces model's
@@ -124,7 +126,8 @@ def registered_flows() -> list[tuple[str, float]]:
 def comparison(sims: dict, reference, prior_trajectory) -> tuple:
     """Scores of every registered CG model's saved simulation and of the prior alone, as
     (scores, (local table, global table), values). Local: mean JS over bonds, angles, dihedrals and pair
-    distances, the flow-kernel models' ratios to the noise-kernel model at their σ; global: the JS of the
+    distances, the flow-kernel models' ratios to the noise-kernel model at their σ, and the % of frames with
+    an angle where the data never go (:func:`~opforce_tutorial.evaluation.unvisited_fraction`); global: the JS of the
     TICA surface, its ratio to the reference-forces model's, the JS of the RMSD and Q profiles, the mean Q
     and the folded fraction (%, block errors over replicas). The last row of each table is the floor (the
     JS of as many independent data samples) or the data's own values."""
@@ -149,6 +152,9 @@ def comparison(sims: dict, reference, prior_trajectory) -> tuple:
                     row[(title, "÷ noise")] = f"{values[f'cg_{kind}_{key}']:.2f}"
                 else:
                     row[(title, "÷ noise")] = ""
+        frames = sims.get(name, prior_trajectory)
+        values[f"unvisited_{key}"] = 100 * unvisited_fraction(frames, reference, ANGLES)
+        row[("angles", "% where the data never go")] = f"{values[f'unvisited_{key}']:.1f}"
         local[name] = row
         values[f"tica_{key}"] = js["tica"]["js"]
         folded = s["populations"]["folded"]
