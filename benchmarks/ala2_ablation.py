@@ -18,6 +18,7 @@ from __future__ import annotations
 import json
 import os
 import platform
+import shutil
 import sys
 import time
 from dataclasses import replace
@@ -140,7 +141,7 @@ def run_cg_variant(name: str, device="cpu") -> dict:
 
         flow = load_or_train(ala2.kernel_name(source, sigma), device=device)
     t0 = time.perf_counter()
-    work = WORK / name.replace(" ", "_").replace(",", "")  # labels and checkpoints: a killed variant resumes
+    work = _work_dir(name)  # labels and checkpoints: a killed variant resumes
     work.mkdir(parents=True, exist_ok=True)
     run, metrics, _ = ala2.STUDY.cg_run(ds, source, sigma, flow, 0, device, label_settings=labels(ds), cg_settings=cg,
                                         work_dir=work)
@@ -148,6 +149,10 @@ def run_cg_variant(name: str, device="cpu") -> dict:
             "best_val_force_mse": metrics["best_val_force_mse"], **summary(metrics["js"]),
             "populations": metrics["populations"], "trapped_replicas": trapped_replicas(run.trajectory, ds.positions),
             "wall_s": round(time.perf_counter() - t0, 1)}
+
+
+def _work_dir(name: str) -> Path:
+    return WORK / name.replace(" ", "_").replace(",", "")
 
 
 def trapped_replicas(trajectory: np.ndarray, data: np.ndarray, margin: float = 0.1) -> int:
@@ -181,6 +186,7 @@ def main(names: list[str]) -> None:
         run = run_flow_variant if name in FLOW_VARIANTS else run_cg_variant
         result = {**run(name), "date": time.strftime("%Y-%m-%d %H:%M")}
         _record(name, result)
+        shutil.rmtree(_work_dir(name), ignore_errors=True)
         print(json.dumps({name: result}, indent=1), flush=True)
 
 
