@@ -239,10 +239,40 @@ def long_run_report() -> tuple:
     if "ref" in run_keys and kernels:
         ratios = [int(values[f"long_entries_{k}"]) / max(int(values["long_entries_ref"]), 1) for k in kernels]
         values["long_entries_ratio"] = f"{min(ratios):.0f} to {max(ratios):.0f}"
+        values["long_result"] = (f"in 1 ns the kernel models' replicas cross the φ barrier "
+                                 f"{values['long_entries_ratio']} times as often as the reference-forces model's; "
+                                 f"{values['long_kernel_verdict']}")
     else:
         values["long_entries_ratio"] = "(not run)"
+        names = [display_name(n) for n, k in LONG_RUN_MODELS.items() if k in run_keys]
+        values["long_result"] = (f"1 ns runs are recorded for {len(names)} of the {len(LONG_RUN_MODELS)} models' current "
+                                 f"weights{' (' + ', '.join(names) + ')' if names else ''}; the others read “(not run)” "
+                                 "until the command below repeats them for their weights")
+    values["long_detail"] = _long_detail(values, run_keys)
+    values["long_ref_sentence"] = (f"In 1 ns runs the reference-forces model's αR is {values['long_aR_ref']} % against "
+                                   f"the data's {100 * data['αR']['mean']:.0f} %" if "ref" in run_keys else
+                                   "The reference-forces model's 1 ns run is not recorded for its current weights")
     table = pd.DataFrame(rows).T.fillna("").style.set_caption("64 replicas × 1 ns from the registered models' starts")
     return table, values
+
+
+def _long_detail(values: dict, run_keys: list[str]) -> str:
+    """The chapter's sentences on the recorded 1 ns runs, from :func:`long_run_report`'s values."""
+    parts = []
+    if "ref" in run_keys:
+        parts.append(f"In 1 ns the reference-forces model's replicas entered αL {values['long_entries_ref']} times; "
+                     f"its αL population, {values['long_aL_ref']} ± {values['long_aLerr_ref']} %, "
+                     f"{values['long_versus_ref']} the data's {values['long_aL_data']} %.")
+    kernels = [f"{label} {values[f'long_aL_{k}']} %" for k, label in
+               (("noise005", "noise"), ("coupling005", "coupling flow"), ("cnf005", "CNF")) if k in run_keys]
+    if kernels:
+        parts.append(f"The kernel models at σ = 0.05 Å: {', '.join(kernels)} in αL.")
+    if "chiral" in run_keys:
+        parts.append(f"The chirality-aware reference model drains into αL: {values['long_first_chiral']} % of the first "
+                     f"half's frames, then {values['long_second_chiral']} %"
+                     + (f" (2 ns: {values['long2_second_chiral']} % of the second half)."
+                        if values["long2_second_chiral"] != "(not run)" else "."))
+    return " ".join(parts)
 
 
 def mirror_report(reference, ds, reference_model, chiral_model, kbt: float, stride: int = 4) -> tuple:
