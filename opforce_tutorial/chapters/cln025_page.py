@@ -24,7 +24,7 @@ from ..storage import read_json
 from ..systems import cln025 as system
 from ..units import kbt as thermal_energy
 from . import cln025
-from .page import FLOW_KERNELS, key_of, mean_js, pm
+from .page import FLOW_KERNELS, display_name, key_of, mean_js, pm
 
 LOCAL = [n for n in chain_observables(system.SYSTEM.n_beads) if n.split()[0] in ("bond", "angle")]
 ANGLES = [n for n in LOCAL if n.startswith("angle")]
@@ -163,6 +163,14 @@ def comparison(sims: dict, reference, prior_trajectory) -> tuple:
                          ("RMSD", "JS"): f"{js['rmsd folded']['js']:.3f}", ("Q", "JS"): f"{js['native contacts Q']['js']:.3f}",
                          ("Q", "mean"): f"{q[name]:.2f}", ("folded", "%"): pm(100 * folded["mean"], 100 * folded["block_error"])}
     values.update(_verdicts(values, list(sims)))
+    earlier = {display_name(n) for n in cln025.STUDY.models_with_an_earlier_cg_recipe()} & set(sims)
+    unvisited = [values[f"unvisited_{key_of(name)}"] for name in sims]
+    values["unvisited_verdict"] = (
+        f"the models spend {min(unvisited):.1f} to {max(unvisited):.1f} % of their frames with a Cα angle where the "
+        "data never go"
+        + (f"; {len(earlier)} of the {len(sims)} were trained with the earlier prior, which lets angles close far "
+           "below any the data hold (the README's \"energy holes\" measures it; the status table's command "
+           "retrains them)" if earlier else ""))
     first = next(iter(scores.values()))["js"]  # every simulation saves as many frames: one floor per observable
     local["floor"] = {(title, "JS"): f"{np.mean([v['js_floor'] for k, v in first.items() if k.startswith(kind)]):.3f}"
                       for kind, title in kinds}
