@@ -174,7 +174,8 @@ def seed_spread(seeds: pd.DataFrame, names: list[str] | None = None) -> tuple:
                           for c in SEED_COLUMNS}, index=[display_name(n) for n in spread.index])
     table.insert(0, "seeds", seeds.groupby("model", sort=False).size().to_numpy())
     values = {"n_seeds": int(table["seeds"].min()), "n_seeds_max": int(table["seeds"].max()),
-              "aR_sd_min": float(spread["αR %"]["std"].min()), "aR_sd_max": float(spread["αR %"]["std"].max())}
+              "aR_sd_min": float(spread["αR %"]["std"].min()), "aR_sd_max": float(spread["αR %"]["std"].max()),
+              "n_spread_models": int(spread["αR %"]["std"].notna().sum())}
     main = [n for n in spread.index if n in ala2.cg_model_names()]
     reference = ala2.cg_name("reference")
     for column, short in (("JS ramachandran", "rama"), ("mean JS bonds", "bonds"), ("mean JS angles", "angles")):
