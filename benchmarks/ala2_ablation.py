@@ -28,6 +28,7 @@ import numpy as np
 import torch
 
 from opforce_tutorial.chapters import ala2
+from opforce_tutorial.geometry import bond_lengths, chain_indices
 from opforce_tutorial.labels import LabelSettings
 from opforce_tutorial.storage import read_json, update_json
 
@@ -56,16 +57,13 @@ CG_VARIANTS = {
 }
 # Energy holes: where the training never went, the network may dig a basin deeper than the prior's wall
 # (cg.network's module docstring). The repulsion on the 1-3 pairs and the clamped network close them.
-_EARLIER = replace(ala2.CG_SETTINGS, repulsion_min_separation=3, clamp_to_training=False)
-_REPULSION_13 = replace(_EARLIER, repulsion_min_separation=2)
-_CLAMPED = replace(_REPULSION_13, clamp_to_training=True)
+_REPULSION_13 = replace(ala2.CG_SETTINGS, repulsion_min_separation=2, clamp_to_training=False)
+CG_VARIANTS["noise 0.1, 1-3 repulsion"] = ("noise", 0.1, lambda ds: ala2.LABELS, _REPULSION_13,
+                                           "repulsion on every non-bonded pair (|i-j| >= 2), network not clamped")
 for _source in ("noise", "cnf"):
-    CG_VARIANTS[f"{_source} 0.1, earlier prior"] = (_source, 0.1, lambda ds: ala2.LABELS, _EARLIER,
-                                                   "repulsion for |i-j| >= 3 only, network not clamped")
-    CG_VARIANTS[f"{_source} 0.1, 1-3 repulsion"] = (_source, 0.1, lambda ds: ala2.LABELS, _REPULSION_13,
-                                                   "repulsion on every non-bonded pair (|i-j| >= 2)")
     CG_VARIANTS[f"{_source} 0.1, 1-3 repulsion, clamped network"] = (
-        _source, 0.1, lambda ds: ala2.LABELS, _CLAMPED, "and the network clamped to the training distances")
+        _source, 0.1, lambda ds: ala2.LABELS, replace(_REPULSION_13, clamp_to_training=True),
+        "and the network clamped to the training distances")
 
 
 #: name → (flow kind or "noise", σ, flow config changes, training changes or None = the registered flow)
@@ -159,7 +157,8 @@ def trapped_replicas(trajectory: np.ndarray, data: np.ndarray, margin: float = 0
     """Replicas that spend most of their last quarter with a bond longer or shorter than every data frame's
     by more than ``margin`` Å (trajectory (time, replicas, beads, 3), data (frames, beads, 3))."""
     def bonds(x):
-        return np.linalg.norm(np.diff(x, axis=-2), axis=-1)
+        x = torch.as_tensor(np.asarray(x), dtype=torch.float64)
+        return bond_lengths(x, chain_indices(x.shape[-2], 2)).numpy()
 
     b, ref = bonds(trajectory[-len(trajectory) // 4:]), bonds(data)
     off = ((b < ref.min(0) - margin) | (b > ref.max(0) + margin)).any(-1)

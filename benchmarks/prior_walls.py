@@ -22,6 +22,7 @@ import torch
 from opforce_tutorial.cg import fit_priors
 from opforce_tutorial.cg.pipeline import CGRunSettings, simulate_cg
 from opforce_tutorial.chapters import ala2, cln025
+from opforce_tutorial.geometry import bond_angles, bond_lengths, chain_indices
 from opforce_tutorial.storage import atomic_write_json
 from opforce_tutorial.units import kbt as thermal_energy
 
@@ -30,14 +31,14 @@ RUN = CGRunSettings(n_replicas=32, n_steps=10_000, save_every=50, burn_in=1000, 
 
 
 def angles_deg(x: np.ndarray) -> np.ndarray:
-    a, c = x[..., :-2, :] - x[..., 1:-1, :], x[..., 2:, :] - x[..., 1:-1, :]
-    cos = (a * c).sum(-1) / np.linalg.norm(a, axis=-1) / np.linalg.norm(c, axis=-1)
-    return np.degrees(np.arccos(np.clip(cos, -1.0, 1.0)))
+    x = torch.as_tensor(np.asarray(x), dtype=torch.float64)
+    return np.degrees(bond_angles(x, chain_indices(x.shape[-2], 3)).numpy())
 
 
 def closest_non_bonded(x: np.ndarray) -> np.ndarray:
-    i, j = np.triu_indices(x.shape[-2], 2)
-    return np.linalg.norm(x[..., i, :] - x[..., j, :], axis=-1).min(-1)
+    x = torch.as_tensor(np.asarray(x), dtype=torch.float64)
+    i, j = torch.triu_indices(x.shape[-2], x.shape[-2], offset=2)
+    return bond_lengths(x, torch.stack([i, j], 1)).min(-1).values.numpy()
 
 
 def main() -> None:
