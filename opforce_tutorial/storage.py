@@ -34,6 +34,17 @@ def array_sha256(a) -> str:
     return hashlib.sha256(np.ascontiguousarray(a).tobytes()).hexdigest()
 
 
+def state_sha256(module) -> str:
+    """Hex sha256 of a torch module's state dict (names, dtypes, shapes and values, in key order): the
+    checksum of weights held in memory, which a labelled set records of the kernel that made it."""
+    h = hashlib.sha256()
+    for name, tensor in module.state_dict().items():
+        t = tensor.detach().cpu().contiguous()
+        h.update(f"{name}:{t.dtype}:{tuple(t.shape)};".encode())
+        h.update(t.numpy().tobytes())
+    return h.hexdigest()
+
+
 def verified(path: str | Path, expected_sha256: str, what: str, fix: str, error: type[Exception] = ValueError) -> Path:
     """``path`` after checking that it exists and has ``expected_sha256``: the one verifier of every shipped
     file (data, weights, saved samples). Raises ``error`` naming ``what`` the file is and the ``fix``."""

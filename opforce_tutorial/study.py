@@ -41,7 +41,7 @@ from .kernels.cnf import SMALL_EGNN, CNFDensity, CNFTraining, EGNNConfig, EGNNVe
 from .kernels.coupling import SMALL_COUPLING, CouplingFlow, CouplingFlowConfig, CouplingTraining, train_coupling_flow
 from .labels import LabelSettings, label_frames
 from .observables import chain_observables, make_reference, observable
-from .storage import array_sha256
+from .storage import array_sha256, state_sha256
 from .systems.base import CGSystem
 from .units import kbt as thermal_energy
 
@@ -203,9 +203,10 @@ class Study:
             idx = np.sort(np.random.default_rng(settings.seed).choice(dataset.n_frames, n, replace=False))
             return dataset.positions[idx], dataset.forces[idx], idx
         kernel = self.make_kernel(source, noise_std, thermal_energy(dataset.temperature), flow, device)
+        weights = None if flow is None else state_sha256(flow)  # a resume after retraining the flow is refused
         with tempfile.TemporaryDirectory() as tmp:
             out = label_frames(dataset.positions, kernel, dataset.temperature, Path(work_dir or tmp) / "labels.npz",
-                               settings, device, progress=progress)
+                               settings, device, model_sha256=weights, source=self.system.name, progress=progress)
         return out.positions, out.forces, out.frame_index
 
     def fit_flow(self, ds, source: str, noise_std: float, seed: int, device, work_dir: Path | None = None):

@@ -103,3 +103,39 @@ def test_models_saved_with_an_earlier_prior_or_network_are_named_for_retraining(
     registry = {"ala2-cg-reference": {"config": old}, "ala2-cg-noise-0.05": {"config": new},
                 "ala2-cg-noise-0.1": {"config": unclamped}, "ala2-cnf-0.05": {"config": {}}}
     assert ala2.models_with_an_earlier_cg_recipe(registry) == ["ala2-cg-noise-0.1", "ala2-cg-reference"]
+
+
+
+def test_kernel_labels_record_the_flow_weights_and_refuse_to_resume_with_other_ones(frames_file, tmp_path,
+                                                                                   monkeypatch):
+    from opforce_tutorial.kernels.coupling import CouplingFlow, CouplingFlowConfig
+    from opforce_tutorial.labels import load_labels
+    from opforce_tutorial.storage import state_sha256
+
+    ds = load_user_dataset(frames_file)
+    study = chain_study(ds, "mine", (0.05,), **TINY)
+    config = CouplingFlowConfig(bead_types=study.bead_types, **TINY["flows"]["coupling"].config)
+    torch.manual_seed(0)
+    flow, retrained = CouplingFlow(config), CouplingFlow(config)
+    assert state_sha256(flow) != state_sha256(retrained) and state_sha256(flow) == state_sha256(flow)
+    settings = LabelSettings(n_frames=8, repeats=1, batch_size=4)
+
+    make_kernel = study.make_kernel
+
+    def killed(x, generator):
+        raise KeyboardInterrupt
+
+    def killed_at_the_first_batch(*args, **kwargs):
+        kernel = make_kernel(*args, **kwargs)
+        kernel.sample_with_forces = killed
+        return kernel
+
+    monkeypatch.setattr(study, "make_kernel", killed_at_the_first_batch)
+    with pytest.raises(KeyboardInterrupt):
+        study.labelled_set("coupling", 0.05, ds, flow, settings, progress=False, work_dir=tmp_path)
+    monkeypatch.setattr(study, "make_kernel", make_kernel)
+    with pytest.raises(ValueError, match="different plan"):  # the flow was retrained meanwhile
+        study.labelled_set("coupling", 0.05, ds, retrained, settings, progress=False, work_dir=tmp_path)
+    study.labelled_set("coupling", 0.05, ds, flow, settings, progress=False, work_dir=tmp_path)
+    metadata = load_labels(tmp_path / "labels.npz").metadata
+    assert metadata["model_sha256"] == state_sha256(flow) and metadata["source"] == "mine"
