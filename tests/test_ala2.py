@@ -304,3 +304,23 @@ def test_chapter_two_is_calls_and_plots():
     text = calls_and_plots("02_alanine_dipeptide.ipynb", ("glue(", "for key, value", "    glue(", "registry =", "n_rep", "from "))
     assert "Going further" in text and text.index("## Conclusions") < text.index("## Going further")
     assert "the seed" not in text.lower().replace("the seed replicates", "")
+
+
+def test_chapter_2_gates_and_lessons_are_judged_from_the_numbers():
+    from opforce_tutorial.chapters import ala2_page as page
+
+    names = {"ref": "reference forces", "noise005": "noise σ=0.05", "coupling005": "coupling σ=0.05",
+             "cnf005": "cnf σ=0.05", "noise01": "noise σ=0.1", "coupling01": "coupling σ=0.1", "cnf01": "cnf σ=0.1"}
+    values = {"rama_ref": 0.06, "bonds_ref": 0.001, "rama_noise005": 0.08, "bonds_noise005": 0.17,
+              "rama_noise01": 0.06, "bonds_noise01": 0.3}
+    for key, rama in (("coupling005", 0.04), ("cnf005", 0.06), ("coupling01", 0.06), ("cnf01", 0.08)):
+        values.update({f"cg_bond_{key}": 0.05, f"cg_angle_{key}": 0.2, f"rama_{key}": rama, f"bonds_{key}": 0.01})
+    out = page._verdicts(values, names)
+    assert out["local_pass"].startswith("4 of 4") and out["global_pass"].startswith("4 of 4")
+    assert out["best_rama"] == "coupling σ=0.05" and out["ref_is_best_rama"] == "is not"
+    assert out["best_bonds"] == "reference forces" and out["ref_is_best_bonds"] == "is"
+    assert "coupling flow trains 4 times" in out["local_lesson"]  # chapter 2's 16 000 steps over the generic 4 000
+    values["cg_angle_cnf01"] = 0.4  # over 1/3
+    failed = page._verdicts(values, names)
+    assert failed["local_pass"] == "3 of 4 (coupling σ=0.05, cnf σ=0.05, coupling σ=0.1)"
+    assert failed["local_lesson"].startswith("where the gate is not met")

@@ -110,6 +110,14 @@ def _verdicts(values: dict, names: dict) -> dict:
     n = 2 * len(ala2.NOISE_STDS)
     out["local_pass"] = f"{len(local)} of {n}" + (f" ({', '.join(local)})" if local else "")
     out["global_pass"] = f"{len(global_)} of {n}" + (f" ({', '.join(global_)})" if global_ else "")
+    coupling = ala2.STUDY.flows["coupling"]
+    longest = max(coupling.steps(sigma) for sigma in ala2.NOISE_STDS) / ala2.CPU_FLOWS["coupling"].n_steps
+    out["local_lesson"] = (
+        "where the gate is not met, the flow's own outputs were already too broad (the output table above) or the "
+        "CG model lost what the labels held (README, ablation table)" if len(local) < n else
+        "every flow's outputs meet the output gate (the output table above) and every CG model keeps what its "
+        f"labels hold; for that the coupling flow trains {longest:g} times the generic recipe's steps (README, "
+        "ablation table)")
     models = [k.removeprefix("rama_") for k in values if k.startswith("rama_") and k != "rama_prior_only"]
     for kind in ("bonds", "rama"):
         best = min(models, key=lambda m: values[f"{kind}_{m}"])
