@@ -42,21 +42,21 @@ def _all_frames(ds) -> LabelSettings:
     return replace(ala2.LABELS, n_frames=ds.n_frames, repeats=1)
 
 
-_LONG_FM = replace(ala2.CG_SETTINGS, force_matching=replace(FM, n_steps=12_000, patience=30))  # 4x the steps
+_LONG_BUDGET = replace(ala2.CG_SETTINGS, force_matching=replace(FM, n_steps=12_000, patience=30))  # 4x the steps
 
 #: name → (label source, σ, labels(ds), CG settings, what changed)
 CG_VARIANTS = {
     "reference, registered settings": ("reference", None, lambda ds: ala2.LABELS, ala2.CG_SETTINGS,
                                        "40 000 frames, 3000 steps, patience 8"),
     "reference, all frames": ("reference", None, _all_frames, ala2.CG_SETTINGS, "every frame (about 107 000)"),
-    "reference, all frames, 4x steps": ("reference", None, _all_frames, _LONG_FM,
+    "reference, all frames, 4x steps": ("reference", None, _all_frames, _LONG_BUDGET,
                                         "every frame, 12 000 steps, patience 30"),
-    "reference, 4x steps": ("reference", None, lambda ds: ala2.LABELS, _LONG_FM,
+    "reference, 4x steps": ("reference", None, lambda ds: ala2.LABELS, _LONG_BUDGET,
                             "40 000 frames, 12 000 steps, patience 30"),
 }
 # Does the longer budget help the kernel models as it helps the reference (same 40 000 labels)?
 for _source in ("noise", "coupling", "cnf"):
-    CG_VARIANTS[f"{_source} 0.05, 4x steps"] = (_source, 0.05, lambda ds: ala2.LABELS, _LONG_FM,
+    CG_VARIANTS[f"{_source} 0.05, 4x steps"] = (_source, 0.05, lambda ds: ala2.LABELS, _LONG_BUDGET,
                                                 "40 000 labels, 12 000 steps, patience 30")
 # Energy holes: where the training never went, the network may dig a basin deeper than the prior's wall
 # (cg.network's module docstring). The repulsion on the 1-3 pairs and the clamped network close them.

@@ -120,7 +120,8 @@ def label_frames(positions, kernel, temperature: float, out: str | Path, setting
 
     ``kernel`` must be on ``device`` and have ``sample_with_forces(x, generator)``; ``temperature``
     (kelvin) is recorded and must be the one of the kernel's k_BT. ``model_sha256`` (of the kernel's
-    weights file, or :func:`~opforce_tutorial.storage.state_sha256` of weights in memory), ``source`` (dataset name) and ``frames`` (how its per-frame weights were used, see
+    weights file, or :func:`~opforce_tutorial.storage.state_sha256` of weights in memory), ``source``
+    (dataset name) and ``frames`` (how its per-frame weights were used, see
     :func:`~opforce_tutorial.data.dataset.load_frames`) go into the metadata. Returns the merged
     :class:`LabelledSet` on rank 0 and ``None`` on the other ranks.
     """

@@ -105,7 +105,6 @@ def test_models_saved_with_an_earlier_prior_or_network_are_named_for_retraining(
     assert ala2.models_with_an_earlier_cg_recipe(registry) == ["ala2-cg-noise-0.1", "ala2-cg-reference"]
 
 
-
 def test_kernel_labels_record_the_flow_weights_and_refuse_to_resume_with_other_ones(frames_file, tmp_path,
                                                                                    monkeypatch):
     from opforce_tutorial.kernels.coupling import CouplingFlow, CouplingFlowConfig

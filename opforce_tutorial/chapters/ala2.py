@@ -38,18 +38,18 @@ BEAD_TYPES = [0, 1, 2, 3, 4]  # one type per bead along the backbone
 COUPLING_CONFIG, COUPLING_STEPS = CPU_FLOWS["coupling"].config, CPU_FLOWS["coupling"].n_steps
 CNF_STEPS = CPU_FLOWS["cnf"].n_steps
 LABELS, OUTPUT_LABELS, CG_SETTINGS = CPU_LABELS, OUTPUT_LABELS, CPU_CG
-#: Chapter 2's coupling flows train 16 000 steps at both σ (the generic recipe,
-#: :data:`~opforce_tutorial.study.CPU_FLOWS`, trains 4 000 at 0.05 Å): with 4 000 steps at 0.05 Å its outputs'
-#: angles stayed at 0.29 × the noise kernel's JS and the CG model trained on its labels at 0.35 ×, over the
-#: CG gate's 1/3 (README, ablation table).
-COUPLING_STEPS_AT = {0.05: 16_000, 0.1: 16_000}
+#: Chapter 2's coupling flows train 16 000 steps at both σ (:data:`COUPLING_STEPS` is the generic recipe's,
+#: :data:`~opforce_tutorial.study.CPU_FLOWS`, 4 000 at 0.05 Å, the ablations' base): with 4 000 steps at 0.05 Å its
+#: outputs' angles stayed at 0.29 × the noise kernel's JS and the CG model trained on its labels at 0.35 ×, over
+#: the CG gate's 1/3 (README, ablation table).
+FLOWS = {**CPU_FLOWS, "coupling": replace(CPU_FLOWS["coupling"], n_steps=16_000, n_steps_at={})}
 #: The chirality-aware model: :data:`CG_SETTINGS` with a network that also sees the signed dihedrals
 #: (``SchNetConfig.dihedral_hidden`` = :data:`CHIRAL_WIDTH`), trained on the reference forces. The
 #: distance-only network cannot tell a configuration from its mirror image (αR from its mirror in αL).
 CHIRAL_REFERENCE, CHIRAL_WIDTH = "ala2-cg-reference-chiral", 64
 
 STUDY = Study(name="ala2", dataset="ala2", system=SYSTEM, bead_types=BEAD_TYPES, noise_stds=NOISE_STDS,
-              flows={**CPU_FLOWS, "coupling": replace(CPU_FLOWS["coupling"], n_steps_at=COUPLING_STEPS_AT)},
+              flows=FLOWS,
               labels=LABELS, output_labels=OUTPUT_LABELS, cg=CG_SETTINGS,
               variants=(CGVariant(CHIRAL_REFERENCE, "reference", None, CHIRAL_WIDTH),),
               long_run_analysis=lambda trajectory: {"exchange": basin_exchange(trajectory)})
