@@ -10,7 +10,8 @@ stages, and :meth:`Study.recipes` publishes every model it makes to the catalog
     <study>-coupling-<σ>, <study>-cnf-<σ>           flows (the reverse kernels' conditional densities)
     <study>-cg-reference, <study>-cg-<source>-<σ>   CG models, one per label source
 
-Label sources: ``reference`` (the dataset's mapped forces, as many frames as a kernel makes labels),
+Label sources: ``reference`` (the dataset's mapped forces; as many frames as a kernel makes labels, unless the
+study sets :attr:`Study.reference_labels`),
 ``noise`` (:class:`~opforce_tutorial.kernels.NoiseKernel`, mean-free), ``coupling`` and ``cnf``
 (:class:`~opforce_tutorial.kernels.ReverseNoiseKernel` around a coupling flow or a CNF density). Every
 source gets the same label budget and the same CG recipe; every random choice is seeded (seed 0 is the
@@ -120,6 +121,9 @@ class Study:
     long_run_analysis: Callable[[np.ndarray], dict] | None = None
     #: whether the study's models must ship in models/ (False while its chapter is being built)
     pretrained_required: bool = True
+    #: the reference source's frames (data_fraction, n_frames; repeats multiply the count, since a frame has one
+    #: force); None: as many frames as a kernel makes labels under :attr:`labels`
+    reference_labels: LabelSettings | None = None
 
     # ------------------------------------------------------------------------------------------- names
     def kernel_name(self, source: str, noise_std: float) -> str:
@@ -144,6 +148,10 @@ class Study:
                    if s not in FLOW_SOURCES and s != "reference"]
         chains += [[self.cg_name("reference")]] if "reference" in self.sources else []
         return chains + [[v.name] for v in self.variants]
+
+    def label_settings(self, source: str) -> LabelSettings:
+        """The label budget of a source: :attr:`reference_labels` for the reference (if set), else :attr:`labels`."""
+        return self.reference_labels if source == "reference" and self.reference_labels is not None else self.labels
 
     # -------------------------------------------------------------------------------------------- data
     def training_frames(self):
@@ -197,8 +205,8 @@ class Study:
 
         Kernel labels are written to ``work_dir/labels.npz`` (resumable) when given, else to a temporary folder.
         """
-        settings = self.labels if settings is None else settings
-        if source == "reference":  # as many frames as a kernel makes labels, chosen by the same seeded rule
+        settings = self.label_settings(source) if settings is None else settings
+        if source == "reference":  # frames × repeats of them (at most all), chosen by the same seeded rule
             n = min(dataset.n_frames, settings.frames_to_keep(dataset.n_frames) * settings.repeats)
             idx = np.sort(np.random.default_rng(settings.seed).choice(dataset.n_frames, n, replace=False))
             return dataset.positions[idx], dataset.forces[idx], idx
@@ -245,10 +253,10 @@ class Study:
 
         ``seed`` picks the labelled frames and kernel draws, the network's initialisation and batches, and
         the simulation's starts and noise; seed 0 is the registered model. The registered models use
-        :attr:`labels` and :attr:`cg`; other settings are for ablations. Labels and the force-matching
+        :meth:`label_settings` and :attr:`cg`; other settings are for ablations. Labels and the force-matching
         checkpoint go to ``work_dir`` (if given), so a killed run resumes. Returns ``(CGRun, metrics, settings)``.
         """
-        label_settings = self.labels if label_settings is None else label_settings
+        label_settings = self.label_settings(source) if label_settings is None else label_settings
         cg_settings = self.cg if cg_settings is None else cg_settings
         labels = replace(label_settings, seed=seed)
         cg = replace(cg_settings, seed=seed, force_matching=replace(cg_settings.force_matching, seed=seed),
