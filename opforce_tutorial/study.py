@@ -323,6 +323,25 @@ class Study:
         return sorted(name for name, spec in self.recipes().items()
                       if spec.build is build_cg_model and name in registry and earlier(registry[name]["config"]))
 
+    def models_with_an_earlier_budget(self, models_registry: dict | None = None) -> list[str]:
+        """The study's registered CG models trained with another label count (``data_fraction``, ``n_frames``,
+        ``repeats``) or force-matching budget (``n_steps``, ``patience``) than the study's recipe gives them now:
+        the models ``opforce pretrain`` should retrain before sources are compared at one budget."""
+        from .pretrained import read_registry
+
+        registry = read_registry() if models_registry is None else models_registry
+        budgets = {self.cg_name(s, g): (s, self.cg.force_matching) for s in self.sources
+                   for g in ((None,) if s == "reference" else self.noise_stds)}
+        budgets.update({v.name: (v.source, v.force_matching or self.cg.force_matching) for v in self.variants})
+
+        def earlier(training, source, fm):
+            labels, want = training["labels"], asdict(self.label_settings(source))
+            return (any(labels.get(k) != want[k] for k in ("data_fraction", "n_frames", "repeats"))
+                    or any(training["cg"]["force_matching"][k] != getattr(fm, k) for k in ("n_steps", "patience")))
+
+        return sorted(name for name, (source, fm) in budgets.items()
+                      if name in registry and earlier(registry[name]["training"], source, fm))
+
     # ---------------------------------------------------------------------------------------- catalog
     def recipes(self) -> dict[str, ModelSpec]:
         """Every flow and CG model of the study, for the catalog (:mod:`opforce_tutorial.catalog`)."""

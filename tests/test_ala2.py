@@ -18,6 +18,7 @@ from opforce_tutorial.labels import LabelSettings
 def tiny(monkeypatch):
     monkeypatch.setitem(ala2.STUDY.flows, "coupling", replace(ala2.STUDY.flows["coupling"], n_steps=10))
     monkeypatch.setattr(ala2.STUDY, "labels", LabelSettings(0.01, 2, 64))
+    monkeypatch.setattr(ala2.STUDY, "reference_labels", LabelSettings(0.02, 1, 64))
     monkeypatch.setattr(ala2.STUDY, "cg", CGRunSettings(hidden=8, n_rbf=8, n_replicas=4, n_steps=200, save_every=50,
                                                            burn_in=0, force_matching=ForceMatchingSettings(
                                                                n_steps=20, eval_every=10, batch_size=32)))

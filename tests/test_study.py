@@ -105,6 +105,29 @@ def test_models_saved_with_an_earlier_prior_or_network_are_named_for_retraining(
     assert ala2.models_with_an_earlier_cg_recipe(registry) == ["ala2-cg-noise-0.1", "ala2-cg-reference"]
 
 
+def test_the_reference_takes_every_frame_and_models_of_another_budget_are_named_for_retraining():
+    from dataclasses import asdict
+
+    from opforce_tutorial.chapters import ala2
+    from opforce_tutorial.data.dataset import CGDataset
+
+    x = np.random.default_rng(0).normal(size=(100, 5, 3)).astype(np.float32)
+    ds = CGDataset("t", x, -x, 300.0, np.zeros(100, int), 1.0, ["C"] * 5)
+    assert len(ala2.labelled_set("reference", None, ds)[2]) == 100  # every frame: chapter 2's reference budget
+    assert ala2.STUDY.label_settings("noise") == ala2.LABELS and ala2.STUDY.label_settings("reference").repeats == 1
+    fm = asdict(ala2.CG_SETTINGS.force_matching)
+
+    def trained(labels, **changes):
+        return {"training": {"labels": asdict(labels), "cg": {"force_matching": {**fm, **changes}}}}
+
+    registry = {"ala2-cg-reference": trained(ala2.LABELS),  # 40 000 frames: fewer than every frame
+                "ala2-cg-noise-0.05": trained(ala2.LABELS), "ala2-cg-noise-0.1": trained(ala2.LABELS, n_steps=3000),
+                "ala2-cg-cnf-0.05": trained(ala2.LABELS, patience=8),
+                ala2.CHIRAL_REFERENCE: trained(ala2.REFERENCE_LABELS), "ala2-cnf-0.05": {"config": {}}}
+    assert ala2.models_with_an_earlier_budget(registry) == ["ala2-cg-cnf-0.05", "ala2-cg-noise-0.1",
+                                                           "ala2-cg-reference"]
+
+
 def test_kernel_labels_record_the_flow_weights_and_refuse_to_resume_with_other_ones(frames_file, tmp_path,
                                                                                    monkeypatch):
     from opforce_tutorial.kernels.coupling import CouplingFlow, CouplingFlowConfig

@@ -68,6 +68,7 @@ training_frames, reference_histograms, score = STUDY.training_frames, STUDY.refe
 make_kernel, labelled_set, kernel_output_js = STUDY.make_kernel, STUDY.labelled_set, STUDY.kernel_output_js
 prior_only_trajectory, models_trained_on_other_data = STUDY.prior_only_trajectory, STUDY.models_trained_on_other_data
 models_with_an_earlier_cg_recipe = STUDY.models_with_an_earlier_cg_recipe
+models_with_an_earlier_budget = STUDY.models_with_an_earlier_budget
 recipes, long_run = STUDY.recipes, STUDY.long_run
 
 
