@@ -325,3 +325,33 @@ def test_chapter_2_gates_and_lessons_are_judged_from_the_numbers():
     failed = page._verdicts(values, names)
     assert failed["local_pass"] == "3 of 4 (coupling σ=0.05, cnf σ=0.05, coupling σ=0.1)"
     assert failed["local_lesson"].startswith("where the gate is not met")
+
+
+def test_chapter_2_conclusions_on_the_reference_and_the_seed_spread_follow_the_numbers():
+    from opforce_tutorial.chapters import ala2_page as page
+
+    values = {"n_spread_models": 0, "ref_is_best_bonds": "is", "best_bonds": "reference forces", "ref_is_best_rama": "is",
+              "best_rama": "reference forces", "rama_ref": 0.037, "rama_best": 0.037, "dihedral_error_ratio": 2.5,
+              "n_ref_labels": 107500, "n_kernel_labels": 40000}
+    out = page.conclusions(values)
+    assert "not measured" in out["seed_sentence"]
+    assert "107 500 labels against a kernel's 40 000" in out["reference_verdict"]
+    assert "the best on the Ramachandran surface (JS 0.037)" in out["reference_verdict"]
+    values.update(ref_is_best_rama="is not", best_rama="coupling σ=0.05", rama_best=0.030, n_spread_models=3,
+                  ref_within_sd_rama="is", seed_best_rama="coupling σ=0.05", aR_sd_min=1.0, aR_sd_max=4.0)
+    out = page.conclusions(values)
+    assert "coupling σ=0.05 is better on the Ramachandran surface (JS 0.030 against 0.037, within one seed" in \
+        out["reference_verdict"]
+    assert "spreads by 1 to 4 percentage points" in out["seed_sentence"]
+
+
+def test_the_seed_spread_of_models_without_replicates_says_it_is_not_measured():
+    import pandas as pd
+
+    from opforce_tutorial.chapters import ala2_page as page
+
+    rows = [{"model": name, "seed": 0, "αL (φ > 0) %": 2.0, "αR %": 30.0, "β / PII %": 68.0, "JS ramachandran": 0.04,
+             "mean JS bonds": 0.01, "mean JS angles": 0.01} for name in ala2.cg_model_names()]
+    _, _, values = page.seed_spread(pd.DataFrame(rows))
+    assert values["n_spread_models"] == 0 and "not measured" in values["seed_result"]
+    assert "ref_within_sd_rama" not in values  # no spread: no claim about it

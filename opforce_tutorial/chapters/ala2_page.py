@@ -127,6 +127,36 @@ def _verdicts(values: dict, names: dict) -> dict:
     return out
 
 
+def conclusions(values: dict) -> dict:
+    """The chapter's sentences on the seed spread and on the reference-forces model, from the page's numbers:
+    :func:`comparison`'s, :func:`seed_spread`'s and :func:`label_checks`' values and ``n_ref_labels``."""
+    out = {}
+    if values["n_spread_models"]:
+        out["seed_sentence"] = (
+            f"over training seeds (*Going further*) it {values['ref_within_sd_rama']} within one seed standard "
+            f"deviation of the best seed mean ({values['seed_best_rama']}), and the αR population of the "
+            f"{values['n_spread_models']} models with replicates spreads by {values['aR_sd_min']:.0f} to "
+            f"{values['aR_sd_max']:.0f} percentage points (one standard deviation over seeds)")
+    else:
+        out["seed_sentence"] = ("the spread over training seeds is not measured for these weights yet "
+                                "(*Going further*, “One training run is one draw”)")
+    bonds = "the best" if values["ref_is_best_bonds"] == "is" else f"behind {values['best_bonds']}"
+    n_ref, n_kernel = (f"{values[k]:,}".replace(",", " ") for k in ("n_ref_labels", "n_kernel_labels"))
+    head = (f"They are the exact labels; with every frame ({n_ref} labels against a kernel's {n_kernel}) and the "
+            f"same force-matching budget, their model is {bonds} on bonds")
+    if values["ref_is_best_rama"] == "is":
+        out["reference_verdict"] = (f"{head} and the best on the Ramachandran surface (JS {values['rama_ref']:.3f}): "
+                                    "the gold standard the kernels are measured against")
+    else:
+        within = (f", within one seed standard deviation of the best seed mean"
+                  if values.get("ref_within_sd_rama") == "is" else "")
+        out["reference_verdict"] = (
+            f"{head}, and {values['best_rama']} is better on the Ramachandran surface (JS {values['rama_best']:.3f} "
+            f"against {values['rama_ref']:.3f}{within}): instantaneous atomistic forces pin the mean force along φ "
+            f"and ψ down {values['dihedral_error_ratio']:.1f} times less well than as many noise labels (*Going further*)")
+    return out
+
+
 def gate_summary(values: dict) -> pd.io.formats.style.Styler:
     """The chapter's gates, one row each: what is asked, what was measured, met or not."""
     rows = []
@@ -184,10 +214,16 @@ def seed_spread(seeds: pd.DataFrame, names: list[str] | None = None) -> tuple:
     values = {"n_seeds": int(table["seeds"].min()), "n_seeds_max": int(table["seeds"].max()),
               "aR_sd_min": float(spread["αR %"]["std"].min()), "aR_sd_max": float(spread["αR %"]["std"].max()),
               "n_spread_models": int(spread["αR %"]["std"].notna().sum())}
+    values["seed_result"] = (
+        f"over {values['n_seeds']} to {values['n_seeds_max']} training seeds per model, αR spreads by "
+        f"{values['aR_sd_min']:.0f} to {values['aR_sd_max']:.0f} percentage points (standard deviation)"
+        if values["n_spread_models"] else
+        "no replicate with another seed is recorded for the current weights of any model yet, so the plot shows "
+        "seed 0 alone and the spread over seeds is not measured")
     main = [n for n in spread.index if n in ala2.cg_model_names()]
     reference = ala2.cg_name("reference")
     for column, short in (("JS ramachandran", "rama"), ("mean JS bonds", "bonds"), ("mean JS angles", "angles")):
-        if reference in main:
+        if reference in main and values["n_spread_models"]:
             best = min(main, key=lambda n: spread.loc[n, (column, "mean")])
             gap = spread.loc[reference, (column, "mean")] - spread.loc[best, (column, "mean")]
             values[f"seed_best_{short}"] = display_name(best)
