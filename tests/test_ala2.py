@@ -355,3 +355,18 @@ def test_the_seed_spread_of_models_without_replicates_says_it_is_not_measured():
     _, _, values = page.seed_spread(pd.DataFrame(rows))
     assert values["n_spread_models"] == 0 and "not measured" in values["seed_result"]
     assert "ref_within_sd_rama" not in values  # no spread: no claim about it
+
+
+def test_chapter_2_deep_dive_results_follow_the_numbers():
+    import pandas as pd
+
+    from opforce_tutorial.chapters import ala2_page as page
+
+    worst = pd.Series({"reference forces": 5.2, "reference forces, + dihedrals": 1.1, "noise σ=0.05": 8.0,
+                       "cnf σ=0.05": 2.0})
+    text = page.check_result(worst)
+    assert "reference-forces model fails it (largest |z| 5.2)" in text and "one passes it (largest |z| 1.1)" in text
+    assert "1 of the 2 kernel models fail it" in text
+    few = {"arb_changes_min": 4.0, "al_entries_ref": 1, "al_starts_ref": 2}
+    assert page.al_result(few).endswith("the share of its starts that lay there")
+    assert page.al_result({**few, "al_entries_ref": 9}).endswith("measured, if roughly")

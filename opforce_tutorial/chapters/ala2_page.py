@@ -22,6 +22,7 @@ from .page import pm as _pm
 LOCAL = [n for n in chain_observables(5) if n.split()[0] in ("bond", "angle")]
 GATE = 1 / 3  # a flow-kernel model's mean bond and angle JS over the noise-kernel model's, at the same σ
 GLOBAL_GATE = 1.5  # a flow-kernel model's Ramachandran JS over the reference-forces model's
+Z_PASS = 3.0  # an identity check passes when every |z| (difference over its block error) is at most this
 
 
 # ------------------------------------------------------------------------------------------------ data
@@ -148,7 +149,7 @@ def conclusions(values: dict) -> dict:
         out["reference_verdict"] = (f"{head} and the best on the Ramachandran surface (JS {values['rama_ref']:.3f}): "
                                     "the gold standard the kernels are measured against")
     else:
-        within = (f", within one seed standard deviation of the best seed mean"
+        within = (", within one seed standard deviation of the best seed mean"
                   if values.get("ref_within_sd_rama") == "is" else "")
         out["reference_verdict"] = (
             f"{head}, and {values['best_rama']} is better on the Ramachandran surface (JS {values['rama_best']:.3f} "
@@ -244,6 +245,7 @@ def exchange_table(sims: dict) -> tuple:
               "al_entries_ref": int(exchange.loc["reference forces", "αL entries"]),
               "al_starts_ref": int(exchange.loc["reference forces", "starting in αL"]),
               "al_starts_expected": 64 * data_populations()["αL (φ > 0)"]["mean"]}
+    values["al_result"] = al_result(values)
     for sigma in ala2.NOISE_STDS:
         names = [n for n in exchange.index if n.endswith(f"={sigma:g}")]
         key = f"{sigma:g}".replace(".", "")
@@ -340,6 +342,28 @@ def mirror_report(reference, ds, reference_model, chiral_model, kbt: float, stri
     return {name: np.where(both, g, np.nan) for name, g in grids.items()}, edges[0], values
 
 
+def check_result(worst: pd.Series) -> str:
+    """The dihedral-identity verdicts from each model's largest |z| (index: the models' display names)."""
+    kernels = worst.drop(["reference forces", "reference forces, + dihedrals"])
+
+    def verdict(z):
+        return f"{'passes' if z <= Z_PASS else 'fails'} it (largest |z| {z:.1f})"
+
+    return (f"the distance-only reference-forces model {verdict(worst['reference forces'])}, the chirality-aware one "
+            f"{verdict(worst['reference forces, + dihedrals'])}, {int((kernels > Z_PASS).sum())} of the {len(kernels)} "
+            f"kernel models fail it (|z| > {Z_PASS:g}; the smallest largest |z| {kernels.min():.1f}), and a pass does "
+            "not certify populations")
+
+
+def al_result(values: dict) -> str:
+    """What a 100 ps run measures of αL, from :func:`exchange_table`'s counts."""
+    entries, starts = values["al_entries_ref"], values["al_starts_ref"]
+    return (f"between αR and β every replica changes basin at least {values['arb_changes_min']:.0f} times, while the "
+            f"reference-forces model's replicas entered αL {entries} times with {starts} starting there"
+            + (": its 100 ps αL population is mostly the share of its starts that lay there" if entries <= starts else
+               ": its 100 ps αL population is measured, if roughly"))
+
+
 def model_checks(models: dict, ds, kbt: float) -> tuple:
     """:func:`ala2.model_dihedral_checks` of every model at every third training frame, as (Styler, values)."""
     checks = ala2.model_dihedral_checks(models, ds.positions[::3], kbt)
@@ -347,4 +371,5 @@ def model_checks(models: dict, ds, kbt: float) -> tuple:
     values = {"check_z_ref": float(worst["reference forces"]),
               "check_z_chiral": float(worst["reference forces, + dihedrals"]),
               "check_z_min_others": float(worst.drop(["reference forces", "reference forces, + dihedrals"]).min())}
+    values["check_result"] = check_result(worst)
     return checks.style.format("{:+.1f}").set_caption("z of ⟨F·∇h⟩ + k_BT⟨Δh⟩ at the data's frames"), values
