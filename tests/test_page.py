@@ -1,6 +1,5 @@
 """What every chapter page shows alike (opforce_tutorial.chapters.page)."""
 
-import numpy as np
 import pytest
 
 from opforce_tutorial.chapters.page import display_name, key_of, mean_js, pm
