@@ -64,9 +64,10 @@ class FlowRecipe:
         return self.n_steps_at.get(noise_std, self.n_steps)
 
 
-#: CPU-sized recipes (chapter 2's, measured there; ``benchmarks/ala2_ablation.py``): flows of minutes on
-#: one core, 40 000 labels per source (4 000 frames × 10 draws, the paper's protocol), a SchNet-style CG
-#: model with 3000 force-matching steps and early stopping, 64 replicas × 100 ps at 2 fs.
+#: CPU-sized recipes (measured in chapter 2; ``benchmarks/ala2_ablation.py``): flows of minutes on one core,
+#: 40 000 labels per source (4 000 frames × 10 draws, the paper's protocol), a SchNet-style CG model with 3000
+#: force-matching steps and early stopping, 64 replicas × 100 ps at 2 fs. Chapter 2 trains its CG models 4 × as
+#: long and gives the reference every frame (``chapters.ala2.CG_SETTINGS``, ``REFERENCE_LABELS``).
 #: At σ = 0.1 Å the coupling flow trains 4 × as long: in chapter 2, with 4 000 steps its outputs' angles stayed
 #: at 0.47 × the noise kernel's JS, with 16 000 at 0.28 × (README, ablation table); at 0.05 Å 4 000 steps pass.
 CPU_FLOWS = {"coupling": FlowRecipe(dict(SMALL_COUPLING, coordinates="bonds", invariant_features=True), 4000,
