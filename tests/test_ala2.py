@@ -370,3 +370,12 @@ def test_chapter_2_deep_dive_results_follow_the_numbers():
     few = {"arb_changes_min": 4.0, "al_entries_ref": 1, "al_starts_ref": 2}
     assert page.al_result(few).endswith("the share of its starts that lay there")
     assert page.al_result({**few, "al_entries_ref": 9}).endswith("measured, if roughly")
+
+
+def test_the_long_run_populations_are_judged_within_two_combined_block_errors():
+    from opforce_tutorial.chapters import ala2_page as page
+
+    data = {"αR": {"mean": 0.309, "block_error": 0.008}, "β / PII": {"mean": 0.667, "block_error": 0.012}}
+    run = {"αR": {"mean": 0.259, "block_error": 0.010}, "β / PII": {"mean": 0.686, "block_error": 0.017}}
+    text = page.long_populations_sentence(run, data)
+    assert "αR 25.9 ± 1.0 % and β 68.6 ± 1.7 %" in text and text.endswith("αR outside, β within two combined block errors")

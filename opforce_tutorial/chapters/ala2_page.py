@@ -296,11 +296,24 @@ def long_run_report() -> tuple:
                                  f"weights{' (' + ', '.join(names) + ')' if names else ''}; the others read “(not run)” "
                                  "until the command below repeats them for their weights")
     values["long_detail"] = _long_detail(values, run_keys)
-    values["long_ref_sentence"] = (f"In 1 ns runs the reference-forces model's αR is {values['long_aR_ref']} % against "
-                                   f"the data's {100 * data['αR']['mean']:.0f} %" if "ref" in run_keys else
+    values["long_ref_sentence"] = (long_populations_sentence(long[ala2.cg_name("reference")]["1"]["populations"], data)
+                                   if "ref" in run_keys else
                                    "The reference-forces model's 1 ns run is not recorded for its current weights")
     table = pd.DataFrame(rows).T.fillna("").style.set_caption("64 replicas × 1 ns from the registered models' starts")
     return table, values
+
+
+def long_populations_sentence(run: dict, data: dict) -> str:
+    """The reference-forces model's αR and β in a 1 ns run against the data's, each judged within two combined
+    block errors or not (``run``, ``data``: basin → {"mean", "block_error"}, fractions)."""
+    parts, verdicts = [], []
+    for basin, short in (("αR", "αR"), ("β / PII", "β")):
+        m, e = 100 * run[basin]["mean"], 100 * run[basin]["block_error"]
+        dm, de = 100 * data[basin]["mean"], 100 * data[basin]["block_error"]
+        parts.append((f"{short} {m:.1f} ± {e:.1f} %", f"{dm:.1f} ± {de:.1f} %"))
+        verdicts.append(f"{short} {'within' if abs(m - dm) <= 2 * np.hypot(e, de) else 'outside'}")
+    return (f"In 1 ns runs the reference-forces model's {parts[0][0]} and {parts[1][0]} compare with the data's "
+            f"{parts[0][1]} and {parts[1][1]}: {verdicts[0]}, {verdicts[1]} two combined block errors")
 
 
 def _long_detail(values: dict, run_keys: list[str]) -> str:
