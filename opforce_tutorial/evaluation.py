@@ -27,7 +27,7 @@ from .observables import (Observable, ReferenceHistograms, chain_observables, ch
                           make_reference, observable, observable_values)
 
 __all__ = ["Observable", "ReferenceHistograms", "chain_observables", "make_reference", "observable_values", "evaluate",
-           "unvisited_fraction",
+           "unvisited_fraction", "replica_bootstrap_js",
            "state_populations", "mirror_asymmetry", "mirror_energy_asymmetry", "integration_by_parts_check",
            "dihedral_integration_by_parts_check"]
 
@@ -49,13 +49,47 @@ def evaluate(frames, reference: ReferenceHistograms, observables: Sequence[str |
         name, v = obs.name, obs.values(frames)
         if name not in reference.probabilities:
             raise ValueError(f"the reference has no histogram of {name!r}; it has {sorted(reference.probabilities)}")
-        p_ref = reference.probabilities[name].ravel()
-        p_mod = histogram(v, reference.edges[name]).ravel()
-        with_outside = [np.append(p, max(0.0, 1.0 - p.sum())) for p in (p_ref, p_mod)]
-        out[name] = {"js": js_divergence(*with_outside),
-                     "js_floor": js_floor(with_outside[0], len(v), n_draws=floor_draws),
+        p_ref, p_mod = _with_outside(reference, name, v)
+        out[name] = {"js": js_divergence(p_ref, p_mod), "js_floor": js_floor(p_ref, len(v), n_draws=floor_draws),
                      "n_samples": len(v)}
     return out
+
+
+def _with_outside(reference: ReferenceHistograms, name: str, values: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """The reference's and the values' histograms on the reference's edges, each with the mass outside them
+    appended as one more bin."""
+    p_mod = histogram(values, reference.edges[name]).ravel()
+    return tuple(np.append(p, max(0.0, 1.0 - p.sum())) for p in (reference.probabilities[name].ravel(), p_mod))
+
+
+def replica_bootstrap_js(trajectory, reference: ReferenceHistograms, obs: str | Observable, n_resamples: int = 200,
+                         seed: int = 0) -> dict:
+    """JS of one observable of a simulation of independent replicas, with its sampling error.
+
+    ``trajectory`` (time, replicas, beads, 3). The replicas are independent, the frames within one are not,
+    so the error is the standard deviation of the JS over ``n_resamples`` resamples of whole replicas with
+    replacement: ``{"js", "sd", "n_resamples"}``. Two models whose JS differ by less than their combined
+    ``sd`` are not told apart by their simulations (another training seed may still move both).
+    """
+    traj = np.asarray(trajectory)
+    if traj.ndim != 4 or traj.shape[1] < 2:
+        raise ValueError(f"expected a trajectory (time, replicas >= 2, beads, 3), got shape {traj.shape}")
+    if n_resamples < 2:
+        raise ValueError(f"n_resamples must be at least 2, got {n_resamples}")
+    check_finite_frames(traj, "frames to evaluate")
+    obs = observable(obs)
+    if obs.name not in reference.probabilities:
+        raise ValueError(f"the reference has no histogram of {obs.name!r}")
+    n_time, n_rep = traj.shape[:2]
+    v = np.asarray(obs.values(traj)).reshape(n_time, n_rep, -1)
+
+    def js(replicas):
+        sample = v[:, replicas].reshape(n_time * len(replicas), -1)
+        return js_divergence(*_with_outside(reference, obs.name, sample[:, 0] if sample.shape[1] == 1 else sample))
+
+    rng = np.random.default_rng(seed)
+    resampled = [js(rng.integers(0, n_rep, n_rep)) for _ in range(n_resamples)]
+    return {"js": js(np.arange(n_rep)), "sd": float(np.std(resampled, ddof=1)), "n_resamples": n_resamples}
 
 
 def unvisited_fraction(frames, reference: ReferenceHistograms, observables: Sequence[str | Observable]) -> float:

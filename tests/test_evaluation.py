@@ -4,7 +4,7 @@ import numpy as np
 import pytest
 
 from opforce_tutorial.evaluation import (ReferenceHistograms, chain_observables, evaluate, make_reference,
-                                         observable_values, state_populations)
+                                         observable_values, replica_bootstrap_js, state_populations)
 from opforce_tutorial.systems.alanine_dipeptide import RAMACHANDRAN, SYSTEM, basins
 
 from chains import ala2_like
@@ -199,3 +199,30 @@ def test_unvisited_fraction_counts_frames_with_any_angle_where_the_data_never_we
     assert unvisited_fraction(model, reference, names) == pytest.approx(0.15)
     with pytest.raises(ValueError, match="1-D histogram"):
         unvisited_fraction(model, reference, ["bond 0-1"])
+
+
+def test_the_replica_bootstrap_gives_the_full_js_and_an_error_that_shrinks_with_more_replicas():
+    rng = np.random.default_rng(3)
+    ref = make_reference(ala2_like(40_000, rng)[0], ["bond 0-1", RAMACHANDRAN])
+
+    def simulation(n_rep):  # bonds broader than the reference's: a JS set by a real difference, not by noise
+        return ala2_like(50 * n_rep, rng, bond_std=0.06)[0].reshape(50, n_rep, 5, 3)
+
+    few, many = simulation(16), simulation(256)
+    for obs in ("bond 0-1", RAMACHANDRAN):
+        r = replica_bootstrap_js(few, ref, obs, n_resamples=100)
+        assert r["js"] == pytest.approx(evaluate(few.reshape(-1, 5, 3), ref, [obs])[getattr(obs, "name", obs)]["js"])
+        assert r["sd"] > 0
+    ratio = (replica_bootstrap_js(few, ref, "bond 0-1", 100)["sd"] / replica_bootstrap_js(many, ref, "bond 0-1", 100)["sd"])
+    assert 2.0 < ratio < 8.0  # 16 times the replicas: about 4 (= √16) times smaller
+    copies = np.repeat(few[:, :1], 8, axis=1)  # eight copies of one replica: every resample is the same histogram
+    assert replica_bootstrap_js(copies, ref, "bond 0-1", 20)["sd"] == pytest.approx(0.0, abs=1e-12)
+
+
+def test_the_replica_bootstrap_refuses_what_it_cannot_resample():
+    ref = make_reference(ala2_like(1000, np.random.default_rng(0))[0], ["bond 0-1"])
+    x = ala2_like(100, np.random.default_rng(1))[0]
+    with pytest.raises(ValueError, match="replicas >= 2"):
+        replica_bootstrap_js(x, ref, "bond 0-1")
+    with pytest.raises(ValueError, match="no histogram"):
+        replica_bootstrap_js(x.reshape(50, 2, 5, 3), ref, "bond 1-2")
