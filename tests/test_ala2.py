@@ -316,9 +316,13 @@ def test_chapter_2_gates_and_lessons_are_judged_from_the_numbers():
               "rama_noise01": 0.06, "bonds_noise01": 0.3}
     for key, rama in (("coupling005", 0.04), ("cnf005", 0.06), ("coupling01", 0.06), ("cnf01", 0.08)):
         values.update({f"cg_bond_{key}": 0.05, f"cg_angle_{key}": 0.2, f"rama_{key}": rama, f"bonds_{key}": 0.01})
+    values.update({f"rama_sd_{key}": 0.001 for key in names})
     out = page._verdicts(values, names)
     assert out["local_pass"].startswith("4 of 4") and out["global_pass"].startswith("4 of 4")
     assert out["best_rama"] == "coupling σ=0.05" and out["ref_is_best_rama"] == "is not"
+    values.update(rama_sd_ref=0.015, rama_sd_coupling005=0.015)  # a gap of 0.02 within the combined error 0.021
+    assert page._verdicts(values, names)["ref_is_best_rama"] == "is, within the simulations' sampling error,"
+    values.update(rama_sd_ref=0.001, rama_sd_coupling005=0.001)
     assert out["best_bonds"] == "reference forces" and out["ref_is_best_bonds"] == "is"
     assert "coupling flow trains 4 times" in out["local_lesson"]  # chapter 2's 16 000 steps over the generic 4 000
     values["cg_angle_cnf01"] = 0.4  # over 1/3
@@ -337,6 +341,10 @@ def test_chapter_2_conclusions_on_the_reference_and_the_seed_spread_follow_the_n
     assert "not measured" in out["seed_sentence"]
     assert "107 500 labels against a kernel's 40 000" in out["reference_verdict"]
     assert "the best on the Ramachandran surface (JS 0.037)" in out["reference_verdict"]
+    tie = page.conclusions({**values, "ref_is_best_rama": "is, within the simulations' sampling error,",
+                            "best_rama": "coupling σ=0.05", "rama_best": 0.036, "rama_sd_ref": 0.006})
+    assert "ties with coupling σ=0.05 for the best Ramachandran surface (JS 0.037 ± 0.006 against 0.036" in \
+        tie["reference_verdict"]
     values.update(ref_is_best_rama="is not", best_rama="coupling σ=0.05", rama_best=0.030, n_spread_models=3,
                   ref_within_sd_rama="is", seed_best_rama="coupling σ=0.05", aR_sd_min=1.0, aR_sd_max=4.0)
     out = page.conclusions(values)
