@@ -162,7 +162,7 @@ def _renders_chapter(page, url: str, min_images: int, min_canvases: int, texts) 
 
 def test_chapter_two_renders_its_molecule_figures_and_score_table(site, page):
     _renders_chapter(page, f"{site}/02_alanine_dipeptide.html", 8, 1,
-                     ("reference forces", "coupling σ=0.05", "cnf σ=0.1", "Ramachandran JS (floor)", "αL (φ > 0)",
+                     ("reference forces", "coupling σ=0.05", "cnf σ=0.1", "Ramachandran JS ± error (floor)", "αL (φ > 0)",
                       "Going further"))
 
 

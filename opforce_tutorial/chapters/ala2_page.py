@@ -99,6 +99,15 @@ def comparison(sims: dict, reference, prior_trajectory) -> tuple:
     return scores, table, values
 
 
+def recipe_values() -> dict:
+    """The CG recipe as the chapter states it: force-matching steps and patience, and the label counts of the
+    registered reference-forces model and of a kernel source."""
+    fm = ala2.CG_SETTINGS.force_matching
+    return {"fm_steps": fm.n_steps, "fm_patience": fm.patience,
+            "n_ref_labels": pretrained.read_registry()[ala2.cg_name("reference")]["metrics"]["n_labels"],
+            "n_kernel_labels": ala2.LABELS.n_frames * ala2.LABELS.repeats}
+
+
 def _verdicts(values: dict, names: dict) -> dict:
     """Which flow-kernel models meet the local gate (both ratios ≤ 1/3) and the global gate (≤ 1.5 × the
     reference forces' Ramachandran JS), and whether the reference-forces model is the best on each."""

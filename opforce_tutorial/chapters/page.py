@@ -21,6 +21,14 @@ KERNELS = ("noise", "coupling", "cnf")
 FLOW_KERNELS = ("coupling", "cnf")
 
 
+def glue_values(values: dict) -> None:
+    """Glue every value under its key (``myst_nb.glue``, not displayed), for the page's text to cite."""
+    from myst_nb import glue
+
+    for key, value in values.items():
+        glue(key, value, display=False)
+
+
 def display_name(model_name: str) -> str:
     """"ala2-cg-cnf-0.05" → "cnf σ=0.05", "cln025-cg-reference" → "reference forces", variants of the
     reference: "ala2-cg-reference-chiral" → "reference forces, + dihedrals", "cln025-cg-reference-12k" →
