@@ -93,13 +93,16 @@ QUICK = dict(flows={"coupling": FlowRecipe(dict(SMALL_COUPLING, coordinates="bon
 @dataclass
 class CGVariant:
     """An extra CG model of one label source with a different network (e.g. one that sees signed dihedrals)
-    or another force-matching budget (``force_matching``, default: the study's)."""
+    or another force-matching budget (``force_matching``, default: the study's). ``required=False`` marks a
+    measurement the book does not load (its missing weights are a "to build" line of ``opforce models``, not a
+    problem); by default a variant is as required as the study's models."""
 
     name: str
     source: str
     noise_std: float | None = None
     dihedral_hidden: int = 0
     force_matching: ForceMatchingSettings | None = None
+    required: bool = True
 
 
 @dataclass
@@ -359,7 +362,8 @@ class Study:
         if "reference" in self.sources:
             specs[self.cg_name("reference")] = self._cg_spec(self.cg_name("reference"), "reference", None)
         for v in self.variants:
-            specs[v.name] = self._cg_spec(v.name, v.source, v.noise_std, v.dihedral_hidden, v.force_matching)
+            specs[v.name] = self._cg_spec(v.name, v.source, v.noise_std, v.dihedral_hidden, v.force_matching,
+                                          v.required and self.pretrained_required)
         return specs
 
     def _train_flow(self, source: str, noise_std: float):
@@ -372,7 +376,7 @@ class Study:
         return train
 
     def _cg_spec(self, name: str, source: str, noise_std: float | None, dihedral_hidden: int = 0,
-                 force_matching: ForceMatchingSettings | None = None) -> ModelSpec:
+                 force_matching: ForceMatchingSettings | None = None, required: bool | None = None) -> ModelSpec:
         cg = self.cg if force_matching is None else replace(self.cg, force_matching=force_matching)
 
         def train(device, work_dir=None):
@@ -400,7 +404,7 @@ class Study:
             return self.long_run(model, ns, device, checkpoint=checkpoint)
 
         return ModelSpec(train=train, build=build_cg_model, file=name.replace("-", "_") + ".pt", replicate=replicate,
-                         long_run=long_run, required=self.pretrained_required)
+                         long_run=long_run, required=self.pretrained_required if required is None else required)
 
 
 def build_cg_model(config: dict) -> CGModel:

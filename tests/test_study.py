@@ -123,9 +123,20 @@ def test_the_reference_takes_every_frame_and_models_of_another_budget_are_named_
     registry = {"ala2-cg-reference": trained(ala2.LABELS),  # 40 000 frames: fewer than every frame
                 "ala2-cg-noise-0.05": trained(ala2.LABELS), "ala2-cg-noise-0.1": trained(ala2.LABELS, n_steps=3000),
                 "ala2-cg-cnf-0.05": trained(ala2.LABELS, patience=8),
-                ala2.CHIRAL_REFERENCE: trained(ala2.REFERENCE_LABELS), "ala2-cnf-0.05": {"config": {}}}
+                ala2.CHIRAL_REFERENCE: trained(ala2.REFERENCE_LABELS), "ala2-cnf-0.05": {"config": {}},
+                ala2.LONG_REFERENCE: trained(ala2.REFERENCE_LABELS, n_steps=24_000),  # its own, longer budget
+                "ala2-cg-reference-x": trained(ala2.LABELS)}  # not a model of the study
     assert ala2.models_with_an_earlier_budget(registry) == ["ala2-cg-cnf-0.05", "ala2-cg-noise-0.1",
                                                            "ala2-cg-reference"]
+
+
+def test_a_variant_that_is_a_measurement_is_not_required_but_trains_with_its_own_budget():
+    from opforce_tutorial.chapters import ala2
+
+    specs = ala2.STUDY.recipes()
+    assert specs[ala2.LONG_REFERENCE].required is False and specs[ala2.CHIRAL_REFERENCE].required is True
+    assert ala2.LONG_FM.n_steps == 2 * ala2.CG_SETTINGS.force_matching.n_steps
+    assert ala2.LONG_FM.patience == ala2.CG_SETTINGS.force_matching.patience
 
 
 def test_kernel_labels_record_the_flow_weights_and_refuse_to_resume_with_other_ones(frames_file, tmp_path,
