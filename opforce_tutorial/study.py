@@ -92,8 +92,9 @@ QUICK = dict(flows={"coupling": FlowRecipe(dict(SMALL_COUPLING, coordinates="bon
 
 @dataclass
 class CGVariant:
-    """An extra CG model of one label source with a different network (e.g. one that sees signed dihedrals)
-    or another force-matching budget (``force_matching``, default: the study's). ``required=False`` marks a
+    """One CG model of a study: its label source (and σ), and for an extra model (a study's :attr:`Study.variants`)
+    a different network (e.g. one that sees signed dihedrals) or another force-matching budget
+    (``force_matching``, default: the study's). ``required=False`` marks a
     measurement the book does not load (its missing weights are a "to build" line of ``opforce models``, not a
     problem); by default a variant is as required as the study's models."""
 
@@ -139,8 +140,8 @@ class Study:
     def cg_model_names(self) -> list[str]:
         """The study's main CG models, one per label source: the reference, then each kernel source at each σ
         (the :attr:`variants` are extra)."""
-        names = [self.cg_name("reference")] if "reference" in self.sources else []
-        return names + [self.cg_name(s, sigma) for sigma in self.noise_stds for s in self.sources if s != "reference"]
+        variants = {v.name for v in self.variants}
+        return [name for name in self.cg_models() if name not in variants]
 
     def training_chains(self) -> list[list[str]]:
         """Every model of the study as independent chains of ``opforce pretrain`` names: a flow and the CG
@@ -334,9 +335,7 @@ class Study:
         from .pretrained import read_registry
 
         registry = read_registry() if models_registry is None else models_registry
-        budgets = {self.cg_name(s, g): (s, self.cg.force_matching) for s in self.sources
-                   for g in ((None,) if s == "reference" else self.noise_stds)}
-        budgets.update({v.name: (v.source, v.force_matching or self.cg.force_matching) for v in self.variants})
+        budgets = {name: (v.source, v.force_matching or self.cg.force_matching) for name, v in self.cg_models().items()}
 
         def earlier(training, source, fm):
             labels, want = training["labels"], asdict(self.label_settings(source))
@@ -356,15 +355,15 @@ class Study:
                     specs[self.kernel_name(source, sigma)] = ModelSpec(
                         train=self._train_flow(source, sigma), file=f"{self.name}_{source}_{sigma:g}.pt",
                         build=_build_flow[source], required=self.pretrained_required)
-            for source in self.sources:
-                if source != "reference":
-                    specs[self.cg_name(source, sigma)] = self._cg_spec(self.cg_name(source, sigma), source, sigma)
-        if "reference" in self.sources:
-            specs[self.cg_name("reference")] = self._cg_spec(self.cg_name("reference"), "reference", None)
-        for v in self.variants:
-            specs[v.name] = self._cg_spec(v.name, v.source, v.noise_std, v.dihedral_hidden, v.force_matching,
-                                          v.required and self.pretrained_required)
-        return specs
+        return specs | {name: self._cg_spec(model) for name, model in self.cg_models().items()}
+
+    def cg_models(self) -> dict[str, CGVariant]:
+        """Every CG model of the study by name: the main ones (:meth:`cg_model_names`, with the study's network
+        and budget) and the :attr:`variants`."""
+        main = [CGVariant(self.cg_name("reference"), "reference")] if "reference" in self.sources else []
+        main += [CGVariant(self.cg_name(s, sigma), s, sigma) for sigma in self.noise_stds for s in self.sources
+                 if s != "reference"]
+        return {m.name: m for m in (*main, *self.variants)}
 
     def _train_flow(self, source: str, noise_std: float):
         def train(device, work_dir=None):
@@ -375,9 +374,9 @@ class Study:
 
         return train
 
-    def _cg_spec(self, name: str, source: str, noise_std: float | None, dihedral_hidden: int = 0,
-                 force_matching: ForceMatchingSettings | None = None, required: bool | None = None) -> ModelSpec:
-        cg = self.cg if force_matching is None else replace(self.cg, force_matching=force_matching)
+    def _cg_spec(self, model: CGVariant) -> ModelSpec:
+        source, noise_std, dihedral_hidden = model.source, model.noise_std, model.dihedral_hidden
+        cg = self.cg if model.force_matching is None else replace(self.cg, force_matching=model.force_matching)
 
         def train(device, work_dir=None):
             from .pretrained import load_or_train
@@ -403,8 +402,8 @@ class Study:
         def long_run(model, ns, device, checkpoint=None):
             return self.long_run(model, ns, device, checkpoint=checkpoint)
 
-        return ModelSpec(train=train, build=build_cg_model, file=name.replace("-", "_") + ".pt", replicate=replicate,
-                         long_run=long_run, required=self.pretrained_required if required is None else required)
+        return ModelSpec(train=train, build=build_cg_model, file=model.name.replace("-", "_") + ".pt", replicate=replicate,
+                         long_run=long_run, required=model.required and self.pretrained_required)
 
 
 def build_cg_model(config: dict) -> CGModel:

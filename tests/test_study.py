@@ -133,7 +133,10 @@ def test_the_reference_takes_every_frame_and_models_of_another_budget_are_named_
 def test_a_variant_that_is_a_measurement_is_not_required_but_trains_with_its_own_budget():
     from opforce_tutorial.chapters import ala2
 
-    specs = ala2.STUDY.recipes()
+    specs, models = ala2.STUDY.recipes(), ala2.STUDY.cg_models()
+    assert list(models)[:len(ala2.cg_model_names())] == ala2.cg_model_names()
+    assert list(models)[-2:] == [ala2.CHIRAL_REFERENCE, ala2.LONG_REFERENCE] and set(models) <= set(specs)
+    assert models["ala2-cg-cnf-0.1"].source == "cnf" and models["ala2-cg-cnf-0.1"].noise_std == 0.1
     assert specs[ala2.LONG_REFERENCE].required is False and specs[ala2.CHIRAL_REFERENCE].required is True
     assert ala2.LONG_FM.n_steps == 2 * ala2.CG_SETTINGS.force_matching.n_steps
     assert ala2.LONG_FM.patience == ala2.CG_SETTINGS.force_matching.patience

@@ -17,7 +17,7 @@ from ..evaluation import dihedral_integration_by_parts_check, integration_by_par
 from ..observables import chain_observables
 from ..systems.alanine_dipeptide import RAMACHANDRAN
 from . import ala2
-from .page import LiveLabels, display_name, key_of
+from .page import LiveLabels, display_name, key_of, thousands
 from .page import pm as _pm
 
 LOCAL = [n for n in chain_observables(5) if n.split()[0] in ("bond", "angle")]
@@ -138,8 +138,8 @@ def _verdicts(values: dict, names: dict) -> dict:
         out[f"best_{kind}"] = names[best]
         out[f"{kind}_best"] = values[f"{kind}_{best}"]
         out[f"ref_is_best_{kind}"] = "is" if best == "ref" else "is not"
-    # the Ramachandran JS has a sampling error: a gap smaller than the combined error does not rank the two
-    best = min(models, key=lambda m: values[f"rama_{m}"])
+    # (best is now the Ramachandran best) the Ramachandran JS has a sampling error: a gap smaller than the
+    # combined error does not rank the two
     gap = values["rama_ref"] - values[f"rama_{best}"]
     if best != "ref" and gap <= np.hypot(values["rama_sd_ref"], values[f"rama_sd_{best}"]):
         out["ref_is_best_rama"] = "is, within the simulations' sampling error,"
@@ -160,7 +160,7 @@ def conclusions(values: dict) -> dict:
         out["seed_sentence"] = ("the spread over training seeds is not measured for these weights yet "
                                 "(*Going further*, “One training run is one draw”)")
     bonds = "the best" if values["ref_is_best_bonds"] == "is" else f"behind {values['best_bonds']}"
-    n_ref, n_kernel = (f"{values[k]:,}".replace(",", " ") for k in ("n_ref_labels", "n_kernel_labels"))
+    n_ref, n_kernel = (thousands(values[k]) for k in ("n_ref_labels", "n_kernel_labels"))
     head = (f"They are the exact labels; with every frame ({n_ref} labels against a kernel's {n_kernel}) and the "
             f"same force-matching budget, their model is {bonds} on bonds")
     if values["ref_is_best_rama"].startswith("is,"):

@@ -45,6 +45,11 @@ def key_of(name: str) -> str:
     return name.replace("reference forces", "ref").replace(" σ=", "").replace(".", "").replace(" ", "_")
 
 
+def thousands(n: int) -> str:
+    """A count for people, digits grouped by a space: 107500 → "107 500"."""
+    return f"{int(n):,}".replace(",", " ")
+
+
 def pm(mean: float, err: float, digits: int = 1) -> str:
     return f"{mean:.{digits}f} ± {err:.{digits}f}"
 
