@@ -21,13 +21,16 @@ import torch
 
 from . import catalog
 from .catalog import ModelSpec
-from .storage import atomic_torch_save, atomic_write, read_json, register, sha256, update_json, verified
+from .storage import RunClock, atomic_torch_save, atomic_write, read_json, register, sha256, update_json, verified
 
 MODELS_DIR = Path(__file__).resolve().parent.parent / "models"
 REGISTRY = MODELS_DIR / "registry.json"
 REPLICATES = "replicates.json"
 #: Results of :func:`record_long_run` (``opforce long-run``), next to the registry.
 LONG_RUNS = "long_runs.json"
+#: A run's seconds per invocation (:class:`~opforce_tutorial.storage.RunClock`), in its work folder: a run
+#: resumed from ``models/in_progress/`` records the time of every invocation, not only of the last.
+WALL_TIME = "wall_time.json"
 ENV_VAR = "OPFORCE_TRAIN"
 
 
@@ -141,10 +144,9 @@ def pretrain(name: str, device: str = "cpu", models_dir: Path = MODELS_DIR) -> d
     has just saved, also where :func:`should_train` would train that flow afresh (a GPU).
     """
     spec = _specs()[name]
-    t0 = time.perf_counter()
     work = work_dir(models_dir, name)
-    model, config, training, metrics, produced = spec.train(device, work)
-    wall = time.perf_counter() - t0
+    with RunClock(work / WALL_TIME) as clock:
+        model, config, training, metrics, produced = spec.train(device, work)
     _TRAINED[name] = (model.eval(), produced)
     models_dir.mkdir(parents=True, exist_ok=True)
     path = models_dir / spec.file
@@ -164,7 +166,7 @@ def pretrain(name: str, device: str = "cpu", models_dir: Path = MODELS_DIR) -> d
         "config": config,
         "training": training,
         "metrics": metrics,
-        "wall_time_s": round(wall, 1),
+        **clock.record(),
         "device": device_name(device),
         "versions": {"torch": torch.__version__, "python": platform.python_version()},
         "created": time.strftime("%Y-%m-%d"),
@@ -220,10 +222,10 @@ def replicate(name: str, seed: int, device: str = "cpu", models_dir: Path = MODE
     if registered is None:
         raise PretrainedError(f"{name!r} has no entry in {models_dir / 'registry.json'}; "
                               f"train it first with `{rebuild_command(name)}`")
-    t0 = time.perf_counter()
     work = work_dir(models_dir, f"{name}-seed{seed}")
-    metrics = spec.replicate(seed, device, work)
-    entry = {"metrics": metrics, "model_sha256": registered["sha256"], "wall_time_s": round(time.perf_counter() - t0, 1),
+    with RunClock(work / WALL_TIME) as clock:
+        metrics = spec.replicate(seed, device, work)
+    entry = {"metrics": metrics, "model_sha256": registered["sha256"], **clock.record(),
              "command": replicate_command(name, seed) + (f" --device {device}" if device != "cpu" else ""),
              "device": device_name(device), "created": time.strftime("%Y-%m-%d")}
     record_entry(models_dir / REPLICATES, name, str(seed), entry)
@@ -240,11 +242,11 @@ def record_long_run(name: str, ns: float = 1.0, device: str = "cpu", models_dir:
         runnable = sorted(n for n, s in _specs().items() if s.long_run is not None)
         raise PretrainedError(f"{name!r} has no long run; models that have one: {runnable}")
     model, registered = load(name, models_dir)
-    t0 = time.perf_counter()
     work = work_dir(models_dir, f"long-run-{name}-{ns:g}ns")
-    result = spec.long_run(model, ns, device, str(work / "simulation.ckpt"))
+    with RunClock(work / WALL_TIME) as clock:
+        result = spec.long_run(model, ns, device, str(work / "simulation.ckpt"))
     entry = {**result, "ns_per_replica": ns, "model_sha256": registered["sha256"],
-             "wall_time_s": round(time.perf_counter() - t0, 1), "device": device_name(device),
+             **clock.record(), "device": device_name(device),
              "command": f"opforce long-run {name} --ns {ns:g}" + (f" --device {device}" if device != "cpu" else ""),
              "created": time.strftime("%Y-%m-%d")}
     record_entry(models_dir / LONG_RUNS, name, f"{ns:g}", entry)

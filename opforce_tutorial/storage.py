@@ -13,6 +13,8 @@ import fcntl
 import hashlib
 import json
 import os
+import threading
+import time
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Callable
@@ -136,6 +138,55 @@ def update_json(path: str | Path, update: Callable[[dict], None], sort_keys: boo
         update(data)
         atomic_write_json(path, data, sort_keys=sort_keys)
     return data
+
+
+class RunClock:
+    """The wall time of a run that may be killed and resumed, invocation by invocation: a ``with`` block
+    reads the seconds of earlier invocations from ``path`` (a run's work folder holds it) and a daemon
+    thread rewrites the file atomically every ``every`` seconds, so a killed invocation loses at most that
+    much of its time. :attr:`invocations_s` lists each invocation's seconds, :attr:`total_s` their sum."""
+
+    def __init__(self, path: str | Path, every: float = 30.0):
+        if not every > 0:
+            raise ValueError(f"every must be positive seconds, got {every}")
+        self.path, self.every = Path(path), every
+        self._earlier: list[float] = []
+        self._t0 = self._t1 = None
+        self._stop = threading.Event()
+
+    def __enter__(self) -> "RunClock":
+        if self.path.exists():
+            self._earlier = [float(s) for s in read_json(self.path)["invocations_s"]]
+        self._t0 = time.perf_counter()
+        self._thread = threading.Thread(target=self._beat, daemon=True)
+        self._thread.start()
+        return self
+
+    def _beat(self) -> None:
+        while not self._stop.wait(self.every):
+            self._write()
+
+    def _write(self) -> None:
+        atomic_write_json(self.path, {"invocations_s": self.invocations_s})
+
+    def __exit__(self, *exc) -> None:
+        self._t1 = time.perf_counter()
+        self._stop.set()
+        self._thread.join()
+        self._write()
+
+    @property
+    def invocations_s(self) -> list[float]:
+        now = time.perf_counter() if self._t1 is None else self._t1
+        return [*self._earlier, round(now - self._t0, 1)]
+
+    @property
+    def total_s(self) -> float:
+        return round(sum(self.invocations_s), 1)
+
+    def record(self) -> dict:
+        """The run's wall time for a registry entry: ``wall_time_s``, and each invocation's if it resumed."""
+        return {"wall_time_s": self.total_s, **({"invocations_s": self.invocations_s} if self._earlier else {})}
 
 
 def _alive(pid: int) -> bool:

@@ -266,8 +266,31 @@ def test_pretrain_and_replicate_give_each_run_a_work_directory_that_survives_a_k
     with pytest.raises(KeyboardInterrupt):
         pretrained.pretrain("tiny", models_dir=tmp_path)
     assert (tmp_path / ".work" / "tiny" / "stage1.done").exists()
-    pretrained.pretrain("tiny", models_dir=tmp_path)  # the same command resumes
+    assert len(read_json(tmp_path / ".work" / "tiny" / pretrained.WALL_TIME)["invocations_s"]) == 1
+    entry = pretrained.pretrain("tiny", models_dir=tmp_path)  # the same command resumes
     assert seen == [tmp_path / ".work" / "tiny"] * 2 and not (tmp_path / ".work" / "tiny").exists()
+    # the entry's wall time is both invocations', each listed
+    assert len(entry["invocations_s"]) == 2 and entry["wall_time_s"] == pytest.approx(sum(entry["invocations_s"]), abs=0.1)
+
+
+def test_a_run_clock_keeps_each_invocation_and_a_killed_one_loses_at_most_one_beat(tmp_path):
+    import time
+
+    from opforce_tutorial.storage import RunClock
+
+    path = tmp_path / "wall_time.json"
+    with RunClock(path, every=0.05) as clock:
+        time.sleep(0.3)
+        beat = read_json(path)["invocations_s"]  # written while the run goes on: what a kill would leave
+        assert len(beat) == 1 and 0.2 <= beat[0] <= 0.31
+    assert clock.record() == {"wall_time_s": clock.invocations_s[0]} and clock.total_s >= 0.3
+    with RunClock(path, every=0.05) as resumed:
+        time.sleep(0.1)
+    first, second = resumed.invocations_s
+    assert first == clock.invocations_s[0] and 0.1 <= second < 0.3
+    assert resumed.record() == {"wall_time_s": round(first + second, 1), "invocations_s": [first, second]}
+    with pytest.raises(ValueError, match="every must be positive"):
+        RunClock(path, every=0)
 
 
 def test_a_dataset_build_refuses_another_molecules_runs(tmp_path):
