@@ -387,3 +387,21 @@ def test_the_long_run_populations_are_judged_within_two_combined_block_errors():
     run = {"αR": {"mean": 0.259, "block_error": 0.010}, "β / PII": {"mean": 0.686, "block_error": 0.017}}
     text = page.long_populations_sentence(run, data)
     assert "αR 25.9 ± 1.0 % and β 68.6 ± 1.7 %" in text and text.endswith("αR outside, β within two combined block errors")
+
+
+def test_the_longer_budget_sentence_says_what_is_measured_and_what_is_still_to_run():
+    from opforce_tutorial.chapters import ala2, ala2_page as page
+
+    data = {"αR": {"mean": 0.309, "block_error": 0.008}, "β / PII": {"mean": 0.667, "block_error": 0.012}}
+    ref = {"metrics": {"best_step": 11200, "js": {"ramachandran": {"js": 0.037}}}}
+    assert "not trained yet (`opforce pretrain ala2-cg-reference-24k`)" in page.longer_budget_sentence(
+        {"ala2-cg-reference": ref}, {}, data)
+    registry = {"ala2-cg-reference": ref, ala2.LONG_REFERENCE: {"metrics": {"best_step": 20300,
+                                                                            "js": {"ramachandran": {"js": 0.031}}}}}
+    text = page.longer_budget_sentence(registry, {}, data)
+    assert text.startswith("With 24 000 force-matching steps (`ala2-cg-reference-24k`, best step 20 300)")
+    assert "JS is 0.031, against 0.037 at 12 000" in text and text.endswith("--ns 1`)")
+    run = {"αR": {"mean": 0.300, "block_error": 0.010}, "β / PII": {"mean": 0.660, "block_error": 0.017}}
+    text = page.longer_budget_sentence(registry, {ala2.LONG_REFERENCE: {"1": {"populations": run}}}, data)
+    assert "; its αR 30.0 ± 1.0 % and β 66.0 ± 1.7 % compare with the data's" in text
+    assert text.endswith("αR within, β within two combined block errors")

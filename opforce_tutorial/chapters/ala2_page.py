@@ -282,8 +282,8 @@ def exchange_table(sims: dict) -> tuple:
     return exchange.style.format(fmt).set_caption("basin exchange in 100 ps per replica"), values
 
 
-LONG_RUN_MODELS = {"ala2-cg-reference": "ref", ala2.CHIRAL_REFERENCE: "chiral", "ala2-cg-noise-0.05": "noise005",
-                   "ala2-cg-coupling-0.05": "coupling005", "ala2-cg-cnf-0.05": "cnf005"}
+LONG_RUN_MODELS = {"ala2-cg-reference": "ref", ala2.LONG_REFERENCE: "ref24k", ala2.CHIRAL_REFERENCE: "chiral",
+                   "ala2-cg-noise-0.05": "noise005", "ala2-cg-coupling-0.05": "coupling005", "ala2-cg-cnf-0.05": "cnf005"}
 LONG_RUN_FIELDS = ("aL", "aLerr", "aR", "entries", "exits", "first", "second", "drift", "versus", "ratio")
 
 
@@ -325,20 +325,40 @@ def long_run_report() -> tuple:
     values["long_ref_sentence"] = (long_populations_sentence(long[ala2.cg_name("reference")]["1"]["populations"], data)
                                    if "ref" in run_keys else
                                    "The reference-forces model's 1 ns run is not recorded for its current weights")
+    values["long_ref_sentence"] += ". " + longer_budget_sentence(pretrained.read_registry(), long, data)
     table = pd.DataFrame(rows).T.fillna("").style.set_caption("64 replicas × 1 ns from the registered models' starts")
     return table, values
 
 
-def long_populations_sentence(run: dict, data: dict) -> str:
-    """The reference-forces model's αR and β in a 1 ns run against the data's, each judged within two combined
-    block errors or not (``run``, ``data``: basin → {"mean", "block_error"}, fractions)."""
+def longer_budget_sentence(registry: dict, long: dict, data: dict) -> str:
+    """What twice the force-matching steps bought the reference-forces model (:data:`ala2.LONG_REFERENCE`):
+    its best step and Ramachandran JS against the registered reference's, and its 1 ns populations
+    (:func:`long_populations_sentence`), or which command is still to run (``registry``: the models registry,
+    ``long``: :func:`pretrained.long_runs`, ``data``: :func:`data_populations`)."""
+    name, steps = ala2.LONG_REFERENCE, thousands(ala2.LONG_FM.n_steps)
+    if name not in registry:
+        return f"The reference-forces model with {steps} force-matching steps is not trained yet (`opforce pretrain {name}`)"
+    mine, ref = (registry[n]["metrics"] for n in (name, ala2.cg_name("reference")))
+    text = (f"With {steps} force-matching steps (`{name}`, best step {thousands(mine['best_step'])}) the "
+            f"reference-forces model's Ramachandran JS is {mine['js']['ramachandran']['js']:.3f}, against "
+            f"{ref['js']['ramachandran']['js']:.3f} at {thousands(ala2.CG_SETTINGS.force_matching.n_steps)}")
+    run = long.get(name, {}).get("1")
+    if run is None:
+        return text + f"; its 1 ns run is not recorded yet (`opforce long-run {name} --ns 1`)"
+    return text + "; " + long_populations_sentence(run["populations"], data, "its").removeprefix("In 1 ns runs ")
+
+
+def long_populations_sentence(run: dict, data: dict, whose: str = "the reference-forces model's") -> str:
+    """A model's αR and β in a 1 ns run against the data's, each judged within two combined block errors or
+    not (``run``, ``data``: basin → {"mean", "block_error"}, fractions; ``whose``: the model, as the
+    sentence names it)."""
     parts, verdicts = [], []
     for basin, short in (("αR", "αR"), ("β / PII", "β")):
         m, e = 100 * run[basin]["mean"], 100 * run[basin]["block_error"]
         dm, de = 100 * data[basin]["mean"], 100 * data[basin]["block_error"]
         parts.append((f"{short} {m:.1f} ± {e:.1f} %", f"{dm:.1f} ± {de:.1f} %"))
         verdicts.append(f"{short} {'within' if abs(m - dm) <= 2 * np.hypot(e, de) else 'outside'}")
-    return (f"In 1 ns runs the reference-forces model's {parts[0][0]} and {parts[1][0]} compare with the data's "
+    return (f"In 1 ns runs {whose} {parts[0][0]} and {parts[1][0]} compare with the data's "
             f"{parts[0][1]} and {parts[1][1]}: {verdicts[0]}, {verdicts[1]} two combined block errors")
 
 
