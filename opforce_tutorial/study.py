@@ -92,11 +92,10 @@ QUICK = dict(flows={"coupling": FlowRecipe(dict(SMALL_COUPLING, coordinates="bon
 
 @dataclass
 class CGVariant:
-    """One CG model of a study: its label source (and σ), and for an extra model (a study's :attr:`Study.variants`)
-    a different network (e.g. one that sees signed dihedrals) or another force-matching budget
-    (``force_matching``, default: the study's). ``required=False`` marks a
-    measurement the book does not load (its missing weights are a "to build" line of ``opforce models``, not a
-    problem); by default a variant is as required as the study's models."""
+    """One CG model of a study: its label source (and σ), and for an extra model (:attr:`Study.variants`) a
+    different network (e.g. one that sees signed dihedrals) or another force-matching budget
+    (``force_matching``, default: the study's). ``required=False`` marks a measurement the book does not
+    load: its missing weights are a "to build" line of ``opforce models``, not a problem."""
 
     name: str
     source: str
@@ -374,9 +373,9 @@ class Study:
 
         return train
 
-    def _cg_spec(self, model: CGVariant) -> ModelSpec:
-        source, noise_std, dihedral_hidden = model.source, model.noise_std, model.dihedral_hidden
-        cg = self.cg if model.force_matching is None else replace(self.cg, force_matching=model.force_matching)
+    def _cg_spec(self, variant: CGVariant) -> ModelSpec:
+        source, noise_std, dihedral_hidden = variant.source, variant.noise_std, variant.dihedral_hidden
+        cg = self.cg if variant.force_matching is None else replace(self.cg, force_matching=variant.force_matching)
 
         def train(device, work_dir=None):
             from .pretrained import load_or_train
@@ -402,8 +401,8 @@ class Study:
         def long_run(model, ns, device, checkpoint=None):
             return self.long_run(model, ns, device, checkpoint=checkpoint)
 
-        return ModelSpec(train=train, build=build_cg_model, file=model.name.replace("-", "_") + ".pt", replicate=replicate,
-                         long_run=long_run, required=model.required and self.pretrained_required)
+        return ModelSpec(train=train, build=build_cg_model, file=variant.name.replace("-", "_") + ".pt",
+                         replicate=replicate, long_run=long_run, required=variant.required and self.pretrained_required)
 
 
 def build_cg_model(config: dict) -> CGModel:
