@@ -333,18 +333,18 @@ def long_run_report() -> tuple:
 def longer_budget_sentence(registry: dict, long: dict, data: dict) -> str:
     """What twice the force-matching steps bought the reference-forces model (:data:`ala2.LONG_REFERENCE`):
     its best step and Ramachandran JS against the registered reference's, and its 1 ns populations
-    (:func:`long_populations_sentence`), or which command is still to run (``registry``: the models registry,
+    (:func:`long_populations_sentence`), or which command is still to run, as plain text for a glue (``registry``: the models registry,
     ``long``: :func:`pretrained.long_runs`, ``data``: :func:`data_populations`)."""
     name, steps = ala2.LONG_REFERENCE, thousands(ala2.LONG_FM.n_steps)
     if name not in registry:
-        return f"The reference-forces model with {steps} force-matching steps is not trained yet (`opforce pretrain {name}`)"
+        return f"The reference-forces model with {steps} force-matching steps is not trained yet (opforce pretrain {name})"
     mine, ref = (registry[n]["metrics"] for n in (name, ala2.cg_name("reference")))
-    text = (f"With {steps} force-matching steps (`{name}`, best step {thousands(mine['best_step'])}) the "
+    text = (f"With {steps} force-matching steps ({name}, best step {thousands(mine['best_step'])}) the "
             f"reference-forces model's Ramachandran JS is {mine['js']['ramachandran']['js']:.3f}, against "
             f"{ref['js']['ramachandran']['js']:.3f} at {thousands(ala2.CG_SETTINGS.force_matching.n_steps)}")
     run = long.get(name, {}).get("1")
     if run is None:
-        return text + f"; its 1 ns run is not recorded yet (`opforce long-run {name} --ns 1`)"
+        return text + f"; its 1 ns run is not recorded yet (opforce long-run {name} --ns 1)"
     return text + "; " + long_populations_sentence(run["populations"], data, "its").removeprefix("In 1 ns runs ")
 
 

@@ -105,9 +105,9 @@ def model_status() -> pd.io.formats.style.Styler:
     for name, spec in cln025.recipes().items():
         entry = registry.get(name)
         status = ("registered" if name not in earlier else
-                  f"registered, earlier prior (1-3 pairs not repelled, network not clamped): `{pretrained.rebuild_command(name)}`")
+                  f"registered, earlier prior (1-3 pairs not repelled, network not clamped): {pretrained.rebuild_command(name)}")
         rows[name] = ({"status": status, "device": entry["device"], "wall time (min)": f"{entry['wall_time_s'] / 60:.0f}"}
-                      if entry else {"status": f"not built yet: `{pretrained.rebuild_command(name)}`", "device": "",
+                      if entry else {"status": f"not built yet: {pretrained.rebuild_command(name)}", "device": "",
                                      "wall time (min)": ""})
     return pd.DataFrame(rows).T.style.set_caption("the chapter's flows and CG models")
 
@@ -309,7 +309,7 @@ def long_budget_verdict(reference) -> str:
     """What 4 × the force-matching steps bought the reference-forces model, as a sentence (or how to build it)."""
     name = cln025.LONG_REFERENCE
     if name not in pretrained.read_registry():
-        return (f"what four times the steps buys is measured by `{pretrained.rebuild_command(name)}` "
+        return (f"what four times the steps buys is measured by {pretrained.rebuild_command(name)} "
                 "(not built yet)")
     s = cln025.score(pretrained.samples(name), reference)
     folded = s["populations"]["folded"]

@@ -131,4 +131,4 @@ def cost_table(prefix: str) -> pd.io.formats.style.Styler:
     rows = {name: {"wall time (min)": f"{e['wall_time_s'] / 60:.1f}", "device": e["device"], "command": e["command"]}
             for name, e in registry.items() if name.startswith(prefix)}
     return pd.DataFrame(rows).T.style.set_caption(
-        "pretraining cost (`opforce pretrain`; for a CG model: its labels, force matching and 64-replica simulation)")
+        "pretraining cost (opforce pretrain; for a CG model: its labels, force matching and 64-replica simulation)")
