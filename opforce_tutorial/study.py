@@ -375,7 +375,9 @@ class Study:
 
     def _cg_spec(self, variant: CGVariant) -> ModelSpec:
         source, noise_std, dihedral_hidden = variant.source, variant.noise_std, variant.dihedral_hidden
-        cg = self.cg if variant.force_matching is None else replace(self.cg, force_matching=variant.force_matching)
+
+        def settings() -> CGRunSettings:  # read when a stage runs: the catalog keeps this spec for the process
+            return self.cg if variant.force_matching is None else replace(self.cg, force_matching=variant.force_matching)
 
         def train(device, work_dir=None):
             from .pretrained import load_or_train
@@ -383,7 +385,7 @@ class Study:
             flow = (load_or_train(self.kernel_name(source, noise_std), device=device).to(device)
                     if source in FLOW_SOURCES else None)
             run, metrics, training = self.cg_run(self.training_frames(), source, noise_std, flow, 0, device,
-                                                 dihedral_hidden, cg_settings=cg, work_dir=work_dir)
+                                                 dihedral_hidden, cg_settings=settings(), work_dir=work_dir)
             config = {"n_beads": self.system.n_beads, "n_fourier": run.model.prior.n_fourier,
                       "repulsion_min_separation": run.model.prior.repulsion_min_separation,
                       "schnet": asdict(run.model.net.config)}
@@ -395,7 +397,7 @@ class Study:
             if source in FLOW_SOURCES:
                 flow, _, _, flow_metrics = self.fit_flow(ds, source, noise_std, seed, device, work_dir)
                 metrics["flow_final_val_loss"] = flow_metrics["final_val_loss"]
-            return {**self.cg_run(ds, source, noise_std, flow, seed, device, dihedral_hidden, cg_settings=cg,
+            return {**self.cg_run(ds, source, noise_std, flow, seed, device, dihedral_hidden, cg_settings=settings(),
                                   work_dir=work_dir)[1], **metrics}
 
         def long_run(model, ns, device, checkpoint=None):

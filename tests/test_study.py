@@ -3,6 +3,7 @@
 import json
 import subprocess
 import sys
+from dataclasses import replace
 
 import numpy as np
 import pytest
@@ -175,3 +176,26 @@ def test_kernel_labels_record_the_flow_weights_and_refuse_to_resume_with_other_o
     study.labelled_set("coupling", 0.05, ds, flow, settings, progress=False, work_dir=tmp_path)
     metadata = load_labels(tmp_path / "labels.npz").metadata
     assert metadata["model_sha256"] == state_sha256(flow) and metadata["source"] == "mine"
+
+
+def test_a_published_recipe_trains_with_the_study_settings_of_when_it_runs(monkeypatch):
+    """The catalog keeps each spec for the process: a spec made before a test shrinks the recipe must see it."""
+    from opforce_tutorial.chapters import ala2
+
+    specs = ala2.STUDY.recipes()  # made first, as the catalog makes them once
+    tiny = replace(ala2.STUDY.cg, n_replicas=2)
+    monkeypatch.setattr(ala2.STUDY, "cg", tiny)
+    seen = []
+
+    class Stop(Exception):
+        pass
+
+    def fake_cg_run(ds, source, noise_std, flow, seed, device, dihedral_hidden=0, cg_settings=None, **_):
+        seen.append(cg_settings)
+        raise Stop
+
+    monkeypatch.setattr(ala2.STUDY, "cg_run", fake_cg_run)
+    for name in ("ala2-cg-reference", ala2.LONG_REFERENCE):
+        with pytest.raises(Stop):
+            specs[name].train("cpu", None)
+    assert seen[0] == tiny and seen[1] == replace(tiny, force_matching=ala2.LONG_FM)

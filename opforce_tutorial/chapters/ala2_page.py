@@ -339,9 +339,13 @@ def longer_budget_sentence(registry: dict, long: dict, data: dict) -> str:
     if name not in registry:
         return f"The reference-forces model with {steps} force-matching steps is not trained yet (opforce pretrain {name})"
     mine, ref = (registry[n]["metrics"] for n in (name, ala2.cg_name("reference")))
-    text = (f"With {steps} force-matching steps ({name}, best step {thousands(mine['best_step'])}) the "
-            f"reference-forces model's Ramachandran JS is {mine['js']['ramachandran']['js']:.3f}, against "
-            f"{ref['js']['ramachandran']['js']:.3f} at {thousands(ala2.CG_SETTINGS.force_matching.n_steps)}")
+    fm = ala2.LONG_FM
+    stopped = min(mine["best_step"] + fm.patience * fm.eval_every, fm.n_steps)  # early stopping's last step
+    text = (f"With up to {steps} force-matching steps ({name}) the fit stopped at step {thousands(stopped)} "
+            f"(best step {thousands(mine['best_step'])}, held-out force error {mine['best_val_force_mse']:.1f} "
+            f"against {ref['best_val_force_mse']:.1f} (kcal/mol/Å)² at "
+            f"{thousands(ala2.CG_SETTINGS.force_matching.n_steps)}); its Ramachandran JS is "
+            f"{mine['js']['ramachandran']['js']:.3f}, against {ref['js']['ramachandran']['js']:.3f}")
     run = long.get(name, {}).get("1")
     if run is None:
         return text + f"; its 1 ns run is not recorded yet (opforce long-run {name} --ns 1)"
