@@ -410,3 +410,7 @@ def test_the_longer_budget_sentence_says_what_is_measured_and_what_is_still_to_r
     text = page.longer_budget_sentence(registry, {ala2.LONG_REFERENCE: {"1": {"populations": run}}}, data)
     assert "; its αR 30.0 ± 1.0 % and β 66.0 ± 1.7 % compare with the data's" in text
     assert text.endswith("αR within, β within two combined block errors")
+    base = {"αR": {"mean": 0.259, "block_error": 0.010}, "β / PII": {"mean": 0.686, "block_error": 0.017}}
+    text = page.longer_budget_sentence(registry, {ala2.LONG_REFERENCE: {"1": {"populations": run}},
+                                                  "ala2-cg-reference": {"1": {"populations": base}}}, data)
+    assert "held-out force errors 0.01 (kcal/mol/Å)² apart hold αR populations 4.1 ± 1.4 points apart" in text
