@@ -363,6 +363,12 @@ def test_the_seed_spread_of_models_without_replicates_says_it_is_not_measured():
     _, _, values = page.seed_spread(pd.DataFrame(rows))
     assert values["n_spread_models"] == 0 and "not measured" in values["seed_result"]
     assert "ref_within_sd_rama" not in values  # no spread: no claim about it
+    # one model with replicates: its spread is reported, no model is ranked against single seeds
+    rows += [{**rows[0], "seed": 1, "αR %": 26.0, "JS ramachandran": 0.05}]
+    _, _, values = page.seed_spread(pd.DataFrame(rows))
+    assert values["n_spread_models"] == 1 and "ref_within_sd_rama" not in values
+    assert values["seed_result"].startswith("only reference forces has replicates yet: over its 2 training seeds αR "
+                                            "spreads by 2.8 percentage points and the Ramachandran JS by 0.007")
 
 
 def test_chapter_2_deep_dive_results_follow_the_numbers():

@@ -150,15 +150,18 @@ def conclusions(values: dict) -> dict:
     """The chapter's sentences on the seed spread and on the reference-forces model, from the page's numbers:
     :func:`comparison`'s, :func:`seed_spread`'s and :func:`label_checks`' values and ``n_ref_labels``."""
     out = {}
-    if values["n_spread_models"]:
+    if "ref_within_sd_rama" in values:
         out["seed_sentence"] = (
-            f"over training seeds (*Going further*) it {values['ref_within_sd_rama']} within one seed standard "
+            f"over training seeds (“Going further”) it {values['ref_within_sd_rama']} within one seed standard "
             f"deviation of the best seed mean ({values['seed_best_rama']}), and the αR population of the "
             f"{values['n_spread_models']} models with replicates spreads by {values['aR_sd_min']:.0f} to "
             f"{values['aR_sd_max']:.0f} percentage points (one standard deviation over seeds)")
+    elif values["n_spread_models"]:
+        out["seed_sentence"] = (f"over training seeds (“Going further”) only {values['spread_names']} has replicates "
+                                f"yet, so no model is ranked by its seed mean; {values['seed_result']}")
     else:
         out["seed_sentence"] = ("the spread over training seeds is not measured for these weights yet "
-                                "(*Going further*, “One training run is one draw”)")
+                                "(“Going further”, “One training run is one draw”)")
     bonds = "the best" if values["ref_is_best_bonds"] == "is" else f"behind {values['best_bonds']}"
     n_ref, n_kernel = (thousands(values[k]) for k in ("n_ref_labels", "n_kernel_labels"))
     head = (f"They are the exact labels; with every frame ({n_ref} labels against a kernel's {n_kernel}) and the "
@@ -177,7 +180,7 @@ def conclusions(values: dict) -> dict:
         out["reference_verdict"] = (
             f"{head}, and {values['best_rama']} is better on the Ramachandran surface (JS {values['rama_best']:.3f} "
             f"against {values['rama_ref']:.3f}{within}): instantaneous atomistic forces pin the mean force along φ "
-            f"and ψ down {values['dihedral_error_ratio']:.1f} times less well than as many noise labels (*Going further*)")
+            f"and ψ down {values['dihedral_error_ratio']:.1f} times less well than as many noise labels (“Going further”)")
     return out
 
 
@@ -234,23 +237,33 @@ def seed_spread(seeds: pd.DataFrame, names: list[str] | None = None) -> tuple:
     """Mean ± standard deviation over training seeds of every model, as (Styler, spread DataFrame, values)."""
     seeds = seeds if names is None else seeds[seeds.model.isin(names)]
     spread = seeds.groupby("model", sort=False)[SEED_COLUMNS].agg(["mean", "std"])
-    table = pd.DataFrame({c: [f"{m:.3g} ± {s:.2g}" if np.isfinite(s) else f"{m:.3g}"
+    digits = {c: 1 if c.endswith("%") else 4 for c in SEED_COLUMNS}  # percentages and JS values, for people
+    table = pd.DataFrame({c: [f"{m:.{digits[c]}f} ± {s:.{digits[c]}f}" if np.isfinite(s) else f"{m:.{digits[c]}f}"
                               for m, s in zip(spread[c]["mean"], spread[c]["std"])]
                           for c in SEED_COLUMNS}, index=[display_name(n) for n in spread.index])
     table.insert(0, "seeds", seeds.groupby("model", sort=False).size().to_numpy())
     values = {"n_seeds": int(table["seeds"].min()), "n_seeds_max": int(table["seeds"].max()),
               "aR_sd_min": float(spread["αR %"]["std"].min()), "aR_sd_max": float(spread["αR %"]["std"].max()),
               "n_spread_models": int(spread["αR %"]["std"].notna().sum())}
-    values["seed_result"] = (
-        f"over {values['n_seeds']} to {values['n_seeds_max']} training seeds per model, αR spreads by "
-        f"{values['aR_sd_min']:.0f} to {values['aR_sd_max']:.0f} percentage points (standard deviation)"
-        if values["n_spread_models"] else
-        "no replicate with another seed is recorded for the current weights of any model yet, so the plot shows "
-        "seed 0 alone and the spread over seeds is not measured")
-    main = [n for n in spread.index if n in ala2.cg_model_names()]
+    spread_models = [n for n in spread.index if np.isfinite(spread.loc[n, ("αR %", "std")])]
+    values["spread_names"] = ", ".join(display_name(n) for n in spread_models)
+    if len(spread_models) == 1:
+        (name,) = spread_models
+        values["seed_result"] = (
+            f"only {display_name(name)} has replicates yet: over its {int(table['seeds'].max())} training seeds αR "
+            f"spreads by {values['aR_sd_max']:.1f} percentage points and the Ramachandran JS by "
+            f"{spread.loc[name, ('JS ramachandran', 'std')]:.3f} (standard deviations)")
+    elif spread_models:
+        values["seed_result"] = (
+            f"over {values['n_seeds']} to {values['n_seeds_max']} training seeds per model, αR spreads by "
+            f"{values['aR_sd_min']:.0f} to {values['aR_sd_max']:.0f} percentage points (standard deviation)")
+    else:
+        values["seed_result"] = ("no replicate with another seed is recorded for the current weights of any model "
+                                 "yet, so the plot shows seed 0 alone and the spread over seeds is not measured")
+    main = [n for n in spread_models if n in ala2.cg_model_names()]  # rank only models whose spread is measured
     reference = ala2.cg_name("reference")
     for column, short in (("JS ramachandran", "rama"), ("mean JS bonds", "bonds"), ("mean JS angles", "angles")):
-        if reference in main and values["n_spread_models"]:
+        if reference in main and len(main) >= 2:
             best = min(main, key=lambda n: spread.loc[n, (column, "mean")])
             gap = spread.loc[reference, (column, "mean")] - spread.loc[best, (column, "mean")]
             values[f"seed_best_{short}"] = display_name(best)
