@@ -369,6 +369,12 @@ def test_the_seed_spread_of_models_without_replicates_says_it_is_not_measured():
     assert values["n_spread_models"] == 1 and "ref_within_sd_rama" not in values
     assert values["seed_result"].startswith("only reference forces has replicates yet: over its 2 training seeds αR "
                                             "spreads by 2.8 percentage points and the Ramachandran JS by 0.007")
+    sentence = page.conclusions({**values, "ref_is_best_bonds": "is", "best_bonds": "reference forces",
+                                 "ref_is_best_rama": "is", "best_rama": "reference forces", "rama_best": 0.04,
+                                 "rama_ref": 0.04, "rama_sd_ref": 0.005, "n_ref_labels": 107500,
+                                 "n_kernel_labels": 40000})["seed_sentence"]
+    assert sentence.count("only reference forces has replicates yet") == 1
+    assert sentence.endswith("(standard deviations), so no model is ranked by its seed mean")
 
 
 def test_chapter_2_deep_dive_results_follow_the_numbers():

@@ -157,8 +157,8 @@ def conclusions(values: dict) -> dict:
             f"{values['n_spread_models']} models with replicates spreads by {values['aR_sd_min']:.0f} to "
             f"{values['aR_sd_max']:.0f} percentage points (one standard deviation over seeds)")
     elif values["n_spread_models"]:
-        out["seed_sentence"] = (f"over training seeds (“Going further”) only {values['spread_names']} has replicates "
-                                f"yet, so no model is ranked by its seed mean; {values['seed_result']}")
+        out["seed_sentence"] = (f"over training seeds (“Going further”) {values['seed_result']}, so no model is ranked "
+                                "by its seed mean")
     else:
         out["seed_sentence"] = ("the spread over training seeds is not measured for these weights yet "
                                 "(“Going further”, “One training run is one draw”)")
