@@ -93,9 +93,10 @@ QUICK = dict(flows={"coupling": FlowRecipe(dict(SMALL_COUPLING, coordinates="bon
 @dataclass
 class CGVariant:
     """One CG model of a study: its label source (and σ), and for an extra model (:attr:`Study.variants`) a
-    different network (e.g. one that sees signed dihedrals) or another force-matching budget
-    (``force_matching``, default: the study's). ``required=False`` marks a measurement the book does not
-    load: its missing weights are a "to build" line of ``opforce models``, not a problem."""
+    different network (e.g. one that sees signed dihedrals), another force-matching budget
+    (``force_matching``, default: the study's) or another label budget (``labels``, default: the source's,
+    :meth:`Study.label_settings`). ``required=False`` marks a measurement the book does not load: its missing
+    weights are a "to build" line of ``opforce models``, not a problem."""
 
     name: str
     source: str
@@ -103,6 +104,7 @@ class CGVariant:
     dihedral_hidden: int = 0
     force_matching: ForceMatchingSettings | None = None
     required: bool = True
+    labels: LabelSettings | None = None
 
 
 @dataclass
@@ -240,11 +242,14 @@ class Study:
                    "dataset_sha256": self.dataset_sha256()}
         return flow, config, settings, metrics
 
-    def kernel_output_js(self, source: str, noise_std: float, flow, ds=None, device="cpu") -> dict:
+    def kernel_output_js(self, source: str, noise_std: float, flow, ds=None, device="cpu", progress: bool = False,
+                         work_dir: Path | None = None) -> dict:
         """JS (with floors) of the bonds and angles of a kernel's labelled positions y against the data
-        (the output gate): ``{observable: {"js", "js_floor", "n_samples"}}`` for :attr:`output_labels`."""
+        (the output gate): ``{observable: {"js", "js_floor", "n_samples"}}`` for :attr:`output_labels`.
+        With ``work_dir`` its labels are kept in ``work_dir/output_gate/`` (a killed run resumes)."""
         ds = self.training_frames() if ds is None else ds
-        y, _, _ = self.labelled_set(source, noise_std, ds, flow, self.output_labels, device=device, progress=False)
+        y, _, _ = self.labelled_set(source, noise_std, ds, flow, self.output_labels, device=device, progress=progress,
+                                    work_dir=None if work_dir is None else Path(work_dir) / "output_gate")
         names = [n for n in chain_observables(self.system.n_beads) if n.split()[0] in ("bond", "angle")]
         return evaluate(y, self.reference_histograms(), names)
 
@@ -334,15 +339,16 @@ class Study:
         from .pretrained import read_registry
 
         registry = read_registry() if models_registry is None else models_registry
-        budgets = {name: (v.source, v.force_matching or self.cg.force_matching) for name, v in self.cg_models().items()}
+        budgets = {name: (v.labels or self.label_settings(v.source), v.force_matching or self.cg.force_matching)
+                   for name, v in self.cg_models().items()}
 
-        def earlier(training, source, fm):
-            labels, want = training["labels"], asdict(self.label_settings(source))
+        def earlier(training, label_settings, fm):
+            labels, want = training["labels"], asdict(label_settings)
             return (any(labels.get(k) != want[k] for k in ("data_fraction", "n_frames", "repeats"))
                     or any(training["cg"]["force_matching"][k] != getattr(fm, k) for k in ("n_steps", "patience")))
 
-        return sorted(name for name, (source, fm) in budgets.items()
-                      if name in registry and earlier(registry[name]["training"], source, fm))
+        return sorted(name for name, (label_settings, fm) in budgets.items()
+                      if name in registry and earlier(registry[name]["training"], label_settings, fm))
 
     # ---------------------------------------------------------------------------------------- catalog
     def recipes(self) -> dict[str, ModelSpec]:
@@ -368,7 +374,8 @@ class Study:
         def train(device, work_dir=None):
             ds = self.training_frames()
             flow, config, settings, metrics = self.fit_flow(ds, source, noise_std, 0, device, work_dir)
-            metrics["output_js"] = self.kernel_output_js(source, noise_std, flow.eval(), ds, device)
+            metrics["output_js"] = self.kernel_output_js(source, noise_std, flow.eval(), ds, device, progress=True,
+                                                         work_dir=work_dir)
             return flow.cpu(), asdict(config), asdict(settings), metrics, None
 
         return train
@@ -385,7 +392,8 @@ class Study:
             flow = (load_or_train(self.kernel_name(source, noise_std), device=device).to(device)
                     if source in FLOW_SOURCES else None)
             run, metrics, training = self.cg_run(self.training_frames(), source, noise_std, flow, 0, device,
-                                                 dihedral_hidden, cg_settings=settings(), work_dir=work_dir)
+                                                 dihedral_hidden, label_settings=variant.labels,
+                                                 cg_settings=settings(), work_dir=work_dir)
             config = {"n_beads": self.system.n_beads, "n_fourier": run.model.prior.n_fourier,
                       "repulsion_min_separation": run.model.prior.repulsion_min_separation,
                       "schnet": asdict(run.model.net.config)}
@@ -397,8 +405,8 @@ class Study:
             if source in FLOW_SOURCES:
                 flow, _, _, flow_metrics = self.fit_flow(ds, source, noise_std, seed, device, work_dir)
                 metrics["flow_final_val_loss"] = flow_metrics["final_val_loss"]
-            return {**self.cg_run(ds, source, noise_std, flow, seed, device, dihedral_hidden, cg_settings=settings(),
-                                  work_dir=work_dir)[1], **metrics}
+            return {**self.cg_run(ds, source, noise_std, flow, seed, device, dihedral_hidden,
+                                  label_settings=variant.labels, cg_settings=settings(), work_dir=work_dir)[1], **metrics}
 
         def long_run(model, ns, device, checkpoint=None):
             return self.long_run(model, ns, device, checkpoint=checkpoint)

@@ -126,9 +126,12 @@ def test_the_reference_takes_every_frame_and_models_of_another_budget_are_named_
                 "ala2-cg-cnf-0.05": trained(ala2.LABELS, patience=8),
                 ala2.CHIRAL_REFERENCE: trained(ala2.REFERENCE_LABELS), "ala2-cnf-0.05": {"config": {}},
                 ala2.LONG_REFERENCE: trained(ala2.REFERENCE_LABELS, n_steps=24_000),  # its own, longer budget
+                ala2.CNF_PAPER_LABELS: trained(ala2.PAPER_LABELS),  # its own, larger label budget
                 "ala2-cg-reference-x": trained(ala2.LABELS)}  # not a model of the study
     assert ala2.models_with_an_earlier_budget(registry) == ["ala2-cg-cnf-0.05", "ala2-cg-noise-0.1",
                                                            "ala2-cg-reference"]
+    registry[ala2.CNF_PAPER_LABELS] = trained(ala2.LABELS)  # the kernels' 40 000: not the variant's budget
+    assert ala2.CNF_PAPER_LABELS in ala2.models_with_an_earlier_budget(registry)
 
 
 def test_a_variant_that_is_a_measurement_is_not_required_but_trains_with_its_own_budget():
@@ -136,7 +139,9 @@ def test_a_variant_that_is_a_measurement_is_not_required_but_trains_with_its_own
 
     specs, models = ala2.STUDY.recipes(), ala2.STUDY.cg_models()
     assert list(models)[:len(ala2.cg_model_names())] == ala2.cg_model_names()
-    assert list(models)[-2:] == [ala2.CHIRAL_REFERENCE, ala2.LONG_REFERENCE] and set(models) <= set(specs)
+    assert list(models)[-3:] == [ala2.CHIRAL_REFERENCE, ala2.LONG_REFERENCE, ala2.CNF_PAPER_LABELS]
+    assert set(models) <= set(specs) and specs[ala2.CNF_PAPER_LABELS].required is False
+    assert models[ala2.CNF_PAPER_LABELS].labels.frames_to_keep(107_500) == 10_750  # the paper's 10 % of frames
     assert models["ala2-cg-cnf-0.1"].source == "cnf" and models["ala2-cg-cnf-0.1"].noise_std == 0.1
     assert specs[ala2.LONG_REFERENCE].required is False and specs[ala2.CHIRAL_REFERENCE].required is True
     assert ala2.LONG_FM.n_steps == 2 * ala2.CG_SETTINGS.force_matching.n_steps
