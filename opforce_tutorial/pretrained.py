@@ -254,10 +254,11 @@ def record_long_run(name: str, ns: float = 1.0, device: str = "cpu", models_dir:
     return entry
 
 
-def long_runs(models_dir: Path = MODELS_DIR) -> dict:
+def long_runs(models_dir: Path = MODELS_DIR, registry: dict | None = None) -> dict:
     """``{model name: {ns: entry}}`` of the recorded long runs that belong to the registered weights (a
-    retrained model leaves its older long runs out)."""
-    current = replicates_of(read_registry(models_dir / "registry.json"), read_registry(models_dir / LONG_RUNS))
+    retrained model leaves its older long runs out; ``registry``: the models registry, if already read)."""
+    registry = read_registry(models_dir / "registry.json") if registry is None else registry
+    current = replicates_of(registry, read_registry(models_dir / LONG_RUNS))
     return {name: runs for name, runs in current.items() if runs}
 
 

@@ -276,7 +276,8 @@ class Study:
                                checkpoint=None if work_dir is None else str(Path(work_dir) / "cg.ckpt"))
         scores = self.score(run.trajectory)
         metrics = {"n_labels": len(y), "best_val_force_mse": min(run.history["val_loss"]),
-                   "best_step": run.history["best_step"], "js": scores["js"], **(
+                   "best_step": run.history["best_step"], "stopped_step": run.history["step"][-1],
+                   "js": scores["js"], **(
                        {"populations": scores["populations"]} if "populations" in scores else {}),
                    "dataset_sha256": self.dataset_sha256()}
         return run, metrics, {"labels": asdict(labels), "cg": asdict(cg)}

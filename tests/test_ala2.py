@@ -408,14 +408,14 @@ def test_the_longer_budget_sentence_says_what_is_measured_and_what_is_still_to_r
     ref = {"metrics": {"best_step": 11200, "best_val_force_mse": 327.28, "js": {"ramachandran": {"js": 0.037}}}}
     assert "not trained yet (opforce pretrain ala2-cg-reference-24k)" in page.longer_budget_sentence(
         {"ala2-cg-reference": ref}, {}, data)
-    longer = {"metrics": {"best_step": 12500, "best_val_force_mse": 327.27, "js": {"ramachandran": {"js": 0.042}}}}
+    longer = {"metrics": {"best_step": 12500, "stopped_step": 15500, "best_val_force_mse": 327.27,
+                          "js": {"ramachandran": {"js": 0.042}}}}
     registry = {"ala2-cg-reference": ref, ala2.LONG_REFERENCE: longer}
     text = page.longer_budget_sentence(registry, {}, data)
-    # early stopping: 30 evaluations of every 100 steps without a better held-out error after the best step
     assert text.startswith("With up to 24 000 force-matching steps (ala2-cg-reference-24k) the fit stopped at step "
                            "15 500 (best step 12 500, held-out force error 327.3 against 327.3 (kcal/mol/Å)² at 12 000)")
     assert "Ramachandran JS is 0.042, against 0.037" in text and text.endswith("--ns 1)") and "`" not in text
-    late = {"metrics": {**longer["metrics"], "best_step": 23000}}
+    late = {"metrics": {**longer["metrics"], "best_step": 23000, "stopped_step": 24000}}
     assert "stopped at step 24 000 (best step 23 000" in page.longer_budget_sentence(
         {"ala2-cg-reference": ref, ala2.LONG_REFERENCE: late}, {}, data)
     run = {"αR": {"mean": 0.300, "block_error": 0.010}, "β / PII": {"mean": 0.660, "block_error": 0.017}}

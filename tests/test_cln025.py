@@ -34,6 +34,7 @@ def test_every_label_source_runs_through_every_evaluator(tiny_study, source, tmp
         assert tiny_study.kernel_output_js(source, 0.05, flow, ds, work_dir=tmp_path) == out
     run, metrics, _ = tiny_study.cg_run(ds, source, 0.05 if source != "reference" else None, flow, 0, "cpu")
     assert run.trajectory.shape == (4, 4, 10, 3) and np.isfinite(run.trajectory).all()
+    assert metrics["best_step"] <= metrics["stopped_step"] == run.history["step"][-1]
     owned = {observable(o).name for o in cln025.SYSTEM.observables}
     assert set(metrics["js"]) == owned and all(0 <= v["js"] <= np.log(2) for v in metrics["js"].values())
     folded = metrics["populations"]["folded"]["mean"]

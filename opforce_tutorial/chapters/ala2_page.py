@@ -133,15 +133,15 @@ def _verdicts(values: dict, names: dict) -> dict:
         "ablation table)")
     models = [k.removeprefix("rama_") for k in values
               if k.startswith("rama_") and not k.startswith("rama_sd_") and k != "rama_prior_only"]
-    for kind in ("bonds", "rama"):
-        best = min(models, key=lambda m: values[f"{kind}_{m}"])
-        out[f"best_{kind}"] = names[best]
-        out[f"{kind}_best"] = values[f"{kind}_{best}"]
-        out[f"ref_is_best_{kind}"] = "is" if best == "ref" else "is not"
-    # (best is now the Ramachandran best) the Ramachandran JS has a sampling error: a gap smaller than the
-    # combined error does not rank the two
-    gap = values["rama_ref"] - values[f"rama_{best}"]
-    if best != "ref" and gap <= np.hypot(values["rama_sd_ref"], values[f"rama_sd_{best}"]):
+    best = {kind: min(models, key=lambda m: values[f"{kind}_{m}"]) for kind in ("bonds", "rama")}
+    for kind, model in best.items():
+        out[f"best_{kind}"] = names[model]
+        out[f"{kind}_best"] = values[f"{kind}_{model}"]
+        out[f"ref_is_best_{kind}"] = "is" if model == "ref" else "is not"
+    # the Ramachandran JS has a sampling error: a gap smaller than the combined error does not rank the two
+    rama_best = best["rama"]
+    gap = values["rama_ref"] - values[f"rama_{rama_best}"]
+    if rama_best != "ref" and gap <= np.hypot(values["rama_sd_ref"], values[f"rama_sd_{rama_best}"]):
         out["ref_is_best_rama"] = "is, within the simulations' sampling error,"
     return out
 
@@ -246,7 +246,6 @@ def seed_spread(seeds: pd.DataFrame, names: list[str] | None = None) -> tuple:
               "aR_sd_min": float(spread["αR %"]["std"].min()), "aR_sd_max": float(spread["αR %"]["std"].max()),
               "n_spread_models": int(spread["αR %"]["std"].notna().sum())}
     spread_models = [n for n in spread.index if np.isfinite(spread.loc[n, ("αR %", "std")])]
-    values["spread_names"] = ", ".join(display_name(n) for n in spread_models)
     if len(spread_models) == 1:
         (name,) = spread_models
         values["seed_result"] = (
@@ -303,7 +302,8 @@ LONG_RUN_FIELDS = ("aL", "aLerr", "aR", "entries", "exits", "first", "second", "
 def long_run_report() -> tuple:
     """The recorded 1 ns runs of the registered weights (and the chirality-aware model's 2 ns run), as
     (Styler, values); a model without a run for its current weights reads "(not run)"."""
-    long, data = pretrained.long_runs(), data_populations()
+    registry = pretrained.read_registry()
+    long, data = pretrained.long_runs(registry=registry), data_populations()
     rows, values, run_keys = {}, {}, []
     for name, key in LONG_RUN_MODELS.items():
         run = long.get(name, {}).get("1")
@@ -338,7 +338,7 @@ def long_run_report() -> tuple:
     values["long_ref_sentence"] = (long_populations_sentence(long[ala2.cg_name("reference")]["1"]["populations"], data)
                                    if "ref" in run_keys else
                                    "The reference-forces model's 1 ns run is not recorded for its current weights")
-    values["long_ref_sentence"] += ". " + longer_budget_sentence(pretrained.read_registry(), long, data)
+    values["long_ref_sentence"] += ". " + longer_budget_sentence(registry, long, data)
     table = pd.DataFrame(rows).T.fillna("").style.set_caption("64 replicas × 1 ns from the registered models' starts")
     return table, values
 
@@ -352,9 +352,8 @@ def longer_budget_sentence(registry: dict, long: dict, data: dict) -> str:
     if name not in registry:
         return f"The reference-forces model with {steps} force-matching steps is not trained yet (opforce pretrain {name})"
     mine, ref = (registry[n]["metrics"] for n in (name, ala2.cg_name("reference")))
-    fm = ala2.LONG_FM
-    stopped = min(mine["best_step"] + fm.patience * fm.eval_every, fm.n_steps)  # early stopping's last step
-    text = (f"With up to {steps} force-matching steps ({name}) the fit stopped at step {thousands(stopped)} "
+    text = (f"With up to {steps} force-matching steps ({name}) the fit stopped at step "
+            f"{thousands(mine['stopped_step'])} "
             f"(best step {thousands(mine['best_step'])}, held-out force error {mine['best_val_force_mse']:.1f} "
             f"against {ref['best_val_force_mse']:.1f} (kcal/mol/Å)² at "
             f"{thousands(ala2.CG_SETTINGS.force_matching.n_steps)}); its Ramachandran JS is "
@@ -368,9 +367,10 @@ def longer_budget_sentence(registry: dict, long: dict, data: dict) -> str:
         return text
     gap = 100 * abs(run["populations"]["αR"]["mean"] - base["populations"]["αR"]["mean"])
     err = 100 * np.hypot(run["populations"]["αR"]["block_error"], base["populations"]["αR"]["block_error"])
-    return text + (f". Two fits of the same labels with held-out force errors {abs(mine['best_val_force_mse'] - ref['best_val_force_mse']):.2f} "
-                   f"(kcal/mol/Å)² apart hold αR populations {gap:.1f} ± {err:.1f} points apart in 1 ns: at this label count "
-                   "the force-matching loss does not pin the balance of the basins, the fit's landing place does")
+    apart = abs(mine["best_val_force_mse"] - ref["best_val_force_mse"])
+    return text + (f". Two fits of the same labels with held-out force errors {apart:.2f} (kcal/mol/Å)² apart hold "
+                   f"αR populations {gap:.1f} ± {err:.1f} points apart in 1 ns: at this label count the force-matching "
+                   "loss does not pin the balance of the basins, the fit's landing place does")
 
 
 def long_populations_sentence(run: dict, data: dict, whose: str = "the reference-forces model's") -> str:
