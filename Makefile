@@ -3,7 +3,7 @@ PYTHON ?= python3
 VENV   ?= .venv
 BIN    := $(VENV)/bin
 
-.PHONY: install book test bench bench-kernels bench-cg bench-cnf
+.PHONY: install book test bench bench-kernels bench-cg bench-cnf bench-cnf-chunks
 
 # CPU install path: torch==2.13.0 first (a local CPU wheel); the package's looser torch range is then
 # already satisfied, so pip does not pull a multi-GB CUDA build.
@@ -49,3 +49,6 @@ bench-cg: install
 
 bench-cnf: install
 	$(BIN)/python benchmarks/cnf_labels.py
+
+bench-cnf-chunks: install
+	$(BIN)/python benchmarks/cnf_chunks.py

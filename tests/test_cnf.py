@@ -275,6 +275,15 @@ def test_chunk_plan_fits_the_budget_and_keeps_all_directions_when_it_can():
         cnf.chunk_plan(10, 64, 5, 4, 0.0)
 
 
+def test_a_cpu_field_is_solved_in_cache_sized_chunks_and_another_device_in_the_planned_ones(field):
+    from opforce_tutorial.kernels import cnf
+
+    assert cnf.chunk_plan(5, 16, 3, 8, 2.0)[0] == 512  # the budget alone allows the largest chunk
+    assert cnf.CNFDensity(field, 0.1).chunk_size == cnf.CPU_MAX_CHUNK == 32
+    assert cnf.CNFDensity(field, 0.1, chunk_size=64).chunk_size == 64  # a chunk asked for is kept
+    assert cnf.CNFDensity(field.to("meta"), 0.1).chunk_size == 512  # not a CPU: the memory plan decides
+
+
 def test_a_right_hand_side_stays_within_the_memory_it_was_planned_for(tmp_path):
     """Peak resident memory of one score right-hand side, in a fresh process, is within the budget."""
     import subprocess

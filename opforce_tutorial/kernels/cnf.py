@@ -138,6 +138,12 @@ def integrate_adaptive(field: EGNNVectorField, x: torch.Tensor, t0: float, t1: f
 _BYTES_PER_FRAME_UNIT, _BYTES_PER_DIRECTION_UNIT = 400, 120
 
 
+#: The largest chunk planned on a CPU: chunks of 32 frames made labels 1.1 × (5 beads) and 1.24 × (10 beads)
+#: as fast as chunks of 256 on the 2-core x86_64 CPU (``make bench-cnf-chunks``, README); smaller chunks were
+#: slower at 5 beads. A GPU keeps :func:`chunk_plan`'s 512.
+CPU_MAX_CHUNK = 32
+
+
 def memory_budget_gb(device) -> float:
     """Memory for CNF labels on ``device``: half the free device memory on CUDA, 2 GB otherwise."""
     device = torch.device(device)
@@ -198,9 +204,10 @@ class CNFDensity:
     the error norm covers every integrated component: x in Å and s in 1/Å for ``"score"``, x and the
     log-density for ``"inverse"``) or ``"rk4"`` (``n_steps`` fixed steps, for quick checks).
 
-    Memory: frames are solved in chunks of at most ``chunk_size``; the chunk (when not given) and the
-    internal directions per backward pass come from ``memory_budget_gb`` (:func:`chunk_plan`; the
-    plan is ``chunk_size`` and ``group_size`` after construction). A chunk whose dopri5 solve needs more than ``max_steps`` steps gets
+    Memory: frames are solved in chunks of at most ``chunk_size``; the chunk (when not given: at most
+    :data:`CPU_MAX_CHUNK` frames for a field on the CPU) and the internal directions per backward pass come
+    from ``memory_budget_gb`` (:func:`chunk_plan`; the plan is ``chunk_size`` and ``group_size`` after
+    construction). A chunk whose dopri5 solve needs more than ``max_steps`` steps gets
     NaN positions and labels (counted in ``failed_chunks``): the labelling pipeline drops them like
     any non-finite label, instead of one stiff frame stopping a whole labelling run.
 
@@ -225,9 +232,10 @@ class CNFDensity:
         self.solver, self.n_steps, self.rtol, self.atol = solver, n_steps, rtol, atol
         self.method, self.memory_budget_gb, self.max_steps = method, memory_budget_gb, max_steps
         cfg = field.config
-        itemsize = next(field.parameters()).element_size()
-        self.chunk_size, self.group_size = chunk_plan(len(cfg.bead_types), cfg.hidden, cfg.n_layers, itemsize,
-                                                      memory_budget_gb, chunk_size)
+        weights = next(field.parameters())
+        self.chunk_size, self.group_size = chunk_plan(len(cfg.bead_types), cfg.hidden, cfg.n_layers,
+                                                      weights.element_size(), memory_budget_gb, chunk_size,
+                                                      CPU_MAX_CHUNK if weights.device.type == "cpu" else 512)
         self.stats = SolverStats()
         self.failed_chunks = 0
         self.last_costs: dict[str, torch.Tensor] = {}
