@@ -138,7 +138,7 @@ def integrate_adaptive(field: EGNNVectorField, x: torch.Tensor, t0: float, t1: f
 _BYTES_PER_FRAME_UNIT, _BYTES_PER_DIRECTION_UNIT = 400, 120
 
 
-#: The largest chunk planned on a CPU: chunks of 32 frames made labels 1.1 × (5 beads) and 1.24 × (10 beads)
+#: The largest chunk planned on a CPU: chunks of 32 frames made labels 1.02 × (5 beads) and 1.27 × (10 beads)
 #: as fast as chunks of 256 on the 2-core x86_64 CPU (``make bench-cnf-chunks``, README); smaller chunks were
 #: slower at 5 beads. A GPU keeps :func:`chunk_plan`'s 512.
 CPU_MAX_CHUNK = 32
