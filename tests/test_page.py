@@ -22,3 +22,23 @@ def test_mean_js_and_errors_for_people():
     assert mean_js(scores, "bond") == pytest.approx(0.2) and mean_js(scores, "angle") == 5.0
     assert pm(9.123, 2.87) == "9.1 ± 2.9" and pm(0.5, 0.25, 2) == "0.50 ± 0.25"
     assert thousands(107500) == "107 500" and thousands(30) == "30" and thousands(1_000_000) == "1 000 000"
+
+
+def test_the_recorded_output_gate_sets_each_flow_beside_the_noise_kernel_on_as_many_labels():
+    from dataclasses import replace
+
+    from opforce_tutorial.chapters import ala2
+    from opforce_tutorial.chapters.page import recorded_output_table
+    from opforce_tutorial.labels import LabelSettings
+
+    study = replace(ala2.STUDY, output_labels=LabelSettings(n_frames=300, repeats=1, batch_size=300))
+    noise = study.kernel_output_js("noise", 0.05, None)
+    third = {k: {**v, "js": v["js"] / 3} for k, v in noise.items()}  # a flow at a third of the noise kernel's JS
+    registry = {"ala2-coupling-0.05": {"metrics": {"output_js": third}},
+                "ala2-cnf-0.05": {"metrics": {}}}  # registered before the gate was recorded: left out
+    table, values = recorded_output_table(study, registry)
+    assert list(table.data.index) == ["noise σ=0.05", "coupling σ=0.05", "noise σ=0.1"]
+    assert values["gate_bond_coupling005"] == pytest.approx(1 / 3) and values["gate_angle_coupling005"] == pytest.approx(1 / 3)
+    assert values["gate_bond_noise01"] == 1.0 and values["over_floor_bond_noise01"] > values["over_floor_bond_noise005"]
+    assert table.data.loc["coupling σ=0.05", "bonds ÷ noise"] == "0.33" and table.data.loc["noise σ=0.1", "labels"] == "300"
+    assert "on 300 labels per kernel" in table.caption

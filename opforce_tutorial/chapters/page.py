@@ -87,12 +87,36 @@ def live_labels(study, ds, flows: dict, n: int = 2000, n_cnf: int = 500) -> Live
 
 
 def kernel_output_table(live: LiveLabels, reference, local: list[str]) -> tuple:
-    """What each kernel's labelled positions y keep of the data: mean bond and angle JS of y over the
-    ``local`` observables (floor in brackets) and the ratio to the noise kernel's at the same σ (the
-    output gate: ≤ 1/3). Returns (Styler, {"out_<kind>_<source><σ>": ratio, "over_floor_<kind>_<source><σ>":
-    JS over its floor})."""
-    rows, values = {}, {}
+    """What each kernel's live labelled positions y keep of the data: mean bond and angle JS of y over the
+    ``local`` observables (floor in brackets) and the ratio to the noise kernel's at the same σ. Returns
+    (Styler, {"out_<kind>_<source><σ>": ratio, "over_floor_<kind>_<source><σ>": JS over its floor})."""
     js = {key: evaluate(y, reference, local) for key, y in live.positions.items()}
+    return _output_table(js, "out", "live labelled positions y against the data: mean JS over bonds and over "
+                                    "angles (floor in brackets), and the ratio to the noise kernel's at the same σ")
+
+
+def recorded_output_table(study, registry: dict | None = None) -> tuple:
+    """The output gate as recorded: each registered flow's JS on :attr:`~opforce_tutorial.study.Study.output_labels`
+    (its registry ``metrics.output_js``) beside the noise kernel's on as many labels (made here; cheap), mean
+    bond and angle JS (floor in brackets) and the ratio to the noise kernel's (the gate: ≤ 1/3). Returns
+    (Styler, {"gate_<kind>_<source><σ>": ratio, "over_floor_<kind>_<source><σ>": JS over its floor})."""
+    registry = pretrained.read_registry() if registry is None else registry
+    js = {}
+    for sigma in study.noise_stds:
+        js[f"noise σ={sigma:g}"] = study.kernel_output_js("noise", sigma, None)
+        for source in FLOW_KERNELS:
+            entry = registry.get(study.kernel_name(source, sigma), {})
+            if "output_js" in entry.get("metrics", {}):
+                js[f"{source} σ={sigma:g}"] = entry["metrics"]["output_js"]
+    n = study.output_labels.frames_to_keep(study.training_frames().n_frames) * study.output_labels.repeats
+    return _output_table(js, "gate", f"the output gate on {thousands(n)} labels per kernel (each flow's as recorded "
+                                     "when it was trained): mean JS over bonds and over angles (floor in brackets), "
+                                     "and the ratio to the noise kernel's at the same σ (gate: ≤ 1/3)")
+
+
+def _output_table(js: dict, prefix: str, caption: str) -> tuple:
+    """The output table of ``js`` ({"source σ=…": {observable: {"js", "js_floor", "n_samples"}}})."""
+    rows, values = {}, {}
     for key, scores in js.items():
         source, sigma = key.split(" σ=")
         row = {}
@@ -102,14 +126,11 @@ def kernel_output_table(live: LiveLabels, reference, local: list[str]) -> tuple:
             ratio = mean / mean_js(js[f"noise σ={sigma}"], kind)
             row[f"mean {kind} JS"] = f"{mean:.3f} ({floor:.3f})"
             row[f"{kind}s ÷ noise"] = "" if source == "noise" else f"{ratio:.2f}"
-            values[f"out_{kind}_{source}{sigma.replace('.', '')}"] = float(ratio)
+            values[f"{prefix}_{kind}_{source}{sigma.replace('.', '')}"] = float(ratio)
             values[f"over_floor_{kind}_{source}{sigma.replace('.', '')}"] = mean / floor
-        row["labels"] = len(live.positions[key])
+        row["labels"] = thousands(min(v["n_samples"] for k, v in scores.items() if k.startswith(("bond", "angle"))))
         rows[key] = row
-    table = pd.DataFrame(rows).T.style.set_caption(
-        "labelled positions y against the data: mean JS over bonds and over angles (floor in brackets), and "
-        "the ratio to the noise kernel's at the same σ")
-    return table, values
+    return pd.DataFrame(rows).T.style.set_caption(caption), values
 
 
 def label_table(live: LiveLabels, ds) -> pd.io.formats.style.Styler:
