@@ -10,7 +10,7 @@ from opforce_tutorial import pretrained, study
 from opforce_tutorial.chapters import ala2
 from opforce_tutorial.cg.pipeline import CGRunSettings
 from opforce_tutorial.cg.training import ForceMatchingSettings
-from opforce_tutorial.kernels.cnf import chunk_plan
+from opforce_tutorial.kernels.cnf import CPU_MAX_CHUNK, chunk_plan
 from opforce_tutorial.labels import LabelSettings
 
 
@@ -65,7 +65,8 @@ def test_every_chapter_object_is_registered_with_a_rebuild_command():
         ala2.make_kernel("reference", 0.05, 0.6)
     field = pretrained.load("ala2-cnf-0.05")[0]
     kernel = ala2.make_kernel("cnf", 0.05, 0.6, field)
-    assert (kernel.flow.chunk_size, kernel.flow.group_size) == chunk_plan(5, field.config.hidden, field.config.n_layers, 4, 2.0)
+    plan = chunk_plan(5, field.config.hidden, field.config.n_layers, 4, 2.0, max_chunk=CPU_MAX_CHUNK)  # a CPU field
+    assert (kernel.flow.chunk_size, kernel.flow.group_size) == plan
 
 
 def test_models_trained_on_other_data_are_named():
