@@ -16,13 +16,13 @@ from __future__ import annotations
 import json
 import os
 import platform
-import subprocess
 import sys
 import time
 from pathlib import Path
 
 import numpy as np
 import torch
+from cnf_labels import cpu_model, in_subprocess  # this folder's CNF benchmark: the same machine line and job runner
 
 OUT = Path(__file__).resolve().parent / "results" / "cnf_chunks.json"
 CASES = {"trained chapter-2 CNF, 5 beads": (5, 256), "chapter-3-size EGNN, 10 beads": (10, 96)}
@@ -57,25 +57,15 @@ def run(job: dict) -> dict:
             "chunk": density.chunk_size, "failed_chunks": density.failed_chunks}
 
 
-def in_subprocess(job: dict) -> dict:
-    out = subprocess.run([sys.executable, __file__, "--job", json.dumps(job)], capture_output=True, text=True,
-                         env={**os.environ, "OMP_NUM_THREADS": "1"})
-    if out.returncode != 0:
-        raise RuntimeError(f"job {job} failed:\n{out.stderr[-3000:]}")
-    return json.loads(out.stdout.strip().splitlines()[-1])
-
-
 def main():
-    cpu = next((line.split(":", 1)[1].strip() for line in open("/proc/cpuinfo") if line.startswith("model name")),
-               platform.processor())
-    result = {"machine": f"{platform.machine()}, {os.cpu_count()} cores, {cpu}", "torch": torch.__version__,
+    result = {"machine": f"{platform.machine()}, {os.cpu_count()} cores, {cpu_model()}", "torch": torch.__version__,
               "torch_threads": 1, "date": time.strftime("%Y-%m-%d"), "load_average_at_start": os.getloadavg()[0],
               "cases": {}}
     for name, (beads, n) in CASES.items():
         runs = {chunk: [] for chunk in CHUNKS}
         for order in (CHUNKS, CHUNKS[::-1]):
             for chunk in order:
-                runs[chunk].append(in_subprocess({"beads": beads, "frames": n, "chunk": chunk}))
+                runs[chunk].append(in_subprocess({"beads": beads, "frames": n, "chunk": chunk}, __file__))
                 print(name, chunk, runs[chunk][-1], flush=True)
         best = {chunk: max(r, key=lambda r: r["labels_per_s"]) for chunk, r in runs.items()}
         largest = best[CHUNKS[-1]]["labels_per_s"]

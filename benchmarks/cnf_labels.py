@@ -103,8 +103,9 @@ def cpu_model() -> str:
         return platform.processor() or "unknown CPU"
 
 
-def in_subprocess(job: dict) -> dict:
-    out = subprocess.run([sys.executable, __file__, "--job", json.dumps(job)], capture_output=True, text=True,
+def in_subprocess(job: dict, script: str = __file__) -> dict:
+    """Run ``script --job <job>`` in a fresh process with one OpenMP thread; its last stdout line, as JSON."""
+    out = subprocess.run([sys.executable, script, "--job", json.dumps(job)], capture_output=True, text=True,
                          env={**os.environ, "OMP_NUM_THREADS": "1"})
     if out.returncode != 0:
         raise RuntimeError(f"job {job} failed:\n{out.stderr[-3000:]}")

@@ -101,14 +101,14 @@ def recorded_output_table(study, registry: dict | None = None) -> tuple:
     bond and angle JS (floor in brackets) and the ratio to the noise kernel's (the gate: ≤ 1/3). Returns
     (Styler, {"gate_<kind>_<source><σ>": ratio, "over_floor_<kind>_<source><σ>": JS over its floor})."""
     registry = pretrained.read_registry() if registry is None else registry
-    js = {}
+    ds, js = study.training_frames(), {}
     for sigma in study.noise_stds:
-        js[f"noise σ={sigma:g}"] = study.kernel_output_js("noise", sigma, None)
+        js[f"noise σ={sigma:g}"] = study.kernel_output_js("noise", sigma, None, ds)
         for source in FLOW_KERNELS:
             entry = registry.get(study.kernel_name(source, sigma), {})
             if "output_js" in entry.get("metrics", {}):
                 js[f"{source} σ={sigma:g}"] = entry["metrics"]["output_js"]
-    n = study.output_labels.frames_to_keep(study.training_frames().n_frames) * study.output_labels.repeats
+    n = study.output_labels.frames_to_keep(ds.n_frames) * study.output_labels.repeats
     return _output_table(js, "gate", f"the output gate on {thousands(n)} labels per kernel (each flow's as recorded "
                                      "when it was trained): mean JS over bonds and over angles (floor in brackets), "
                                      "and the ratio to the noise kernel's at the same σ (gate: ≤ 1/3)")

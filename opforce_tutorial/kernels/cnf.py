@@ -140,8 +140,10 @@ _BYTES_PER_FRAME_UNIT, _BYTES_PER_DIRECTION_UNIT = 400, 120
 
 #: The largest chunk planned on a CPU: chunks of 32 frames made labels 1.02 × (5 beads) and 1.27 × (10 beads)
 #: as fast as chunks of 256 on the 2-core x86_64 CPU (``make bench-cnf-chunks``, README); smaller chunks were
-#: slower at 5 beads. A GPU keeps :func:`chunk_plan`'s 512.
+#: slower at 5 beads. Other devices keep :data:`MAX_CHUNK`.
 CPU_MAX_CHUNK = 32
+#: The largest chunk :func:`chunk_plan` gives when the memory budget allows more.
+MAX_CHUNK = 512
 
 
 def memory_budget_gb(device) -> float:
@@ -153,7 +155,7 @@ def memory_budget_gb(device) -> float:
 
 
 def chunk_plan(n_beads: int, hidden: int, n_layers: int, itemsize: int, memory_budget_gb: float,
-               chunk_size: int | None = None, max_chunk: int = 512) -> tuple[int, int]:
+               chunk_size: int | None = None, max_chunk: int = MAX_CHUNK) -> tuple[int, int]:
     """(frames per solve, internal directions per backward pass) whose score pass fits the budget.
 
     A right-hand side holds about U · (a + b · g) · itemsize/4 bytes per frame, with
@@ -235,7 +237,7 @@ class CNFDensity:
         weights = next(field.parameters())
         self.chunk_size, self.group_size = chunk_plan(len(cfg.bead_types), cfg.hidden, cfg.n_layers,
                                                       weights.element_size(), memory_budget_gb, chunk_size,
-                                                      CPU_MAX_CHUNK if weights.device.type == "cpu" else 512)
+                                                      CPU_MAX_CHUNK if weights.device.type == "cpu" else MAX_CHUNK)
         self.stats = SolverStats()
         self.failed_chunks = 0
         self.last_costs: dict[str, torch.Tensor] = {}
