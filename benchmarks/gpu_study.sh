@@ -4,7 +4,7 @@
 # Run through the device tool (results under $OUT), on the dataset in data/ at the time of the call:
 #   STUDY=cln025 BUDGET=540 bash benchmarks/gpu_study.sh      # chapter 3 (STUDY=ala2: chapter 2)
 # The chains (`Study.training_chains`: a flow and the CG model of its labels in one `opforce pretrain`
-# process, every other CG model alone) run at once: each model is small, so one chain alone leaves the
+# process, every other CG model and the prior-only run alone) run at once: each model is small, so one chain alone leaves the
 # GPU mostly idle. The long runs (`opforce long-run <model> --ns $LONG_NS`, one process per model) follow
 # if more than two minutes are left. Needs only torch (no OpenMM).
 # Output: $OUT/models.tar.gz (models/ with its registry and long runs: unpack over the checkout), one
@@ -22,7 +22,7 @@ exec > >(tee -a "$OUT/$STUDY.log") 2>&1
 opf() { python3 -c "import sys; from opforce_tutorial.cli import main; sys.exit(main(sys.argv[1:]))" "$@"; }
 study() { python3 -c "import importlib; s = importlib.import_module('opforce_tutorial.chapters.$STUDY').STUDY; $1"; }
 CHAINS=${CHAINS:-$(study "print(';'.join(','.join(c) for c in s.training_chains()))")}
-LONG_RUNS=${LONG_RUNS:-$(study "print(' '.join(c[-1] for c in s.training_chains()))")}
+LONG_RUNS=${LONG_RUNS:-$(study "print(' '.join(s.cg_models()))")}
 
 echo "== $(el) s: machine"
 nvidia-smi --query-gpu=name,driver_version,memory.total --format=csv,noheader 2>/dev/null || echo "no GPU"

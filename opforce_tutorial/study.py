@@ -9,6 +9,7 @@ stages, and :meth:`Study.recipes` publishes every model it makes to the catalog
 
     <study>-coupling-<σ>, <study>-cnf-<σ>           flows (the reverse kernels' conditional densities)
     <study>-cg-reference, <study>-cg-<source>-<σ>   CG models, one per label source
+    <study>-prior-only                              the prior alone, simulated: every CG model's baseline
 
 Label sources: ``reference`` (the dataset's mapped forces; as many frames as a kernel makes labels, unless the
 study sets :attr:`Study.reference_labels`),
@@ -22,6 +23,7 @@ per-frame weights (MSM or basin weights), if any, become repeated frames
 
 from __future__ import annotations
 
+import json
 import tempfile
 from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
@@ -147,13 +149,13 @@ class Study:
     def training_chains(self) -> list[list[str]]:
         """Every model of the study as independent chains of ``opforce pretrain`` names: a flow and the CG
         model of its labels in one chain (the CG model's labels must come from the flow the chain saved),
-        the flows first (slowest: the CNF chains); every other CG model alone."""
+        the flows first (slowest: the CNF chains); every other CG model alone; the prior-only run last."""
         chains = [[self.kernel_name(s, g), self.cg_name(s, g)] for g in self.noise_stds for s in ("cnf", "coupling")
                   if s in self.sources and s in self.flows]
         chains += [[self.cg_name(s, g)] for g in self.noise_stds for s in self.sources
                    if s not in FLOW_SOURCES and s != "reference"]
         chains += [[self.cg_name("reference")]] if "reference" in self.sources else []
-        return chains + [[v.name] for v in self.variants]
+        return chains + [[v.name] for v in self.variants] + [[self.prior_only_name]]
 
     def label_settings(self, source: str) -> LabelSettings:
         """The label budget of a source: :attr:`reference_labels` for the reference (if set), else :attr:`labels`."""
@@ -282,15 +284,50 @@ class Study:
                    "dataset_sha256": self.dataset_sha256()}
         return run, metrics, {"labels": asdict(labels), "cg": asdict(cg)}
 
-    def prior_only_trajectory(self, ds=None, prior=None, progress: bool = False) -> np.ndarray:
+    @property
+    def prior_only_name(self) -> str:
+        return f"{self.name}-prior-only"
+
+    def prior_only_trajectory(self, ds=None, prior=None, progress: bool = False, device="cpu") -> np.ndarray:
         """The baseline of every CG model: its prior alone (fitted to the training frames, no network),
         simulated with the study's simulation settings (seed 0). What a trained model adds to the global
-        free energy is measured against this."""
+        free energy is measured against this. The recipe :attr:`prior_only_name` saves it with the prior."""
         ds = self.training_frames() if ds is None else ds
         kbt = thermal_energy(ds.temperature)
-        prior = fit_priors(ds.positions, kbt, repulsion_min_separation=self.cg.repulsion_min_separation)[0] \
-            if prior is None else prior
-        return simulate_cg(prior, ds.positions, kbt, ds.bead_masses, self.cg, progress=progress)
+        prior = self.fit_prior(ds) if prior is None else prior
+        return simulate_cg(prior, ds.positions, kbt, ds.bead_masses, self.cg, device, progress=progress)
+
+    def fit_prior(self, ds=None) -> PriorEnergy:
+        """The prior every CG model of the study starts from, fitted to the training frames."""
+        ds = self.training_frames() if ds is None else ds
+        return fit_priors(ds.positions, thermal_energy(ds.temperature),
+                          repulsion_min_separation=self.cg.repulsion_min_separation)[0]
+
+    def saved_prior_only_trajectory(self, prior: PriorEnergy | None = None) -> np.ndarray:
+        """:meth:`prior_only_trajectory` as registered (``opforce pretrain <study>-prior-only``; trained afresh where
+        :func:`~opforce_tutorial.pretrained.should_train` says so), after checking that it is the run of
+        ``prior`` (default: :meth:`fit_prior`) and of the study's current simulation settings."""
+        from .pretrained import PretrainedError, load_or_train, read_registry, rebuild_command, samples, should_train
+
+        name, fix = self.prior_only_name, f"rebuild it with `{rebuild_command(self.prior_only_name)}`"
+        saved, traj = load_or_train(name), samples(name)
+        if not should_train():  # a run made in this process has the current settings by construction
+            recorded = read_registry()[name]["training"]
+            if recorded != json.loads(json.dumps(self.prior_only_settings())):
+                raise PretrainedError(f"{name} was simulated with other settings ({recorded}); {fix}")
+        prior = self.fit_prior() if prior is None else prior
+        mine, theirs = prior.state_dict(), saved.state_dict()
+        if mine.keys() != theirs.keys() or any(
+                mine[k].shape != v.shape or not torch.allclose(v.double(), mine[k].cpu().double(), rtol=1e-6, atol=1e-9)
+                for k, v in theirs.items()):
+            raise PretrainedError(f"{name} holds another prior than the one fitted here; {fix}")
+        return traj
+
+    def prior_only_settings(self) -> dict:
+        """What the saved prior-only run depends on (its registry ``training``): the simulation settings
+        and the prior's pairs; a registered run recorded with others is out of date."""
+        keys = ("repulsion_min_separation", "n_replicas", "n_steps", "dt", "friction", "save_every", "burn_in", "seed")
+        return {"simulation": {k: getattr(self.cg, k) for k in keys}}
 
     def long_run(self, model: torch.nn.Module, ns: float = 1.0, device="cpu", progress: bool = True,
                  checkpoint: str | None = None) -> dict:
@@ -361,6 +398,7 @@ class Study:
                     specs[self.kernel_name(source, sigma)] = ModelSpec(
                         train=self._train_flow(source, sigma), file=f"{self.name}_{source}_{sigma:g}.pt",
                         build=_build_flow[source], required=self.pretrained_required)
+        specs[self.prior_only_name] = self._prior_only_spec()
         return specs | {name: self._cg_spec(model) for name, model in self.cg_models().items()}
 
     def cg_models(self) -> dict[str, CGVariant]:
@@ -380,6 +418,19 @@ class Study:
             return flow.cpu(), asdict(config), asdict(settings), metrics, None
 
         return train
+
+    def _prior_only_spec(self) -> ModelSpec:
+        def train(device, work_dir=None):
+            ds = self.training_frames()
+            prior = self.fit_prior(ds)
+            traj = self.prior_only_trajectory(ds, prior, progress=True, device=device)
+            config = {"n_beads": self.system.n_beads, "n_fourier": prior.n_fourier,
+                      "repulsion_min_separation": prior.repulsion_min_separation}
+            return prior.cpu(), config, self.prior_only_settings(), {**self.score(traj), "dataset_sha256":
+                                                                    self.dataset_sha256()}, traj
+
+        return ModelSpec(train=train, build=build_prior, file=self.prior_only_name.replace("-", "_") + ".pt",
+                         required=self.pretrained_required)
 
     def _cg_spec(self, variant: CGVariant) -> ModelSpec:
         source, noise_std, dihedral_hidden = variant.source, variant.noise_std, variant.dihedral_hidden
@@ -421,6 +472,11 @@ def build_cg_model(config: dict) -> CGModel:
     ``repulsion_min_separation`` was recorded has 3)."""
     prior = PriorEnergy(config["n_beads"], config["n_fourier"], config.get("repulsion_min_separation", 3))
     return CGModel(prior, SchNetEnergy(SchNetConfig(**config["schnet"])))
+
+
+def build_prior(config: dict) -> PriorEnergy:
+    """An unfitted prior of a saved prior-only config."""
+    return PriorEnergy(config["n_beads"], config["n_fourier"], config["repulsion_min_separation"])
 
 
 _build_flow = {"coupling": lambda cfg: CouplingFlow(CouplingFlowConfig(**cfg)),

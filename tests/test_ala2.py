@@ -1,5 +1,6 @@
 """Chapter 2's pipeline through the registry, on the shipped dataset with tiny settings."""
 
+import importlib
 from dataclasses import replace
 
 import numpy as np
@@ -171,6 +172,30 @@ def test_prior_only_baseline_simulates_the_fitted_prior_with_the_chapter_setting
 
     ds = ala2.training_frames()  # the chapter passes the frames and the prior it already has
     assert np.array_equal(ala2.prior_only_trajectory(ds, fit_priors(ds.positions, kbt(ds.temperature))[0]), traj)
+
+
+def test_the_prior_only_recipe_saves_the_baseline_with_its_settings(tiny, tmp_path):
+    entry = pretrained.pretrain(ala2.STUDY.prior_only_name, models_dir=tmp_path)
+    assert entry["training"] == ala2.STUDY.prior_only_settings() and entry["samples"]["shape"] == [4, 4, 5, 3]
+    saved = np.load(tmp_path / entry["samples"]["file"])["samples"]
+    assert np.array_equal(saved, ala2.prior_only_trajectory())  # seeded: the recipe is the baseline
+    model = pretrained._TRAINED[ala2.STUDY.prior_only_name][0]
+    assert type(model).__name__ == "PriorEnergy" and entry["metrics"]["dataset_sha256"] == ala2.STUDY.dataset_sha256()
+
+
+@pytest.mark.parametrize("chapter", ["ala2", "cln025"])
+def test_the_shipped_prior_only_runs_hold_the_fitted_prior_and_refuse_another(chapter, monkeypatch):
+    study = importlib.import_module(f"opforce_tutorial.chapters.{chapter}").STUDY
+    monkeypatch.setenv("OPFORCE_TRAIN", "never")
+    traj = study.saved_prior_only_trajectory()  # the shipped run is of the current prior and settings
+    assert traj.shape[1:] == (study.cg.n_replicas, study.system.n_beads, 3) and np.isfinite(traj).all()
+    other = study.fit_prior()
+    other.bond_k.mul_(1.01)
+    with pytest.raises(pretrained.PretrainedError, match="another prior"):
+        study.saved_prior_only_trajectory(other)
+    monkeypatch.setattr(study, "cg", replace(study.cg, n_steps=study.cg.n_steps // 2))
+    with pytest.raises(pretrained.PretrainedError, match="other settings"):
+        study.saved_prior_only_trajectory()
 
 
 def test_basin_exchange_counts_alpha_l_entries_exits_and_drift():

@@ -109,7 +109,7 @@ def model_status() -> pd.io.formats.style.Styler:
         rows[name] = ({"status": status, "device": entry["device"], "wall time (min)": f"{entry['wall_time_s'] / 60:.0f}"}
                       if entry else {"status": f"not built yet: {pretrained.rebuild_command(name)}", "device": "",
                                      "wall time (min)": ""})
-    return pd.DataFrame(rows).T.style.set_caption("the chapter's flows and CG models")
+    return pd.DataFrame(rows).T.style.set_caption("the chapter's flows, CG models and prior-only baseline")
 
 
 def registered_cg_models() -> list[str]:
@@ -318,7 +318,7 @@ def long_budget_verdict(reference) -> str:
 
 
 # ------------------------------------------------------------------------------------- going further
-def force_profiles(ds, models: dict, kbt: float, n_frames: int = 12_000, seed: int = 0) -> tuple:
+def force_profiles(ds, models: dict, kbt: float, n_frames: int = 6_000, seed: int = 0) -> tuple:
     """The push along Q (:func:`~opforce_tutorial.evaluation.force_along`) of the mapped atomistic forces
     (:data:`ATOMISTIC`) and of every model's forces at the same ``n_frames`` data frames, as (profiles,
     values): per model, its mean push in the folded region Q ≥ 0.6 over the atomistic forces' there, and
