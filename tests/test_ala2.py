@@ -357,6 +357,30 @@ def test_chapter_2_gates_and_lessons_are_judged_from_the_numbers():
     assert failed["local_lesson"].startswith("where the gate is not met")
 
 
+def test_the_gates_on_seed_means_average_every_seed_of_the_model_the_noise_and_the_reference():
+    import pandas as pd
+
+    from opforce_tutorial.chapters import ala2_page as page
+
+    def row(name, seed, bonds, angles, rama):
+        return {"model": ala2.cg_name(*name), "seed": seed, "mean JS bonds": bonds, "mean JS angles": angles,
+                "JS ramachandran": rama}
+
+    seeds = pd.DataFrame([row(("reference",), 0, 0.001, 0.001, 0.04), row(("reference",), 1, 0.001, 0.001, 0.02),
+                          row(("noise", 0.05), 0, 0.2, 0.06, 0.03), row(("noise", 0.05), 1, 0.2, 0.06, 0.03),
+                          row(("cnf", 0.05), 0, 0.01, 0.01, 0.04), row(("cnf", 0.05), 1, 0.01, 0.02, 0.06),
+                          row(("coupling", 0.05), 0, 0.01, 0.01, 0.03)])  # one seed: no seed mean
+    table = page.seed_mean_gates(seeds)
+    assert list(table.index) == ["cnf σ=0.05"]
+    cnf = table.loc["cnf σ=0.05"]
+    assert cnf["seed means: worse of bonds, angles ÷ noise"] == "0.25" and cnf["seed-mean local gate"] == "met"
+    assert cnf["seed means: Ramachandran ÷ reference"] == "1.67" and cnf["seed-mean global gate"] == "not met"
+    assert cnf["seeds (model / noise / reference)"] == "2 / 2 / 2"
+    assert page.seed_gate_sentence(seeds).startswith("cnf σ=0.05 meets the local gate, not the global one (local "
+                                                     "ratio 0.25, Ramachandran 1.67 × the reference's")
+    assert page.seed_gate_sentence(seeds[seeds.seed == 0]).startswith("no flow-kernel model has a replicate")
+
+
 def test_chapter_2_conclusions_on_the_reference_and_the_seed_spread_follow_the_numbers():
     from opforce_tutorial.chapters import ala2_page as page
 
