@@ -357,6 +357,14 @@ def test_chapter_2_gates_and_lessons_are_judged_from_the_numbers():
     assert failed["local_lesson"].startswith("where the gate is not met")
 
 
+def _seed0_gate_values() -> dict:
+    """The seed-0 values :func:`ala2_page.gate_summary` reads, for every flow-kernel model of the chapter."""
+    values = {"rama_ref": 0.04, "rama_sd_ref": 0.005}
+    for key in ("coupling005", "cnf005", "coupling01", "cnf01"):
+        values.update({f"cg_bond_{key}": 0.1, f"cg_angle_{key}": 0.1, f"rama_{key}": 0.05, f"rama_sd_{key}": 0.005})
+    return values
+
+
 def test_the_gates_on_seed_means_average_every_seed_of_the_model_the_noise_and_the_reference():
     import pandas as pd
 
@@ -373,9 +381,13 @@ def test_the_gates_on_seed_means_average_every_seed_of_the_model_the_noise_and_t
     table = page.seed_mean_gates(seeds)
     assert list(table.index) == ["cnf σ=0.05"]
     cnf = table.loc["cnf σ=0.05"]
-    assert cnf["seed means: worse of bonds, angles ÷ noise"] == "0.25" and cnf["seed-mean local gate"] == "met"
-    assert cnf["seed means: Ramachandran ÷ reference"] == "1.67" and cnf["seed-mean global gate"] == "not met"
-    assert cnf["seeds (model / noise / reference)"] == "2 / 2 / 2"
+    assert cnf["local"] == pytest.approx(0.015 / 0.06) and cnf["ramachandran"] == pytest.approx(0.05 / 0.03)
+    assert (cnf["seeds"], cnf["noise seeds"], cnf["reference seeds"]) == (2, 2, 2)
+    shown = page.gate_summary(_seed0_gate_values(), seeds).data.loc["cnf σ=0.05"]
+    assert shown["seed means: worse of bonds, angles ÷ noise"] == "0.25" and shown["seed-mean local gate"] == "met"
+    assert shown["seed means: Ramachandran ÷ reference"] == "1.67" and shown["seed-mean global gate"] == "not met"
+    assert shown["seeds (model / noise / reference)"] == "2 / 2 / 2"
+    assert page.gate_summary(_seed0_gate_values(), seeds).data.loc["coupling σ=0.05", "seed-mean local gate"] == ""
     assert page.seed_gate_sentence(seeds).startswith("cnf σ=0.05 meets the local gate, not the global one (local "
                                                      "ratio 0.25, Ramachandran 1.67 × the reference's")
     assert page.seed_gate_sentence(seeds[seeds.seed == 0]).startswith("no flow-kernel model has a replicate")

@@ -17,11 +17,10 @@ from ..evaluation import dihedral_integration_by_parts_check, integration_by_par
 from ..observables import chain_observables
 from ..systems.alanine_dipeptide import RAMACHANDRAN
 from . import ala2
-from .page import LiveLabels, display_name, key_of, thousands
+from .page import LOCAL_GATE, LiveLabels, display_name, key_of, met, thousands
 from .page import pm as _pm
 
 LOCAL = [n for n in chain_observables(5) if n.split()[0] in ("bond", "angle")]
-GATE = 1 / 3  # a flow-kernel model's mean bond and angle JS over the noise-kernel model's, at the same σ
 GLOBAL_GATE = 1.5  # a flow-kernel model's Ramachandran JS over the reference-forces model's
 Z_PASS = 3.0  # an identity check passes when every |z| (difference over its block error) is at most this
 
@@ -116,7 +115,7 @@ def _verdicts(values: dict, names: dict) -> dict:
         s = f"{sigma:g}".replace(".", "")
         for source in ("coupling", "cnf"):
             name = f"{source} σ={sigma:g}"
-            if values[f"cg_bond_{source}{s}"] <= GATE and values[f"cg_angle_{source}{s}"] <= GATE:
+            if values[f"cg_bond_{source}{s}"] <= LOCAL_GATE and values[f"cg_angle_{source}{s}"] <= LOCAL_GATE:
                 local.append(name)
             if values[f"rama_{source}{s}"] <= GLOBAL_GATE * values["rama_ref"]:
                 global_.append(name)
@@ -199,21 +198,23 @@ def gate_summary(values: dict, seeds: pd.DataFrame | None = None) -> pd.io.forma
                                     values["rama_sd_ref"] / values["rama_ref"])
             rows.append({"model": f"{source} σ={sigma:g}", "bonds ÷ noise (≤ 0.33)": f"{bond:.2f}",
                          "angles ÷ noise (≤ 0.33)": f"{angle:.2f}",
-                         "local gate": "met" if max(bond, angle) <= GATE else "not met",
+                         "local gate": met(max(bond, angle) <= LOCAL_GATE),
                          "Ramachandran ÷ reference (≤ 1.5)": f"{rama:.2f} ± {error:.2f}",
-                         "global gate": "met" if rama <= GLOBAL_GATE else "not met"})
+                         "global gate": met(rama <= GLOBAL_GATE)})
     table = pd.DataFrame(rows).set_index("model")
     caption = "the chapter's gates, from the table above (seed 0, the registered models)"
     if seeds is not None:
-        table = table.join(seed_mean_gates(seeds)).fillna("")
+        table = table.join(_seed_gate_columns(seed_mean_gates(seeds))).fillna("")
         caption += "; the seed-mean columns average every recorded training seed (“Going further”)"
     return table.style.set_caption(caption)
 
 
 def seed_mean_gates(seeds: pd.DataFrame) -> pd.DataFrame:
-    """The local and global gates on seed means: for every flow-kernel model with a replicate, its mean
-    bond and angle JS over the noise-kernel model's seed mean at the same σ (≤ 1/3) and its mean
-    Ramachandran JS over the reference-forces model's (≤ 1.5), with the number of seeds behind each mean."""
+    """The local and global gates on seed means, one row per flow-kernel model with a replicate (index its
+    display name): ``local``, the worse of its seed-mean bond and angle JS over the noise-kernel model's seed
+    means at the same σ (gate ≤ 1/3); ``ramachandran``, its seed-mean Ramachandran JS over the reference-forces
+    model's (gate ≤ 1.5); and the number of seeds behind each mean (``seeds``, ``noise seeds``,
+    ``reference seeds``)."""
     means = seeds.groupby("model")[["mean JS bonds", "mean JS angles", "JS ramachandran"]].mean()
     counts = seeds.groupby("model").size()
     reference = ala2.cg_name("reference")
@@ -224,28 +225,38 @@ def seed_mean_gates(seeds: pd.DataFrame) -> pd.DataFrame:
             name = ala2.cg_name(source, sigma)
             if counts.get(name, 0) < 2 or noise not in means.index or reference not in means.index:
                 continue
-            local = max(means.loc[name, c] / means.loc[noise, c] for c in ("mean JS bonds", "mean JS angles"))
-            rama = means.loc[name, "JS ramachandran"] / means.loc[reference, "JS ramachandran"]
             rows[f"{source} σ={sigma:g}"] = {
-                "seeds (model / noise / reference)": f"{counts[name]} / {counts[noise]} / {counts[reference]}",
-                "seed means: worse of bonds, angles ÷ noise": f"{local:.2f}",
-                "seed-mean local gate": "met" if local <= GATE else "not met",
-                "seed means: Ramachandran ÷ reference": f"{rama:.2f}",
-                "seed-mean global gate": "met" if rama <= GLOBAL_GATE else "not met"}
+                "local": max(means.loc[name, c] / means.loc[noise, c] for c in ("mean JS bonds", "mean JS angles")),
+                "ramachandran": means.loc[name, "JS ramachandran"] / means.loc[reference, "JS ramachandran"],
+                "seeds": counts[name], "noise seeds": counts[noise], "reference seeds": counts[reference]}
     return pd.DataFrame.from_dict(rows, orient="index")
+
+
+def _seeds(row) -> str:
+    return f"{row['seeds']:.0f} / {row['noise seeds']:.0f} / {row['reference seeds']:.0f}"
+
+
+def _seed_gate_columns(gates: pd.DataFrame) -> pd.DataFrame:
+    """:func:`seed_mean_gates` as the gate table's extra columns."""
+    return pd.DataFrame({name: {"seeds (model / noise / reference)": _seeds(row),
+                                "seed means: worse of bonds, angles ÷ noise": f"{row['local']:.2f}",
+                                "seed-mean local gate": met(row["local"] <= LOCAL_GATE),
+                                "seed means: Ramachandran ÷ reference": f"{row['ramachandran']:.2f}",
+                                "seed-mean global gate": met(row["ramachandran"] <= GLOBAL_GATE)}
+                         for name, row in gates.iterrows()}).T
 
 
 def seed_gate_sentence(seeds: pd.DataFrame) -> str:
     """What :func:`seed_mean_gates` finds, in one clause per model, for the text."""
-    table = seed_mean_gates(seeds)
-    if table.empty:
+    gates = seed_mean_gates(seeds)
+    if gates.empty:
         return "no flow-kernel model has a replicate of its registered weights yet"
-    both = {("met", "met"): "meets both gates", ("met", "not met"): "meets the local gate, not the global one",
-            ("not met", "met"): "meets the global gate, not the local one", ("not met", "not met"): "meets neither gate"}
+    both = {(True, True): "meets both gates", (True, False): "meets the local gate, not the global one",
+            (False, True): "meets the global gate, not the local one", (False, False): "meets neither gate"}
     return "; ".join(
-        f"{name} {both[(row['seed-mean local gate'], row['seed-mean global gate'])]} (local ratio "
-        f"{row['seed means: worse of bonds, angles ÷ noise']}, Ramachandran {row['seed means: Ramachandran ÷ reference']} "
-        f"× the reference's; seeds {row['seeds (model / noise / reference)']})" for name, row in table.iterrows())
+        f"{name} {both[(row['local'] <= LOCAL_GATE, row['ramachandran'] <= GLOBAL_GATE)]} (local ratio "
+        f"{row['local']:.2f}, Ramachandran {row['ramachandran']:.2f} × the reference's; seeds {_seeds(row)})"
+        for name, row in gates.iterrows())
 
 
 # ----------------------------------------------------------------------------------------------- cost

@@ -24,12 +24,11 @@ from ..storage import read_json
 from ..systems import cln025 as system
 from ..units import kbt as thermal_energy
 from . import cln025
-from .page import FLOW_KERNELS, display_name, key_of, mean_js, pm
+from .page import FLOW_KERNELS, LOCAL_GATE, display_name, key_of, mean_js, met, pm
 
 LOCAL = [n for n in chain_observables(system.SYSTEM.n_beads) if n.split()[0] in ("bond", "angle")]
 ANGLES = [n for n in LOCAL if n.startswith("angle")]
 SHOWN_LOCAL = ["bond 0-1", "bond 4-5", "bond 8-9", "angle 1-2-3", "angle 5-6-7", "angle 7-8-9"]
-GATE = 1 / 3  # a flow-kernel model's mean bond and angle JS over the noise-kernel model's, at the same σ
 TICA_GATE = 1.5  # a flow-kernel model's TICA JS over the reference-forces model's
 FOLDED_GATE = 10.0  # percentage points: a flow-kernel model's folded fraction from the reference-forces model's
 UNITS = {"rmsd folded": "Å", "native contacts Q": "fraction"}
@@ -199,7 +198,7 @@ def _verdicts(values: dict, models: list[str]) -> dict:
         if source not in FLOW_KERNELS or f"cg_bond_{key}" not in values:
             continue
         judged.append(name)
-        if values[f"cg_bond_{key}"] <= GATE and values[f"cg_angle_{key}"] <= GATE:
+        if values[f"cg_bond_{key}"] <= LOCAL_GATE and values[f"cg_angle_{key}"] <= LOCAL_GATE:
             local.append(name)
         if "tica_ref" in values and values[f"tica_{key}"] <= TICA_GATE * values["tica_ref"]:
             tica.append(name)
@@ -216,7 +215,7 @@ def _verdicts(values: dict, models: list[str]) -> dict:
             out[f"ref_bond_{noise}"] = values["bond_ref"] / values[f"bond_{noise}"]
             out[f"ref_angle_{noise}"] = values["angle_ref"] / values[f"angle_{noise}"]
             controls.append(f"{out[f'ref_angle_{noise}']:.2f} times the noise-kernel model's at σ = {sigma:g} Å")
-    unfair = [g for g in cln025.NOISE_STDS if out.get(f"ref_angle_{key_of(f'noise σ={g:g}')}", 0.0) > GATE]
+    unfair = [g for g in cln025.NOISE_STDS if out.get(f"ref_angle_{key_of(f'noise σ={g:g}')}", 0.0) > LOCAL_GATE]
     out["angle_gate_verdict"] = (
         "at " + " and ".join(f"σ = {g:g} Å" for g in unfair) + " that is above 1/3: the angle half of the gate asks a "
         "kernel for more than the exact labels deliver at this budget (the Cα angles are broad, and the noise barely "
@@ -264,10 +263,10 @@ def gate_summary(values: dict) -> pd.io.formats.style.Styler:
             tica = values[f"tica_{key}"] / values["tica_ref"]
             gap = values[f"folded_{key}"] - values["folded_ref"]
             rows.append({"model": name, "bonds ÷ noise": f"{bond:.2f}", "angles ÷ noise": f"{angle:.2f}",
-                         "local (≤ 1/3)": "met" if max(bond, angle) <= GATE else "not met",
-                         "TICA ÷ ref.": f"{tica:.2f}", "TICA (≤ 1.5)": "met" if tica <= TICA_GATE else "not met",
+                         "local (≤ 1/3)": met(max(bond, angle) <= LOCAL_GATE),
+                         "TICA ÷ ref.": f"{tica:.2f}", "TICA (≤ 1.5)": met(tica <= TICA_GATE),
                          "folded − ref. (pp)": f"{gap:+.1f}",
-                         "folded (± 10 pp)": "met" if abs(gap) <= FOLDED_GATE else "not met"})
+                         "folded (± 10 pp)": met(abs(gap) <= FOLDED_GATE)})
     table = pd.DataFrame(rows).set_index("model").fillna("")
     table.index.name = None
     return table.style.set_caption("the chapter's gates: bonds and angles ≤ 1/3 of the noise-kernel model's JS at "

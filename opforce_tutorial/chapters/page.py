@@ -19,6 +19,8 @@ from ..labels import LabelSettings
 
 KERNELS = ("noise", "coupling", "cnf")
 FLOW_KERNELS = ("coupling", "cnf")
+#: Every chapter's local gate: a flow-kernel model's mean bond and angle JS over the noise-kernel model's, same σ.
+LOCAL_GATE = 1 / 3
 
 
 def glue_values(values: dict) -> None:
@@ -48,6 +50,11 @@ def key_of(name: str) -> str:
 def thousands(n: int) -> str:
     """A count for people, digits grouped by a space: 107500 → "107 500"."""
     return f"{int(n):,}".replace(",", " ")
+
+
+def met(ok: bool) -> str:
+    """A gate's verdict as the tables print it."""
+    return "met" if ok else "not met"
 
 
 def pm(mean: float, err: float, digits: int = 1) -> str:
