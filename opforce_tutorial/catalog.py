@@ -40,6 +40,9 @@ class ModelSpec:
     long_run: Callable[[torch.nn.Module, float, str, str | None], dict] | None = None
     # False for a recipe whose chapter does not ship yet: `opforce models` lists it as to be built, not broken
     required: bool = True
+    # () -> the registry ``training`` the recipe records now (JSON-ready): a registered entry recorded with
+    # other settings is out of date, and loading it is refused (`pretrained.settings_changes`). None: unchecked.
+    settings: Callable[[], dict] | None = None
 
 
 _CATALOG: dict[str, ModelSpec] = {}

@@ -12,6 +12,7 @@ Files load with ``torch.load(..., weights_only=True)`` after their checksum is v
 
 from __future__ import annotations
 
+import json
 import os
 import platform
 import shutil
@@ -74,10 +75,56 @@ def load(name: str, models_dir: Path = MODELS_DIR) -> tuple[torch.nn.Module, dic
     fix = f"rebuild it with `{rebuild_command(name)}`"
     if entry is None:
         raise PretrainedError(f"{name!r} has no entry in {models_dir / 'registry.json'}; {fix}")
+    _refuse_other_settings(name, entry, fix)
     path = _verified(models_dir / specs[name].file, entry["sha256"], fix)
     model = specs[name].build(entry["config"])
     model.load_state_dict(torch.load(path, map_location="cpu", weights_only=True))
     return model.eval(), entry
+
+
+def settings_changes(name: str, entry: dict) -> list[str]:
+    """Where a registry entry's recorded ``training`` differs from what its recipe records now, one
+    ``"key.subkey: recorded → recipe"`` per difference (a key one side lacks reads ``absent``); ``[]`` when they
+    agree or the recipe publishes no settings (:attr:`ModelSpec.settings`)."""
+    spec = _specs().get(name)
+    if spec is None or spec.settings is None:
+        return []
+    return _differences(entry.get("training", {}), json.loads(json.dumps(spec.settings())))
+
+
+def _differences(recorded: dict, wanted: dict, prefix: str = "") -> list[str]:
+    out = []
+    for key in sorted(set(recorded) | set(wanted)):
+        a, b = recorded.get(key, _ABSENT), wanted.get(key, _ABSENT)
+        if isinstance(a, dict) and isinstance(b, dict):
+            out += _differences(a, b, f"{prefix}{key}.")
+        elif a != b:
+            out.append(f"{prefix}{key}: {a} → {b}")
+    return out
+
+
+class _Absent:
+    def __repr__(self) -> str:
+        return "absent"
+
+    __str__ = __repr__
+
+
+_ABSENT = _Absent()
+
+
+def models_with_other_settings(registry: dict | None = None) -> list[str]:
+    """The registered models whose recorded training settings are not their recipe's (:func:`settings_changes`):
+    what ``opforce pretrain`` should rebuild after a recipe changed."""
+    registry = read_registry() if registry is None else registry
+    return sorted(name for name, entry in registry.items() if settings_changes(name, entry))
+
+
+def _refuse_other_settings(name: str, entry: dict, fix: str) -> None:
+    changes = settings_changes(name, entry)
+    if changes:
+        shown = "; ".join(changes[:3]) + (f"; and {len(changes) - 3} more" if len(changes) > 3 else "")
+        raise PretrainedError(f"{name} was trained with other settings than its recipe's ({shown}); {fix}")
 
 
 def load_kernel(name: str, kbt: float, device: str = "cpu", models_dir: Path = MODELS_DIR, **kernel_options):
@@ -110,6 +157,7 @@ def load_samples(name: str, models_dir: Path = MODELS_DIR):
     fix = f"rebuild it with `{rebuild_command(name)}`"
     if entry is None or "samples" not in entry:
         raise PretrainedError(f"{name!r} has no saved samples in {models_dir / 'registry.json'}; {fix}")
+    _refuse_other_settings(name, entry, fix)
     return np.load(_verified(models_dir / entry["samples"]["file"], entry["samples"]["sha256"], fix))["samples"]
 
 

@@ -33,7 +33,7 @@ import numpy as np
 import torch
 
 from .catalog import ModelSpec
-from .cg import ForceMatchingSettings, PriorEnergy, SchNetConfig, SchNetEnergy, fit_priors
+from .cg import ForceMatchingSettings, PriorEnergy, PriorFit, SchNetConfig, SchNetEnergy, fit_priors
 from .cg.network import CGModel
 from .cg.pipeline import CGRunSettings, run_label_source, simulate_cg
 from .cg.training import validation_mask
@@ -225,21 +225,26 @@ class Study:
                                settings, device, model_sha256=weights, source=self.system.name, progress=progress)
         return out.positions, out.forces, out.frame_index
 
+    def flow_recipe(self, source: str, noise_std: float, seed: int = 0):
+        """The network config and training settings of a label source's flow at ``noise_std`` with ``seed``
+        (the registered flow's, with seed 0): ``(CouplingFlowConfig, CouplingTraining)`` or
+        ``(EGNNConfig, CNFTraining)``."""
+        recipe = self.flows[source]
+        if source == "coupling":
+            return (CouplingFlowConfig(bead_types=self.bead_types, **recipe.config),
+                    CouplingTraining(noise_std=noise_std, n_steps=recipe.steps(noise_std), batch_size=recipe.batch_size,
+                                     seed=seed))
+        return (EGNNConfig(bead_types=self.bead_types, **recipe.config),
+                CNFTraining(noise_std=noise_std, prior_std=noise_std, n_steps=recipe.steps(noise_std),
+                            batch_size=recipe.batch_size, seed=seed))
+
     def fit_flow(self, ds, source: str, noise_std: float, seed: int, device, work_dir: Path | None = None):
         """The coupling flow or CNF vector field of a label source, trained on the frames of ``ds`` with
         ``seed`` (0: the registered one); checkpointed in ``work_dir``. Returns ``(flow, config, settings, metrics)``."""
         checkpoint = None if work_dir is None else str(Path(work_dir) / "flow.ckpt")
-        recipe = self.flows[source]
-        if source == "coupling":
-            config = CouplingFlowConfig(bead_types=self.bead_types, **recipe.config)
-            settings = CouplingTraining(noise_std=noise_std, n_steps=recipe.steps(noise_std),
-                                        batch_size=recipe.batch_size, seed=seed)
-            flow, history = train_coupling_flow(ds.positions, config, settings, device, checkpoint)
-        else:
-            config = EGNNConfig(bead_types=self.bead_types, **recipe.config)
-            settings = CNFTraining(noise_std=noise_std, prior_std=noise_std, n_steps=recipe.steps(noise_std),
-                                   batch_size=recipe.batch_size, seed=seed)
-            flow, history = train_cnf(ds.positions, config, settings, device, checkpoint)
+        config, settings = self.flow_recipe(source, noise_std, seed)
+        train = train_coupling_flow if source == "coupling" else train_cnf
+        flow, history = train(ds.positions, config, settings, device, checkpoint)
         metrics = {"final_val_loss": history["val_loss"][-1], "val_loss": history["val_loss"],
                    "dataset_sha256": self.dataset_sha256()}
         return flow, config, settings, metrics
@@ -267,11 +272,7 @@ class Study:
         :meth:`label_settings` and :attr:`cg`; other settings are for ablations. Labels and the force-matching
         checkpoint go to ``work_dir`` (if given), so a killed run resumes. Returns ``(CGRun, metrics, settings)``.
         """
-        label_settings = self.label_settings(source) if label_settings is None else label_settings
-        cg_settings = self.cg if cg_settings is None else cg_settings
-        labels = replace(label_settings, seed=seed)
-        cg = replace(cg_settings, seed=seed, force_matching=replace(cg_settings.force_matching, seed=seed),
-                     dihedral_hidden=dihedral_hidden)
+        labels, cg = self.run_settings(source, seed, dihedral_hidden, label_settings, cg_settings)
         y, f, idx = self.labelled_set(source, noise_std, ds, flow, labels, device=device, work_dir=work_dir)
         run = run_label_source(y, f, thermal_energy(ds.temperature), self.bead_types, ds.bead_masses, ds.positions, cg,
                                val_mask=validation_mask(idx, ds.n_frames, 0.1, ds.traj_ids), device=device,
@@ -282,7 +283,17 @@ class Study:
                    "js": scores["js"], **(
                        {"populations": scores["populations"]} if "populations" in scores else {}),
                    "dataset_sha256": self.dataset_sha256()}
-        return run, metrics, {"labels": asdict(labels), "cg": asdict(cg)}
+        return run, metrics, _training_record(labels, cg)
+
+    def run_settings(self, source: str, seed: int, dihedral_hidden: int = 0, label_settings: LabelSettings | None = None,
+                     cg_settings: CGRunSettings | None = None) -> tuple[LabelSettings, CGRunSettings]:
+        """The label and CG settings :meth:`cg_run` trains with (defaults :meth:`label_settings` and :attr:`cg`),
+        every random choice seeded by ``seed``; seed 0's are what a registered model records."""
+        label_settings = self.label_settings(source) if label_settings is None else label_settings
+        cg_settings = self.cg if cg_settings is None else cg_settings
+        return (replace(label_settings, seed=seed),
+                replace(cg_settings, seed=seed, force_matching=replace(cg_settings.force_matching, seed=seed),
+                        dihedral_hidden=dihedral_hidden))
 
     @property
     def prior_only_name(self) -> str:
@@ -294,39 +305,38 @@ class Study:
         free energy is measured against this. The recipe :attr:`prior_only_name` saves it with the prior."""
         ds = self.training_frames() if ds is None else ds
         kbt = thermal_energy(ds.temperature)
-        prior = self.fit_prior(ds) if prior is None else prior
+        prior = self.fit_prior(ds)[0] if prior is None else prior
         return simulate_cg(prior, ds.positions, kbt, ds.bead_masses, self.cg, device, progress=progress)
 
-    def fit_prior(self, ds=None) -> PriorEnergy:
-        """The prior every CG model of the study starts from, fitted to the training frames."""
+    def fit_prior(self, ds=None) -> tuple[PriorEnergy, list[PriorFit]]:
+        """The prior every CG model of the study starts from, fitted to the training frames (``ds``, default
+        :meth:`training_frames`) with the study's repulsion; returns the prior and one fit per term (for plots)."""
         ds = self.training_frames() if ds is None else ds
         return fit_priors(ds.positions, thermal_energy(ds.temperature),
-                          repulsion_min_separation=self.cg.repulsion_min_separation)[0]
+                          repulsion_min_separation=self.cg.repulsion_min_separation)
 
     def saved_prior_only_trajectory(self, prior: PriorEnergy | None = None) -> np.ndarray:
         """:meth:`prior_only_trajectory` as registered (``opforce pretrain <study>-prior-only``; trained afresh where
         :func:`~opforce_tutorial.pretrained.should_train` says so), after checking that it is the run of
-        ``prior`` (default: :meth:`fit_prior`) and of the study's current simulation settings."""
-        from .pretrained import PretrainedError, load_or_train, read_registry, rebuild_command, samples, should_train
+        ``prior`` (default: :meth:`fit_prior`). A run recorded with other simulation settings than
+        :meth:`prior_only_settings` is refused when it loads."""
+        from .pretrained import PretrainedError, load, load_or_train, rebuild_command, samples, should_train
 
-        name, fix = self.prior_only_name, f"rebuild it with `{rebuild_command(self.prior_only_name)}`"
-        saved, traj = load_or_train(name), samples(name)
-        if not should_train():  # a run made in this process has the current settings by construction
-            recorded = read_registry()[name]["training"]
-            if recorded != json.loads(json.dumps(self.prior_only_settings())):
-                raise PretrainedError(f"{name} was simulated with other settings ({recorded}); {fix}")
-        prior = self.fit_prior() if prior is None else prior
+        name = self.prior_only_name
+        saved = load_or_train(name) if should_train() else load(name)[0]
+        prior = self.fit_prior()[0] if prior is None else prior
         mine, theirs = prior.state_dict(), saved.state_dict()
         if mine.keys() != theirs.keys() or any(
                 mine[k].shape != v.shape or not torch.allclose(v.double(), mine[k].cpu().double(), rtol=1e-6, atol=1e-9)
                 for k, v in theirs.items()):
-            raise PretrainedError(f"{name} holds another prior than the one fitted here; {fix}")
-        return traj
+            raise PretrainedError(f"{name} holds another prior than the one fitted here; rebuild it with "
+                                  f"`{rebuild_command(name)}`")
+        return samples(name)
 
     def prior_only_settings(self) -> dict:
-        """What the saved prior-only run depends on (its registry ``training``): the simulation settings
-        and the prior's pairs; a registered run recorded with others is out of date."""
-        keys = ("repulsion_min_separation", "n_replicas", "n_steps", "dt", "friction", "save_every", "burn_in", "seed")
+        """What the saved prior-only run records as its registry ``training``: the study's simulation settings
+        (the prior itself, its pairs included, is saved with the run and compared when it loads)."""
+        keys = ("n_replicas", "n_steps", "dt", "friction", "save_every", "burn_in", "seed")
         return {"simulation": {k: getattr(self.cg, k) for k in keys}}
 
     def long_run(self, model: torch.nn.Module, ns: float = 1.0, device="cpu", progress: bool = True,
@@ -355,38 +365,14 @@ class Study:
         return sorted(name for name, entry in registry.items()
                       if name.startswith(f"{self.name}-") and entry.get("metrics", {}).get("dataset_sha256") != current)
 
-    def models_with_an_earlier_cg_recipe(self, models_registry: dict | None = None) -> list[str]:
-        """The study's registered CG models whose saved prior or network is not what :attr:`cg` builds now
-        (the repulsion's pairs, ``repulsion_min_separation``, or the network's ``clamp_to_training``; a model
-        saved before either was recorded has 3 and no clamp): the models ``opforce pretrain`` should retrain."""
-        from .pretrained import read_registry
+    def models_with_other_settings(self, models_registry: dict | None = None) -> list[str]:
+        """The study's registered models whose recorded training settings are not what their recipe records
+        now (:func:`~opforce_tutorial.pretrained.settings_changes`: label count, force-matching budget, prior,
+        network, simulation): the models ``opforce pretrain`` should retrain; loading them is refused."""
+        from .pretrained import models_with_other_settings, read_registry
 
         registry = read_registry() if models_registry is None else models_registry
-
-        def earlier(config):
-            return (config.get("repulsion_min_separation", 3) != self.cg.repulsion_min_separation
-                    or config["schnet"].get("clamp_to_training", False) != self.cg.clamp_to_training)
-
-        return sorted(name for name, spec in self.recipes().items()
-                      if spec.build is build_cg_model and name in registry and earlier(registry[name]["config"]))
-
-    def models_with_an_earlier_budget(self, models_registry: dict | None = None) -> list[str]:
-        """The study's registered CG models trained with another label count (``data_fraction``, ``n_frames``,
-        ``repeats``) or force-matching budget (``n_steps``, ``patience``) than the study's recipe gives them now:
-        the models ``opforce pretrain`` should retrain before sources are compared at one budget."""
-        from .pretrained import read_registry
-
-        registry = read_registry() if models_registry is None else models_registry
-        budgets = {name: (v.labels or self.label_settings(v.source), v.force_matching or self.cg.force_matching)
-                   for name, v in self.cg_models().items()}
-
-        def earlier(training, label_settings, fm):
-            labels, want = training["labels"], asdict(label_settings)
-            return (any(labels.get(k) != want[k] for k in ("data_fraction", "n_frames", "repeats"))
-                    or any(training["cg"]["force_matching"][k] != getattr(fm, k) for k in ("n_steps", "patience")))
-
-        return sorted(name for name, (label_settings, fm) in budgets.items()
-                      if name in registry and earlier(registry[name]["training"], label_settings, fm))
+        return models_with_other_settings({name: e for name, e in registry.items() if name in self.recipes()})
 
     # ---------------------------------------------------------------------------------------- catalog
     def recipes(self) -> dict[str, ModelSpec]:
@@ -397,7 +383,8 @@ class Study:
                 if source in self.sources:
                     specs[self.kernel_name(source, sigma)] = ModelSpec(
                         train=self._train_flow(source, sigma), file=f"{self.name}_{source}_{sigma:g}.pt",
-                        build=_build_flow[source], required=self.pretrained_required)
+                        build=_build_flow[source], required=self.pretrained_required,
+                        settings=lambda source=source, sigma=sigma: asdict(self.flow_recipe(source, sigma)[1]))
         specs[self.prior_only_name] = self._prior_only_spec()
         return specs | {name: self._cg_spec(model) for name, model in self.cg_models().items()}
 
@@ -422,7 +409,7 @@ class Study:
     def _prior_only_spec(self) -> ModelSpec:
         def train(device, work_dir=None):
             ds = self.training_frames()
-            prior = self.fit_prior(ds)
+            prior = self.fit_prior(ds)[0]
             traj = self.prior_only_trajectory(ds, prior, progress=True, device=device)
             config = {"n_beads": self.system.n_beads, "n_fourier": prior.n_fourier,
                       "repulsion_min_separation": prior.repulsion_min_separation}
@@ -430,7 +417,7 @@ class Study:
                                                                     self.dataset_sha256()}, traj
 
         return ModelSpec(train=train, build=build_prior, file=self.prior_only_name.replace("-", "_") + ".pt",
-                         required=self.pretrained_required)
+                         required=self.pretrained_required, settings=self.prior_only_settings)
 
     def _cg_spec(self, variant: CGVariant) -> ModelSpec:
         source, noise_std, dihedral_hidden = variant.source, variant.noise_std, variant.dihedral_hidden
@@ -463,8 +450,17 @@ class Study:
         def long_run(model, ns, device, checkpoint=None):
             return self.long_run(model, ns, device, checkpoint=checkpoint)
 
+        def recorded() -> dict:
+            return _training_record(*self.run_settings(source, 0, dihedral_hidden, variant.labels, settings()))
+
         return ModelSpec(train=train, build=build_cg_model, file=variant.name.replace("-", "_") + ".pt",
-                         replicate=replicate, long_run=long_run, required=variant.required and self.pretrained_required)
+                         replicate=replicate, long_run=long_run, required=variant.required and self.pretrained_required,
+                         settings=recorded)
+
+
+def _training_record(labels: LabelSettings, cg: CGRunSettings) -> dict:
+    """A CG model's registry ``training``."""
+    return {"labels": asdict(labels), "cg": asdict(cg)}
 
 
 def build_cg_model(config: dict) -> CGModel:

@@ -93,6 +93,21 @@ def test_pretrain_writes_file_and_registry(monkeypatch, tmp_path):
         pretrained.load_samples("tiny", models_dir=tmp_path)
 
 
+def test_a_model_recorded_with_other_settings_than_its_recipe_is_refused_naming_the_change(monkeypatch, tmp_path):
+    recipe = {"steps": 10, "lr": 0.1}
+    spec = pretrained.ModelSpec(train=lambda d, w=None: (torch.nn.Linear(2, 1), {"n": 2}, dict(recipe), {}, np.ones(3)),
+                                build=lambda cfg: torch.nn.Linear(cfg["n"], 1), file="tiny.pt", settings=lambda: recipe)
+    monkeypatch.setattr(pretrained, "_specs", lambda: {"tiny": spec})
+    pretrained.pretrain("tiny", models_dir=tmp_path)
+    pretrained.load("tiny", models_dir=tmp_path)  # recorded as the recipe records it: loads
+    recipe["steps"] = 20  # the recipe changed after the model was registered
+    registry = pretrained.read_registry(tmp_path / "registry.json")
+    assert pretrained.models_with_other_settings(registry) == ["tiny"]
+    for load in (pretrained.load, pretrained.load_samples):
+        with pytest.raises(pretrained.PretrainedError, match=r"other settings .*steps: 10 → 20.*opforce pretrain tiny"):
+            load("tiny", models_dir=tmp_path)
+
+
 def _replicable(tmp_path, monkeypatch):
     seeds = []
 

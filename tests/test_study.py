@@ -95,20 +95,10 @@ def test_opforce_study_from_the_command_line(frames_file, tmp_path):
     assert "my_frames-cg-noise-0.05" in done.stdout and (tmp_path / "out" / "report.md").exists()
 
 
-def test_models_saved_with_an_earlier_prior_or_network_are_named_for_retraining():
-    from opforce_tutorial.chapters import ala2
-
-    old = {"n_beads": 5, "n_fourier": 3, "schnet": {"bead_types": [0, 1, 2, 3, 4]}}
-    new = {**old, "repulsion_min_separation": 2, "schnet": {**old["schnet"], "clamp_to_training": True}}
-    unclamped = {**new, "schnet": old["schnet"]}
-    registry = {"ala2-cg-reference": {"config": old}, "ala2-cg-noise-0.05": {"config": new},
-                "ala2-cg-noise-0.1": {"config": unclamped}, "ala2-cnf-0.05": {"config": {}}}
-    assert ala2.models_with_an_earlier_cg_recipe(registry) == ["ala2-cg-noise-0.1", "ala2-cg-reference"]
-
-
-def test_the_reference_takes_every_frame_and_models_of_another_budget_are_named_for_retraining():
+def test_the_reference_takes_every_frame_and_models_recorded_with_other_settings_are_named_for_retraining():
     from dataclasses import asdict
 
+    from opforce_tutorial import pretrained
     from opforce_tutorial.chapters import ala2
     from opforce_tutorial.data.dataset import CGDataset
 
@@ -116,22 +106,24 @@ def test_the_reference_takes_every_frame_and_models_of_another_budget_are_named_
     ds = CGDataset("t", x, -x, 300.0, np.zeros(100, int), 1.0, ["C"] * 5)
     assert len(ala2.labelled_set("reference", None, ds)[2]) == 100  # every frame: chapter 2's reference budget
     assert ala2.STUDY.label_settings("noise") == ala2.LABELS and ala2.STUDY.label_settings("reference").repeats == 1
-    fm = asdict(ala2.CG_SETTINGS.force_matching)
-
-    def trained(labels, **changes):
-        return {"training": {"labels": asdict(labels), "cg": {"force_matching": {**fm, **changes}}}}
-
-    registry = {"ala2-cg-reference": trained(ala2.LABELS),  # 40 000 frames: fewer than every frame
-                "ala2-cg-noise-0.05": trained(ala2.LABELS), "ala2-cg-noise-0.1": trained(ala2.LABELS, n_steps=3000),
-                "ala2-cg-cnf-0.05": trained(ala2.LABELS, patience=8),
-                ala2.CHIRAL_REFERENCE: trained(ala2.REFERENCE_LABELS), "ala2-cnf-0.05": {"config": {}},
-                ala2.LONG_REFERENCE: trained(ala2.REFERENCE_LABELS, n_steps=24_000),  # its own, longer budget
-                ala2.CNF_PAPER_LABELS: trained(ala2.PAPER_LABELS),  # its own, larger label budget
-                "ala2-cg-reference-x": trained(ala2.LABELS)}  # not a model of the study
-    assert ala2.models_with_an_earlier_budget(registry) == ["ala2-cg-cnf-0.05", "ala2-cg-noise-0.1",
-                                                           "ala2-cg-reference"]
-    registry[ala2.CNF_PAPER_LABELS] = trained(ala2.LABELS)  # the kernels' 40 000: not the variant's budget
-    assert ala2.CNF_PAPER_LABELS in ala2.models_with_an_earlier_budget(registry)
+    specs = ala2.STUDY.recipes()
+    registry = {name: {"training": json.loads(json.dumps(spec.settings()))} for name, spec in specs.items()}
+    assert ala2.models_with_other_settings(registry) == []  # every recipe's own record agrees with it
+    registry["ala2-cg-noise-0.1"]["training"]["cg"]["force_matching"]["n_steps"] = 3000  # another budget
+    registry["ala2-cg-reference"]["training"]["labels"] = asdict(ala2.LABELS)  # the kernels' 4 000 frames
+    del registry["ala2-cg-cnf-0.05"]["training"]["cg"]["clamp_to_training"]  # recorded before the clamp existed
+    registry[ala2.CNF_PAPER_LABELS]["training"]["labels"] = asdict(ala2.LABELS)  # not the variant's own budget
+    registry["ala2-coupling-0.05"]["training"]["n_steps"] = 4000  # a flow trained shorter
+    registry["ala2-prior-only"]["training"]["simulation"]["n_steps"] //= 2
+    registry["ala2-cg-reference-x"] = {"training": {}}  # not a model of the study
+    assert ala2.models_with_other_settings(registry) == sorted([
+        "ala2-cg-noise-0.1", "ala2-cg-reference", "ala2-cg-cnf-0.05", ala2.CNF_PAPER_LABELS, "ala2-coupling-0.05",
+        "ala2-prior-only"])
+    assert pretrained.settings_changes("ala2-cg-noise-0.1", registry["ala2-cg-noise-0.1"]) == [
+        f"cg.force_matching.n_steps: 3000 → {ala2.CG_SETTINGS.force_matching.n_steps}"]
+    assert pretrained.settings_changes("ala2-cg-cnf-0.05", registry["ala2-cg-cnf-0.05"]) == [
+        "cg.clamp_to_training: absent → True"]
+    assert ala2.LONG_REFERENCE not in ala2.models_with_other_settings(registry)  # its own, longer budget is its recipe
 
 
 def test_a_variant_that_is_a_measurement_is_not_required_but_trains_with_its_own_budget():

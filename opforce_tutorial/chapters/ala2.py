@@ -81,8 +81,7 @@ kernel_name, cg_name, cg_model_names = STUDY.kernel_name, STUDY.cg_name, STUDY.c
 training_frames, reference_histograms, score = STUDY.training_frames, STUDY.reference_histograms, STUDY.score
 make_kernel, labelled_set, kernel_output_js = STUDY.make_kernel, STUDY.labelled_set, STUDY.kernel_output_js
 prior_only_trajectory, models_trained_on_other_data = STUDY.prior_only_trajectory, STUDY.models_trained_on_other_data
-models_with_an_earlier_cg_recipe = STUDY.models_with_an_earlier_cg_recipe
-models_with_an_earlier_budget = STUDY.models_with_an_earlier_budget
+models_with_other_settings = STUDY.models_with_other_settings
 recipes, long_run = STUDY.recipes, STUDY.long_run
 
 

@@ -99,12 +99,12 @@ def tica_marker() -> tuple[float, float]:
 def model_status() -> pd.io.formats.style.Styler:
     """Every model of the chapter: registered (device and wall time) or the command that builds it."""
     registry = pretrained.read_registry()
-    earlier = set(cln025.STUDY.models_with_an_earlier_cg_recipe(registry))
+    other = set(cln025.STUDY.models_with_other_settings(registry))
     rows = {}
     for name, spec in cln025.recipes().items():
         entry = registry.get(name)
-        status = ("registered" if name not in earlier else
-                  f"registered, earlier prior (1-3 pairs not repelled, network not clamped): {pretrained.rebuild_command(name)}")
+        status = ("registered" if name not in other else
+                  f"registered with other settings than its recipe's: {pretrained.rebuild_command(name)}")
         rows[name] = ({"status": status, "device": entry["device"], "wall time (min)": f"{entry['wall_time_s'] / 60:.0f}"}
                       if entry else {"status": f"not built yet: {pretrained.rebuild_command(name)}", "device": "",
                                      "wall time (min)": ""})
@@ -162,14 +162,10 @@ def comparison(sims: dict, reference, prior_trajectory) -> tuple:
                          ("RMSD", "JS"): f"{js['rmsd folded']['js']:.3f}", ("Q", "JS"): f"{js['native contacts Q']['js']:.3f}",
                          ("Q", "mean"): f"{q[name]:.2f}", ("folded", "%"): pm(100 * folded["mean"], 100 * folded["block_error"])}
     values.update(_verdicts(values, list(sims)))
-    earlier = {display_name(n) for n in cln025.STUDY.models_with_an_earlier_cg_recipe()} & set(sims)
     unvisited = [values[f"unvisited_{key_of(name)}"] for name in sims]
     values["unvisited_verdict"] = (
         f"the models spend {min(unvisited):.1f} to {max(unvisited):.1f} % of their frames with a Cα angle where the "
-        "data never go"
-        + (f"; {len(earlier)} of the {len(sims)} were trained with the earlier prior, which lets angles close far "
-           "below any the data hold (the README's \"energy holes\" measures it; the status table's command "
-           "retrains them)" if earlier else ""))
+        "data never go")
     first = next(iter(scores.values()))["js"]  # every simulation saves as many frames: one floor per observable
     local["floor"] = {(title, "JS"): f"{np.mean([v['js_floor'] for k, v in first.items() if k.startswith(kind)]):.3f}"
                       for kind, title in kinds}
