@@ -206,6 +206,22 @@ class Study:
             return ReverseNoiseKernel(density, noise_std, kbt, mean_free=True)
         raise ValueError(f"no kernel for label source {source!r}; kernels are noise, coupling and cnf")
 
+    def kernel_outputs(self, source: str, noise_std: float, dataset, flow=None, n_frames: int = 10_000, seed: int = 0,
+                       device="cpu", chunk: int = 1000) -> np.ndarray:
+        """Positions y (Å) of a kernel, without their labels, from ``n_frames`` frames of ``dataset`` drawn at
+        random (at most all), one draw each, seeded by ``seed``: what the kernel's labels sit at, for
+        observables the output gate does not cover (a flow's output on the global free energy)."""
+        if source not in ("noise", *FLOW_SOURCES):
+            raise ValueError(f"kernel outputs need a kernel (noise, coupling or cnf), got {source!r}")
+        if not n_frames >= 1:
+            raise ValueError(f"n_frames must be at least 1, got {n_frames}")
+        rng = np.random.default_rng(seed)
+        idx = np.sort(rng.choice(dataset.n_frames, min(n_frames, dataset.n_frames), replace=False))
+        kernel = self.make_kernel(source, noise_std, thermal_energy(dataset.temperature), flow, device)
+        generator = torch.Generator(device=device).manual_seed(seed)
+        x = torch.as_tensor(dataset.positions[idx], dtype=torch.float32, device=device)
+        return torch.cat([kernel.sample(part, generator).cpu() for part in torch.split(x, chunk)]).numpy()
+
     def labelled_set(self, source: str, noise_std: float | None, dataset, flow=None,
                      settings: LabelSettings | None = None, device="cpu", progress: bool = True,
                      work_dir: Path | None = None):

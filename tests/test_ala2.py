@@ -488,3 +488,21 @@ def test_the_longer_budget_sentence_says_what_is_measured_and_what_is_still_to_r
     text = page.longer_budget_sentence(registry, {ala2.LONG_REFERENCE: {"1": {"populations": run}},
                                                   "ala2-cg-reference": {"1": {"populations": base}}}, data)
     assert "held-out force errors 0.01 (kcal/mol/Å)² apart hold αR populations 4.1 ± 1.4 points apart" in text
+
+
+def test_the_kernel_outputs_report_says_where_the_populations_are_lost(monkeypatch):
+    from opforce_tutorial.chapters import ala2_page as page
+
+    ds = ala2.training_frames()
+    monkeypatch.setattr(ala2.STUDY, "kernel_outputs", lambda source, sigma, d, flow, n: d.positions[:: 20])  # as the data
+    model_ar = {"noise σ=0.05": 0.33, "coupling σ=0.05": 0.31, "cnf σ=0.05": 0.30, "noise σ=0.1": 0.29,
+                "coupling σ=0.1": 0.30, "cnf σ=0.1": 0.44}
+    scores = {name: {"js": {"ramachandran": {"js": 0.05, "js_floor": 0.01}}, "populations": {"αR": {"mean": p}}}
+              for name, p in model_ar.items()}
+    table, values = page.kernel_outputs_report(ds, {}, scores)
+    data_ar = 100 * page.data_populations()["αR"]["mean"]
+    assert values["model_aR_cnf01"] == pytest.approx(44.0) and table.data.loc["cnf σ=0.1", ("its CG model", "αR %")] == "44.0"
+    assert values["outputs_result"].startswith("every kernel's outputs hold the data's αR population within ")
+    assert f"off by up to {abs(44.0 - data_ar):.1f} (cnf σ=0.1:" in values["outputs_result"]
+    assert "lost between labels and model, not in the kernel" in values["outputs_result"]
+    assert "within the basins" not in values["outputs_result"]  # every kernel's outputs are the same frames here

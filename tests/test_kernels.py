@@ -100,3 +100,14 @@ def test_every_registered_flow_labels_as_before_the_one_kernel_redesign():
             assert np.array_equal(now[key], saved[key]), key
         else:
             np.testing.assert_allclose(now[key], saved[key], rtol=1e-4, atol=1e-3, err_msg=key)
+
+
+def test_sample_draws_the_positions_sample_with_forces_draws(system, gen):
+    x = torch.randn(50, 5, 3, dtype=torch.float64, generator=gen)
+    noise = NoiseKernel(0.05, kbt=0.6, mean_free=True)
+    y, _ = noise.sample_with_forces(x, generator=torch.Generator().manual_seed(3))
+    assert torch.equal(noise.sample(x, generator=torch.Generator().manual_seed(3)), y)
+    post = ExactDenoisingPosterior(system, 0.05)
+    kern, x1 = ReverseNoiseKernel(post, 0.05, system.kbt), system.sample(100, generator=gen)
+    y, _ = kern.sample_with_forces(x1, generator=torch.Generator().manual_seed(7))
+    assert torch.equal(kern.sample(x1, generator=torch.Generator().manual_seed(7)), y)

@@ -196,3 +196,22 @@ def test_a_published_recipe_trains_with_the_study_settings_of_when_it_runs(monke
         with pytest.raises(Stop):
             specs[name].train("cpu", None)
     assert seen[0] == tiny and seen[1] == replace(tiny, force_matching=ala2.LONG_FM)
+
+
+def test_kernel_outputs_are_seeded_draws_of_the_kernel_on_random_data_frames():
+    from opforce_tutorial.chapters import ala2
+    from opforce_tutorial.data.dataset import CGDataset
+
+    x = np.random.default_rng(0).normal(size=(400, 5, 3)).astype(np.float32)
+    ds = CGDataset("t", x, -x, 300.0, np.zeros(400, int), 1.0, ["C"] * 5)
+    y = ala2.STUDY.kernel_outputs("noise", 0.1, ds, n_frames=300, seed=2, chunk=64)
+    assert y.shape == (300, 5, 3) and np.array_equal(y, ala2.STUDY.kernel_outputs("noise", 0.1, ds, n_frames=300, seed=2))
+    idx = np.sort(np.random.default_rng(2).choice(400, 300, replace=False))
+    d = y - x[idx]
+    assert np.abs(d.mean(axis=1)).max() < 1e-6  # mean-free noise: the centre of mass stays
+    assert d.std() * np.sqrt(5 / 4) == pytest.approx(0.1, rel=0.05)  # σ per coordinate in the mean-free subspace
+    assert len(ala2.STUDY.kernel_outputs("noise", 0.1, ds, n_frames=10_000)) == 400  # at most every frame
+    with pytest.raises(ValueError, match="need a kernel"):
+        ala2.STUDY.kernel_outputs("reference", 0.1, ds)
+    with pytest.raises(ValueError, match="n_frames"):
+        ala2.STUDY.kernel_outputs("noise", 0.1, ds, n_frames=0)

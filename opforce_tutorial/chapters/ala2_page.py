@@ -17,7 +17,7 @@ from ..evaluation import dihedral_integration_by_parts_check, integration_by_par
 from ..observables import chain_observables
 from ..systems.alanine_dipeptide import RAMACHANDRAN
 from . import ala2
-from .page import LOCAL_GATE, LiveLabels, display_name, key_of, met, thousands
+from .page import KERNELS, LOCAL_GATE, LiveLabels, display_name, key_of, met, thousands
 from .page import pm as _pm
 
 LOCAL = [n for n in chain_observables(5) if n.split()[0] in ("bond", "angle")]
@@ -267,6 +267,48 @@ def replicate_minutes() -> tuple[int, float, str]:
 
 
 # --------------------------------------------------------------------------------------- going further
+def kernel_outputs_report(ds, flows: dict, scores: dict, n_frames: int = 20_000) -> tuple:
+    """Where the global free energy is lost: for every kernel, the Ramachandran JS (with its floor) and the
+    αR population of its outputs y (one draw on each of ``n_frames`` data frames,
+    :meth:`~opforce_tutorial.study.Study.kernel_outputs`) next to those of the CG model trained on its labels
+    (``scores``: :func:`comparison`'s). ``flows``: ``{(source, σ): flow}``. Returns (table, values)."""
+    data_ar = 100 * data_populations()["αR"]["mean"]
+    rows, values, y_gap, model_gap = {}, {}, {}, {}
+    for sigma in ala2.NOISE_STDS:
+        for source in KERNELS:
+            name, key = f"{source} σ={sigma:g}", key_of(f"{source} σ={sigma:g}")
+            y = ala2.STUDY.kernel_outputs(source, sigma, ds, flows.get((source, sigma)), n_frames)
+            out, model = ala2.score(y[:, None]), scores[name]
+            rama, model_rama = out["js"]["ramachandran"], model["js"]["ramachandran"]
+            values[f"y_rama_{key}"], values[f"y_aR_{key}"] = rama["js"], 100 * out["populations"]["αR"]["mean"]
+            values[f"model_aR_{key}"] = 100 * model["populations"]["αR"]["mean"]
+            y_gap[name], model_gap[name] = (abs(values[f"y_aR_{key}"] - data_ar),
+                                            abs(values[f"model_aR_{key}"] - data_ar))
+            rows[name] = {("kernel outputs y", "Ramachandran JS (floor)"): f"{rama['js']:.3f} ({rama['js_floor']:.3f})",
+                          ("kernel outputs y", "αR %"): f"{values[f'y_aR_{key}']:.1f}",
+                          ("its CG model", "Ramachandran JS (floor)"):
+                              f"{model_rama['js']:.3f} ({model_rama['js_floor']:.3f})",
+                          ("its CG model", "αR %"): f"{values[f'model_aR_{key}']:.1f}"}
+    rows["reference data (MD)"] = {("kernel outputs y", "αR %"): f"{data_ar:.1f}", ("its CG model", "αR %"): f"{data_ar:.1f}"}
+    worst = max(model_gap, key=model_gap.get)
+    wk = key_of(worst)
+    lost_in = ("between labels and model, not in the kernel" if max(y_gap.values()) < model_gap[worst] / 3 else
+               "partly in the kernel's outputs already")
+    broader = [f"{source} σ={sigma:g}" for sigma in ala2.NOISE_STDS for source in ("coupling", "cnf")
+               if values[f"y_rama_{key_of(f'{source} σ={sigma:g}')}"] > values[f"y_rama_noise{f'{sigma:g}'.replace('.', '')}"]]
+    values["outputs_result"] = (
+        f"every kernel's outputs hold the data's αR population within {max(y_gap.values()):.1f} points, while the CG "
+        f"models trained on them are off by up to {model_gap[worst]:.1f} ({worst}: {values[f'y_aR_{wk}']:.1f} % in its "
+        f"labels' positions, {values[f'model_aR_{wk}']:.1f} % in its simulation; data {data_ar:.1f} %): the populations "
+        f"are lost {lost_in}"
+        + (f"; within the basins, the outputs of {' and '.join(broader)} are further from the data's surface than "
+           "the noise kernel's at the same σ" if broader else ""))
+    table = pd.DataFrame(rows).T.fillna("").style.set_caption(
+        f"the Ramachandran surface in each kernel's outputs ({thousands(min(n_frames, ds.n_frames))} data frames, one "
+        "draw each) and in the 64-replica simulation of the CG model trained on its labels")
+    return table, values
+
+
 def label_checks(ds, live: LiveLabels, kbt: float) -> tuple:
     """Integration-by-parts checks of the label sets: along every bond (z per bond) and along φ and ψ for
     the reference forces and 40 000 noise labels. Returns (bond table, dihedral table, values)."""

@@ -29,11 +29,15 @@ class NoiseKernel:
         self.kbt = float(kbt)
         self.mean_free = mean_free
 
-    def sample_with_forces(self, x: torch.Tensor, generator: torch.Generator | None = None):
+    def sample(self, x: torch.Tensor, generator: torch.Generator | None = None) -> torch.Tensor:
+        """y = x + σ ε, the positions alone (the same draw :meth:`sample_with_forces` makes)."""
         eps = torch.randn(x.shape, dtype=x.dtype, device=x.device, generator=generator)
         if self.mean_free:
             if x.ndim < 3:
                 raise ValueError("mean_free noise needs frames shaped (n_frames, n_beads, 3)")
             eps = remove_mean(eps)
-        y = x + self.noise_std * eps
+        return x + self.noise_std * eps
+
+    def sample_with_forces(self, x: torch.Tensor, generator: torch.Generator | None = None):
+        y = self.sample(x, generator)
         return y, self.kbt * (x - y) / self.noise_std**2

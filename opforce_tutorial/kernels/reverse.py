@@ -67,6 +67,12 @@ class ReverseNoiseKernel:
             eps = remove_mean(eps)
         return x + self.noise_std * eps
 
+    @torch.no_grad()
+    def sample(self, x: torch.Tensor, generator: torch.Generator | None = None) -> torch.Tensor:
+        """y ~ q(· | c), c = x + σ ε: the positions alone, without their labels (for a CNF one forward solve
+        of the positions, no divergence), from the same draws as :meth:`sample_with_forces`."""
+        return self.flow.sample(self.noised(x, generator), generator=generator)[0].detach()
+
     def sample_with_forces(self, x: torch.Tensor, generator: torch.Generator | None = None):
         c = self.noised(x, generator)
         with_score = getattr(self.flow, "sample_with_score", None)
