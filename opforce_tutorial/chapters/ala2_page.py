@@ -8,6 +8,8 @@ simulations, the recorded replicates and long runs, or live labels: nothing here
 
 from __future__ import annotations
 
+import time
+
 import numpy as np
 import pandas as pd
 
@@ -271,7 +273,9 @@ def kernel_outputs_report(ds, flows: dict, scores: dict, n_frames: int = 20_000)
     """Where the global free energy is lost: for every kernel, the Ramachandran JS (with its floor) and the
     αR population of its outputs y (one draw on each of ``n_frames`` data frames,
     :meth:`~opforce_tutorial.study.Study.kernel_outputs`) next to those of the CG model trained on its labels
-    (``scores``: :func:`comparison`'s). ``flows``: ``{(source, σ): flow}``. Returns (table, values)."""
+    (``scores``: :func:`comparison`'s). ``flows``: ``{(source, σ): flow}``. Returns (table, values); the values
+    hold the seconds it took (``outputs_s``)."""
+    t0 = time.perf_counter()
     data_ar = 100 * data_populations()["αR"]["mean"]
     rows, values, y_gap, model_gap = {}, {}, {}, {}
     for sigma in ala2.NOISE_STDS:
@@ -289,6 +293,7 @@ def kernel_outputs_report(ds, flows: dict, scores: dict, n_frames: int = 20_000)
                           ("its CG model", "Ramachandran JS (floor)"):
                               f"{model_rama['js']:.3f} ({model_rama['js_floor']:.3f})",
                           ("its CG model", "αR %"): f"{values[f'model_aR_{key}']:.1f}"}
+    values["outputs_s"] = time.perf_counter() - t0  # the kernels' draws and their scores, for the page's text
     rows["reference data (MD)"] = {("kernel outputs y", "αR %"): f"{data_ar:.1f}", ("its CG model", "αR %"): f"{data_ar:.1f}"}
     worst = max(model_gap, key=model_gap.get)
     wk = key_of(worst)
