@@ -300,7 +300,7 @@ def kernel_outputs_report(ds, flows: dict, scores: dict, n_frames: int = 20_000)
     lost_in = ("between labels and model, not in the kernel" if max(y_gap.values()) < model_gap[worst] / 3 else
                "partly in the kernel's outputs already")
     broader = [f"{source} σ={sigma:g}" for sigma in ala2.NOISE_STDS for source in ("coupling", "cnf")
-               if values[f"y_rama_{key_of(f'{source} σ={sigma:g}')}"] > values[f"y_rama_noise{f'{sigma:g}'.replace('.', '')}"]]
+               if values[f"y_rama_{key_of(f'{source} σ={sigma:g}')}"] > values[f"y_rama_{key_of(f'noise σ={sigma:g}')}"]]
     values["outputs_result"] = (
         f"every kernel's outputs hold the data's αR population within {max(y_gap.values()):.1f} points, while the CG "
         f"models trained on them are off by up to {model_gap[worst]:.1f} ({worst}: {values[f'y_aR_{wk}']:.1f} % in its "
