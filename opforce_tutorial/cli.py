@@ -14,12 +14,17 @@ from .systems import CG_SYSTEMS
 
 def main(argv: list[str] | None = None) -> int:
     """``opforce``: a refused input, a mismatched resume or a missing file is one line on stderr and exit
-    status 2 (``OPFORCE_DEBUG=1`` shows the traceback)."""
+    status 2 (``OPFORCE_DEBUG=1`` shows the traceback); a non-zero torchrun rank whose labels are written exits
+    with status 0."""
     from .data.dataset import DatasetError
+    from .labels import ShareLabelled
     from .pretrained import PretrainedError
 
     try:
         return _main(argv)
+    except ShareLabelled as done:  # a non-zero torchrun rank whose part is over
+        print(f"opforce: {done}", file=sys.stderr)
+        return 0
     except (ValueError, FloatingPointError, FileNotFoundError, DatasetError, PretrainedError) as err:
         if os.environ.get("OPFORCE_DEBUG"):
             raise

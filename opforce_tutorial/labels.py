@@ -16,7 +16,9 @@ into ``<out>`` (an npz: ``positions``, ``forces``, ``frame_index`` into the inpu
 
 Sharding. Under ``torchrun`` (``WORLD_SIZE`` > 1) rank ``r`` labels the batches ``b ≡ r (mod world
 size)`` (process group: gloo on CPU, NCCL on GPU), all ranks meet at a barrier, and rank 0 merges. The
-ranks share the parts directory, so they must see the same file system.
+ranks share the parts directory, so they must see the same file system. A pipeline that goes on from
+the labels (``opforce pretrain``) does so on rank 0 only: the other ranks end it with :class:`ShareLabelled`,
+which the command line reports as a clean exit.
 
 Labels or positions that are not finite are dropped and counted (``metadata["n_dropped"]``), never
 zero-filled. Units: positions Å, labels kcal/mol/Å at the input's temperature. Kernels that solve an
@@ -99,6 +101,11 @@ def kernel_description(kernel) -> dict:
             if owner is not None and hasattr(owner, attr) and key not in out:
                 out[key] = getattr(owner, attr)
     return out
+
+
+class ShareLabelled(Exception):
+    """Raised by a pipeline on a non-zero torchrun rank once its share of the labels is written (rank 0 merges
+    them and goes on alone)."""
 
 
 def _distributed(device: torch.device):

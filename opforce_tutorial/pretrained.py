@@ -99,18 +99,15 @@ def _differences(recorded: dict, wanted: dict, prefix: str = "") -> list[str]:
         if isinstance(a, dict) and isinstance(b, dict):
             out += _differences(a, b, f"{prefix}{key}.")
         elif a != b:
-            out.append(f"{prefix}{key}: {a} → {b}")
+            out.append(f"{prefix}{key}: {_shown(a)} → {_shown(b)}")
     return out
 
 
-class _Absent:
-    def __repr__(self) -> str:
-        return "absent"
-
-    __str__ = __repr__
+_ABSENT = object()  # a key one side of the comparison lacks
 
 
-_ABSENT = _Absent()
+def _shown(value) -> str:
+    return "absent" if value is _ABSENT else str(value)
 
 
 def models_with_other_settings(registry: dict | None = None) -> list[str]:

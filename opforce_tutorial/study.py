@@ -42,7 +42,7 @@ from .evaluation import ReferenceHistograms, evaluate, state_populations
 from .kernels import NoiseKernel, ReverseNoiseKernel
 from .kernels.cnf import SMALL_EGNN, CNFDensity, CNFTraining, EGNNConfig, EGNNVectorField, memory_budget_gb, train_cnf
 from .kernels.coupling import SMALL_COUPLING, CouplingFlow, CouplingFlowConfig, CouplingTraining, train_coupling_flow
-from .labels import LabelSettings, label_frames
+from .labels import LabelSettings, ShareLabelled, label_frames
 from .observables import chain_observables, make_reference, observable
 from .storage import array_sha256, state_sha256
 from .systems.base import CGSystem
@@ -228,6 +228,7 @@ class Study:
         """(positions, labels, source frame index) of a label source over ``dataset``.
 
         Kernel labels are written to ``work_dir/labels.npz`` (resumable) when given, else to a temporary folder.
+        On a non-zero torchrun rank it raises :class:`~opforce_tutorial.labels.ShareLabelled` once its share is written.
         """
         settings = self.label_settings(source) if settings is None else settings
         if source == "reference":  # frames × repeats of them (at most all), chosen by the same seeded rule
@@ -239,6 +240,8 @@ class Study:
         with tempfile.TemporaryDirectory() as tmp:
             out = label_frames(dataset.positions, kernel, dataset.temperature, Path(work_dir or tmp) / "labels.npz",
                                settings, device, model_sha256=weights, source=self.system.name, progress=progress)
+        if out is None:  # another rank merges the labels and goes on
+            raise ShareLabelled(f"this rank's share of the {source} labels is written; rank 0 goes on")
         return out.positions, out.forces, out.frame_index
 
     def flow_recipe(self, source: str, noise_std: float, seed: int = 0):

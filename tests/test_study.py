@@ -215,3 +215,23 @@ def test_kernel_outputs_are_seeded_draws_of_the_kernel_on_random_data_frames():
         ala2.STUDY.kernel_outputs("reference", 0.1, ds)
     with pytest.raises(ValueError, match="n_frames"):
         ala2.STUDY.kernel_outputs("noise", 0.1, ds, n_frames=0)
+
+
+def test_a_second_torchrun_rank_labels_its_share_and_exits_cleanly(frames_file, tmp_path):
+    """Two ranks (gloo) of `opforce study`: rank 1 writes half the label batches and ends with status 0 and one
+    line; rank 0 merges them and trains on all of them."""
+    import socket
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    command = [sys.executable, "-m", "opforce_tutorial.cli", "study", "--dataset", str(frames_file), "--sources",
+               "noise", "--noise-std", "0.05", "--quick", "--out", str(tmp_path / "out")]
+    env = {"OMP_NUM_THREADS": "1", "PATH": "/usr/bin:/bin", "WORLD_SIZE": "2", "MASTER_ADDR": "127.0.0.1",
+           "MASTER_PORT": str(port)}
+    ranks = [subprocess.Popen(command, env={**env, "RANK": str(r), "LOCAL_RANK": str(r)}, stdout=subprocess.PIPE,
+                              stderr=subprocess.PIPE, text=True) for r in (0, 1)]
+    (out0, err0), (_, err1) = (rank.communicate(timeout=900) for rank in ranks)
+    assert [rank.returncode for rank in ranks] == [0, 0], err0[-2000:] + err1[-2000:]
+    assert "Traceback" not in err1 and "rank 0 goes on" in err1.strip().splitlines()[-1]
+    assert "my_frames-cg-noise-0.05" in out0
