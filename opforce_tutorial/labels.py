@@ -72,6 +72,12 @@ class LabelSettings:
         return min(n, self.n_frames) if self.n_frames is not None else max(1, round(self.data_fraction * n))
 
 
+def seeded_subset(n_total: int, n: int, seed: int) -> np.ndarray:
+    """Indices of ``n`` of ``n_total`` frames (at most all), drawn without replacement with ``seed``, in order: the
+    one frame-choice rule of labels, the reference source's frames and kernel outputs."""
+    return np.sort(np.random.default_rng(seed).choice(n_total, min(n, n_total), replace=False))
+
+
 @dataclass
 class LabelledSet:
     """Kernel outputs: positions y (n, beads, 3) in Å, labels (n, beads, 3) in kcal/mol/Å."""
@@ -142,7 +148,7 @@ def label_frames(positions, kernel, temperature: float, out: str | Path, setting
     parts = out.with_name(out.name + ".parts")
 
     n_keep = settings.frames_to_keep(len(positions))
-    kept = np.sort(np.random.default_rng(settings.seed).choice(len(positions), n_keep, replace=False))
+    kept = seeded_subset(len(positions), n_keep, settings.seed)
     work = np.repeat(kept, settings.repeats)  # frame index of every work item
     n_batches = -(-len(work) // settings.batch_size)
     plan = {**kernel_description(kernel), "model_sha256": model_sha256, "input_sha256": array_sha256(positions),

@@ -42,7 +42,7 @@ from .evaluation import ReferenceHistograms, evaluate, state_populations
 from .kernels import NoiseKernel, ReverseNoiseKernel
 from .kernels.cnf import SMALL_EGNN, CNFDensity, CNFTraining, EGNNConfig, EGNNVectorField, memory_budget_gb, train_cnf
 from .kernels.coupling import SMALL_COUPLING, CouplingFlow, CouplingFlowConfig, CouplingTraining, train_coupling_flow
-from .labels import LabelSettings, ShareLabelled, label_frames
+from .labels import LabelSettings, ShareLabelled, label_frames, seeded_subset
 from .observables import chain_observables, make_reference, observable
 from .storage import array_sha256, state_sha256
 from .systems.base import CGSystem
@@ -215,8 +215,7 @@ class Study:
             raise ValueError(f"kernel outputs need a kernel (noise, coupling or cnf), got {source!r}")
         if not n_frames >= 1:
             raise ValueError(f"n_frames must be at least 1, got {n_frames}")
-        rng = np.random.default_rng(seed)
-        idx = np.sort(rng.choice(dataset.n_frames, min(n_frames, dataset.n_frames), replace=False))
+        idx = seeded_subset(dataset.n_frames, n_frames, seed)
         kernel = self.make_kernel(source, noise_std, thermal_energy(dataset.temperature), flow, device)
         generator = torch.Generator(device=device).manual_seed(seed)
         x = torch.as_tensor(dataset.positions[idx], dtype=torch.float32, device=device)
@@ -232,8 +231,8 @@ class Study:
         """
         settings = self.label_settings(source) if settings is None else settings
         if source == "reference":  # frames × repeats of them (at most all), chosen by the same seeded rule
-            n = min(dataset.n_frames, settings.frames_to_keep(dataset.n_frames) * settings.repeats)
-            idx = np.sort(np.random.default_rng(settings.seed).choice(dataset.n_frames, n, replace=False))
+            idx = seeded_subset(dataset.n_frames, settings.frames_to_keep(dataset.n_frames) * settings.repeats,
+                                settings.seed)
             return dataset.positions[idx], dataset.forces[idx], idx
         kernel = self.make_kernel(source, noise_std, thermal_energy(dataset.temperature), flow, device)
         weights = None if flow is None else state_sha256(flow)  # a resume after retraining the flow is refused

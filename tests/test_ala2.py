@@ -501,7 +501,7 @@ def test_the_kernel_outputs_report_says_where_the_populations_are_lost(monkeypat
               for name, p in model_ar.items()}
     table, values = page.kernel_outputs_report(ds, {}, scores)
     data_ar = 100 * page.data_populations()["αR"]["mean"]
-    assert values["model_aR_cnf01"] == pytest.approx(44.0) and table.data.loc["cnf σ=0.1", ("its CG model", "αR %")] == "44.0"
+    assert table.data.loc["cnf σ=0.1", ("its CG model", "αR %")] == "44.0"
     assert values["outputs_result"].startswith("every kernel's outputs hold the data's αR population within ")
     assert f"off by up to {abs(44.0 - data_ar):.1f} (cnf σ=0.1:" in values["outputs_result"]
     assert "lost between labels and model, not in the kernel" in values["outputs_result"]

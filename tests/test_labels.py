@@ -12,7 +12,7 @@ import pytest
 import torch
 
 from opforce_tutorial.kernels import NoiseKernel
-from opforce_tutorial.labels import LabelSettings, label_frames, load_labels
+from opforce_tutorial.labels import LabelSettings, label_frames, load_labels, seeded_subset
 
 
 @pytest.fixture
@@ -35,6 +35,14 @@ def test_noise_labels_are_exact_scores_of_the_kept_frames(frames, tmp_path):
     assert again.metadata["noise_std_A"] == 0.1 and again.metadata["force_unit"] == "kcal/mol/Å"
     assert np.array_equal(again.positions, out.positions)
     assert not (tmp_path / "l.npz.parts").exists()
+    assert np.array_equal(kept, seeded_subset(40, 10, 0))  # the one frame-choice rule
+
+
+def test_the_frame_choice_is_a_seeded_ordered_subset_of_at_most_all_frames():
+    a = seeded_subset(100, 30, seed=1)
+    assert len(a) == 30 and len(np.unique(a)) == 30 and (np.diff(a) > 0).all() and 0 <= a.min() and a.max() < 100
+    assert np.array_equal(a, seeded_subset(100, 30, seed=1)) and not np.array_equal(a, seeded_subset(100, 30, seed=2))
+    assert np.array_equal(seeded_subset(20, 50, seed=0), np.arange(20))
 
 
 class _Interrupted(RuntimeError):

@@ -277,7 +277,7 @@ def kernel_outputs_report(ds, flows: dict, scores: dict, n_frames: int = 20_000)
     hold the seconds it took (``outputs_s``)."""
     t0 = time.perf_counter()
     data_ar = 100 * data_populations()["αR"]["mean"]
-    rows, values, y_gap, model_gap = {}, {}, {}, {}
+    rows, values, model_ar, y_gap, model_gap = {}, {}, {}, {}, {}
     for sigma in ala2.NOISE_STDS:
         for source in KERNELS:
             name, key = f"{source} σ={sigma:g}", key_of(f"{source} σ={sigma:g}")
@@ -285,14 +285,13 @@ def kernel_outputs_report(ds, flows: dict, scores: dict, n_frames: int = 20_000)
             out, model = ala2.score(y[:, None]), scores[name]
             rama, model_rama = out["js"]["ramachandran"], model["js"]["ramachandran"]
             values[f"y_rama_{key}"], values[f"y_aR_{key}"] = rama["js"], 100 * out["populations"]["αR"]["mean"]
-            values[f"model_aR_{key}"] = 100 * model["populations"]["αR"]["mean"]
-            y_gap[name], model_gap[name] = (abs(values[f"y_aR_{key}"] - data_ar),
-                                            abs(values[f"model_aR_{key}"] - data_ar))
+            model_ar[name] = 100 * model["populations"]["αR"]["mean"]  # glued by comparison() as aR_<key>
+            y_gap[name], model_gap[name] = abs(values[f"y_aR_{key}"] - data_ar), abs(model_ar[name] - data_ar)
             rows[name] = {("kernel outputs y", "Ramachandran JS (floor)"): f"{rama['js']:.3f} ({rama['js_floor']:.3f})",
                           ("kernel outputs y", "αR %"): f"{values[f'y_aR_{key}']:.1f}",
                           ("its CG model", "Ramachandran JS (floor)"):
                               f"{model_rama['js']:.3f} ({model_rama['js_floor']:.3f})",
-                          ("its CG model", "αR %"): f"{values[f'model_aR_{key}']:.1f}"}
+                          ("its CG model", "αR %"): f"{model_ar[name]:.1f}"}
     values["outputs_s"] = time.perf_counter() - t0  # the kernels' draws and their scores, for the page's text
     rows["reference data (MD)"] = {("kernel outputs y", "αR %"): f"{data_ar:.1f}", ("its CG model", "αR %"): f"{data_ar:.1f}"}
     worst = max(model_gap, key=model_gap.get)
@@ -304,7 +303,7 @@ def kernel_outputs_report(ds, flows: dict, scores: dict, n_frames: int = 20_000)
     values["outputs_result"] = (
         f"every kernel's outputs hold the data's αR population within {max(y_gap.values()):.1f} points, while the CG "
         f"models trained on them are off by up to {model_gap[worst]:.1f} ({worst}: {values[f'y_aR_{wk}']:.1f} % in its "
-        f"labels' positions, {values[f'model_aR_{wk}']:.1f} % in its simulation; data {data_ar:.1f} %): the populations "
+        f"labels' positions, {model_ar[worst]:.1f} % in its simulation; data {data_ar:.1f} %): the populations "
         f"are lost {lost_in}"
         + (f"; within the basins, the outputs of {' and '.join(broader)} are further from the data's surface than "
            "the noise kernel's at the same σ" if broader else ""))

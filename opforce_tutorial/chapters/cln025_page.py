@@ -20,6 +20,7 @@ from ..data.copies import start_structures
 from ..data.molecules import chignolin
 from ..observables import chain_observables
 from ..evaluation import unvisited_fraction
+from ..labels import seeded_subset
 from ..storage import read_json
 from ..systems import cln025 as system
 from ..units import kbt as thermal_energy
@@ -322,7 +323,7 @@ def force_profiles(ds, models: dict, kbt: float, n_frames: int = 6_000, seed: in
 
     if ATOMISTIC in models:
         raise ValueError(f"{ATOMISTIC!r} names the data's forces; call the models otherwise")
-    idx = np.sort(np.random.default_rng(seed).choice(ds.n_frames, min(n_frames, ds.n_frames), replace=False))
+    idx = seeded_subset(ds.n_frames, n_frames, seed)
     profiles = force_along(ds.positions[idx], {ATOMISTIC: ds.forces[idx], **models}, kbt,
                            system.native_contacts_q, np.linspace(0.0, 1.0, 11))
     high = profiles["centres"] >= 0.6
@@ -351,7 +352,7 @@ def label_noise_along_q(ds, live, n_frames: int = 2000, seed: int = 0) -> dict:
     sd / √n."""
     from ..evaluation import coordinate_derivatives
 
-    idx = np.random.default_rng(seed).choice(ds.n_frames, min(n_frames, ds.n_frames), replace=False)
+    idx = seeded_subset(ds.n_frames, n_frames, seed)
     sets = {"atomistic": (ds.positions[idx], ds.forces[idx])}
     sets |= {key_of(name): (live.positions[name], live.labels[name]) for name in live.positions}
     sd = {}
