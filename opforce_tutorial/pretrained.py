@@ -251,6 +251,16 @@ def current_replicates(models_dir: Path = MODELS_DIR) -> dict:
     return replicates_of(read_registry(models_dir / "registry.json"), read_replicates(models_dir))
 
 
+def metrics_by_seed(names: list[str], registry: dict | None = None, replicates: dict | None = None) -> dict:
+    """``{name: {seed: metrics}}`` of the registered models ``names`` that are in ``registry``: seed 0 the registered
+    model, other seeds its replicates recorded for the same weights (:func:`replicates_of`), in seed order."""
+    registry = read_registry() if registry is None else registry
+    replicates = replicates_of(registry, read_replicates() if replicates is None else replicates)
+    return {name: dict(sorted(({0: registry[name]["metrics"]}
+                               | {int(seed): r["metrics"] for seed, r in replicates.get(name, {}).items()}).items()))
+            for name in names if name in registry}
+
+
 def replicate(name: str, seed: int, device: str = "cpu", models_dir: Path = MODELS_DIR) -> dict:
     """Repeat the training of ``name`` with ``seed`` and record its metrics (not its weights).
 

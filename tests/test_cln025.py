@@ -127,3 +127,26 @@ def test_the_folding_free_energy_gap_is_the_log_odds_ratio():
     assert free_energy_gap(50.0, 50.0, 0.6) == pytest.approx(0.0)
     assert free_energy_gap(0.75, 9.12, 0.6757) == pytest.approx(0.6757 * np.log((0.0912 / 0.9088) / (0.0075 / 0.9925)))
     assert free_energy_gap(0.0, 9.12, 0.6757) < 10  # an empty state is clipped, not infinite
+
+
+def test_the_seed_spread_pools_the_registered_model_with_its_current_replicates():
+    from opforce_tutorial.chapters import cln025_page as page
+
+    def metrics(folded):
+        return {"populations": {"folded": {"mean": folded}}, "js": {"tica": {"js": 0.1}, "bond 0-1": {"js": 0.002},
+                                                                   "bond 1-2": {"js": 0.004}, "angle 0-1-2": {"js": 0.01}}}
+
+    registry = {name: {"sha256": name, "metrics": metrics(0.02)} for name in cln025.cg_model_names()[:3]}
+    table, values = page.seed_spread(registry, {})
+    assert "no model has a replicate" in values["seed_result"] and set(table.data["seeds"]) == {"1"}
+    assert list(table.data.index) == ["reference forces", "noise σ=0.05", "coupling σ=0.05"]  # unbuilt models left out
+    replicates = {"cln025-cg-reference": {"1": {"model_sha256": "cln025-cg-reference", "metrics": metrics(0.04)},
+                                          "2": {"model_sha256": "older weights", "metrics": metrics(0.5)}}}
+    table, values = page.seed_spread(registry, replicates)
+    sd = np.std([2.0, 4.0], ddof=1)
+    assert values["folded_sd_ref"] == pytest.approx(sd) and table.data.loc["reference forces", "seeds"] == "2"
+    assert table.data.loc["reference forces", "folded %"] == f"3.0 ± {sd:.1f}"
+    assert table.data.loc["reference forces", "mean JS bonds"] == "0.0030 ± 0.0000"
+    assert values["seed_result"].startswith("1 of 3 models have replicates; over their training seeds the folded "
+                                            f"fraction spreads by {sd:.1f} to {sd:.1f} percentage points")
+    assert f"is {10 / sd:.0f} such deviations" in values["seed_result"]

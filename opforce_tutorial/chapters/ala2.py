@@ -182,14 +182,12 @@ def seed_metrics(models_registry: dict | None = None, replicates: dict | None = 
     """
     import pandas as pd
 
-    from ..pretrained import read_registry, read_replicates, replicates_of
+    from ..pretrained import metrics_by_seed
 
-    registry = read_registry() if models_registry is None else models_registry
-    replicates = replicates_of(registry, read_replicates() if replicates is None else replicates)
     rows = []
-    for name in cg_model_names() if names is None else names:
-        runs = {0: registry[name]["metrics"]} | {int(seed): r["metrics"] for seed, r in replicates.get(name, {}).items()}
-        for seed, m in sorted(runs.items()):
+    for name, runs in metrics_by_seed(cg_model_names() if names is None else names, models_registry,
+                                      replicates).items():
+        for seed, m in runs.items():
             js = m["js"]
             rows.append({"model": name, "seed": seed,
                          **{f"{basin} %": 100 * p["mean"] for basin, p in m["populations"].items()},

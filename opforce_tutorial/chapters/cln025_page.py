@@ -314,6 +314,40 @@ def long_budget_verdict(reference) -> str:
 
 
 # ------------------------------------------------------------------------------------- going further
+SEED_COLUMNS = {"folded %": 1, "TICA JS": 3, "mean JS bonds": 4, "mean JS angles": 4}  # column: digits shown
+
+
+def seed_spread(registry: dict | None = None, replicates: dict | None = None) -> tuple:
+    """Folded fraction, TICA JS and mean bond and angle JS of every registered CG model over its training seeds
+    (seed 0 the registered model, others its ``opforce replicate`` runs), as (Styler of mean ± standard deviation,
+    values: ``folded_sd_<key>`` per model with replicates, and the one-line ``seed_result``)."""
+    runs = pretrained.metrics_by_seed(cln025.cg_model_names(), registry, replicates)
+    rows, values, spread = {}, {}, {}
+    for name, seeds in runs.items():
+        per = pd.DataFrame([{"folded %": 100 * m["populations"]["folded"]["mean"], "TICA JS": m["js"]["tica"]["js"],
+                             "mean JS bonds": mean_js(m["js"], "bond"), "mean JS angles": mean_js(m["js"], "angle")}
+                            for m in seeds.values()])
+        shown = display_name(name)
+        rows[shown] = {"seeds": str(len(per)), **{c: pm(per[c].mean(), per[c].std(), d) if len(per) > 1 else
+                                                  f"{per[c].mean():.{d}f}" for c, d in SEED_COLUMNS.items()}}
+        if len(per) > 1:
+            spread[shown] = float(per["folded %"].std())
+            values[f"folded_sd_{key_of(shown)}"] = spread[shown]
+    if spread:
+        widest = max(spread, key=spread.get)
+        values["seed_result"] = (
+            f"{len(spread)} of {len(runs)} models have replicates; over their training seeds the folded fraction "
+            f"spreads by {min(spread.values()):.1f} to {spread[widest]:.1f} percentage points (one standard deviation, "
+            f"{widest} the widest): the folded-fraction gate's ± {FOLDED_GATE:.0f} points is "
+            f"{FOLDED_GATE / spread[widest]:.0f} such deviations" if spread[widest] > 0 else "the replicates' folded fractions agree exactly")
+    else:
+        values["seed_result"] = ("no model has a replicate with another training seed yet "
+                                 f"({pretrained.replicate_command(cln025.cg_name('reference'), 1)}): the spread over "
+                                 "seeds is not measured")
+    table = pd.DataFrame(rows).T
+    return table.style.set_caption("mean ± standard deviation over training seeds (64 replicas × 100 ps each)"), values
+
+
 def force_profiles(ds, models: dict, kbt: float, n_frames: int = 6_000, seed: int = 0) -> tuple:
     """The push along Q (:func:`~opforce_tutorial.evaluation.force_along`) of the mapped atomistic forces
     (:data:`ATOMISTIC`) and of every model's forces at the same ``n_frames`` data frames, as (profiles,
