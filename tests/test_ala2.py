@@ -449,6 +449,9 @@ def test_chapter_2_deep_dive_results_follow_the_numbers():
     text = page.check_result(worst)
     assert "reference-forces model fails it (largest |z| 5.2)" in text and "one passes it (largest |z| 1.1)" in text
     assert "1 of the 2 kernel models fail it" in text
+    assert "own kernel's outputs" not in text and text.endswith("a pass does not certify populations")
+    text = page.check_result(worst, pd.Series({"noise σ=0.05": 1.3, "cnf σ=0.05": 3.6}))
+    assert "at their own kernel's outputs y, the density their labels describe, 1 of 2 fail it (largest |z| 1.3 to 3.6)" in text
     few = {"arb_changes_min": 4.0, "al_entries_ref": 1, "al_starts_ref": 2}
     assert page.al_result(few).endswith("the share of its starts that lay there")
     assert page.al_result({**few, "al_entries_ref": 9}).endswith("measured, if roughly")
@@ -499,7 +502,8 @@ def test_the_kernel_outputs_report_says_where_the_populations_are_lost(monkeypat
                 "coupling σ=0.1": 0.30, "cnf σ=0.1": 0.44}
     scores = {name: {"js": {"ramachandran": {"js": 0.05, "js_floor": 0.01}}, "populations": {"αR": {"mean": p}}}
               for name, p in model_ar.items()}
-    table, values = page.kernel_outputs_report(ds, {}, scores)
+    table, values, outputs = page.kernel_outputs_report(ds, {}, scores)
+    assert set(outputs) == set(model_ar) and outputs["cnf σ=0.1"].shape == (len(ds.positions[::20]), 5, 3)
     data_ar = 100 * page.data_populations()["αR"]["mean"]
     assert table.data.loc["cnf σ=0.1", ("its CG model", "αR %")] == "44.0"
     assert values["outputs_result"].startswith("every kernel's outputs hold the data's αR population within ")

@@ -274,14 +274,15 @@ def kernel_outputs_report(ds, flows: dict, scores: dict, n_frames: int = 20_000)
     αR population of its outputs y (one draw on each of ``n_frames`` data frames,
     :meth:`~opforce_tutorial.study.Study.kernel_outputs`) next to those of the CG model trained on its labels
     (``scores``: :func:`comparison`'s). ``flows``: ``{(source, σ): flow}``. Returns (table, values); the values
-    hold the seconds it took (``outputs_s``)."""
+    hold the seconds it took (``outputs_s``); the outputs are ``{model display name: y}``.
+    Returns (table, values, outputs)."""
     t0 = time.perf_counter()
     data_ar = 100 * data_populations()["αR"]["mean"]
-    rows, values, model_ar, y_gap, model_gap = {}, {}, {}, {}, {}
+    rows, values, model_ar, y_gap, model_gap, outputs = {}, {}, {}, {}, {}, {}
     for sigma in ala2.NOISE_STDS:
         for source in KERNELS:
             name, key = f"{source} σ={sigma:g}", key_of(f"{source} σ={sigma:g}")
-            y = ala2.STUDY.kernel_outputs(source, sigma, ds, flows.get((source, sigma)), n_frames)
+            y = outputs[name] = ala2.STUDY.kernel_outputs(source, sigma, ds, flows.get((source, sigma)), n_frames)
             out, model = ala2.score(y[:, None]), scores[name]
             rama, model_rama = out["js"]["ramachandran"], model["js"]["ramachandran"]
             values[f"y_rama_{key}"], values[f"y_aR_{key}"] = rama["js"], 100 * out["populations"]["αR"]["mean"]
@@ -310,7 +311,7 @@ def kernel_outputs_report(ds, flows: dict, scores: dict, n_frames: int = 20_000)
     table = pd.DataFrame(rows).T.fillna("").style.set_caption(
         f"the Ramachandran surface in each kernel's outputs ({thousands(min(n_frames, ds.n_frames))} data frames, one "
         "draw each) and in the 64-replica simulation of the CG model trained on its labels")
-    return table, values
+    return table, values, outputs
 
 
 def label_checks(ds, live: LiveLabels, kbt: float) -> tuple:
@@ -528,17 +529,21 @@ def mirror_report(reference, ds, reference_model, chiral_model, kbt: float, stri
     return {name: np.where(both, g, np.nan) for name, g in grids.items()}, edges[0], values
 
 
-def check_result(worst: pd.Series) -> str:
-    """The dihedral-identity verdicts from each model's largest |z| (index: the models' display names)."""
+def check_result(worst: pd.Series, at_outputs: pd.Series | None = None) -> str:
+    """The dihedral-identity verdicts from each model's largest |z| at the data's frames (index: the models' display
+    names) and, for the kernel models in ``at_outputs``, at their own kernel's outputs y."""
     kernels = worst.drop(["reference forces", "reference forces, + dihedrals"])
 
     def verdict(z):
         return f"{'passes' if z <= Z_PASS else 'fails'} it (largest |z| {z:.1f})"
 
-    return (f"the distance-only reference-forces model {verdict(worst['reference forces'])}, the chirality-aware one "
+    text = (f"the distance-only reference-forces model {verdict(worst['reference forces'])}, the chirality-aware one "
             f"{verdict(worst['reference forces, + dihedrals'])}, {int((kernels > Z_PASS).sum())} of the {len(kernels)} "
-            f"kernel models fail it (|z| > {Z_PASS:g}; the smallest largest |z| {kernels.min():.1f}), and a pass does "
-            "not certify populations")
+            f"kernel models fail it (|z| > {Z_PASS:g}; the smallest largest |z| {kernels.min():.1f})")
+    if at_outputs is not None and len(at_outputs):
+        text += (f"; at their own kernel's outputs y, the density their labels describe, {int((at_outputs > Z_PASS).sum())}"
+                 f" of {len(at_outputs)} fail it (largest |z| {at_outputs.min():.1f} to {at_outputs.max():.1f})")
+    return text + ", and a pass does not certify populations"
 
 
 def al_result(values: dict) -> str:
@@ -550,12 +555,22 @@ def al_result(values: dict) -> str:
                ": its 100 ps αL population is measured, if roughly"))
 
 
-def model_checks(models: dict, ds, kbt: float) -> tuple:
-    """:func:`ala2.model_dihedral_checks` of every model at every third training frame, as (Styler, values)."""
-    checks = ala2.model_dihedral_checks(models, ds.positions[::3], kbt)
+def model_checks(models: dict, ds, kbt: float, outputs: dict | None = None) -> tuple:
+    """:func:`ala2.model_dihedral_checks` of every model at every third training frame and, for the models named in
+    ``outputs`` ({display name: its kernel's outputs y}, :func:`kernel_outputs_report`), also at its own target's
+    frames y (column "largest |z| at its y"), as (Styler, values)."""
+    frames = ds.positions[::3]
+    checks = ala2.model_dihedral_checks(models, frames, kbt)
     worst = checks.abs().max(axis=1)
+    at_outputs = pd.Series({name: float(ala2.model_dihedral_checks({name: models[name]}, y, kbt)
+                                        .abs().max(axis=1).iloc[0]) for name, y in (outputs or {}).items()},
+                           dtype=float)
+    checks["largest |z| at its y"] = at_outputs
     values = {"check_z_ref": float(worst["reference forces"]),
               "check_z_chiral": float(worst["reference forces, + dihedrals"]),
               "check_z_min_others": float(worst.drop(["reference forces", "reference forces, + dihedrals"]).min())}
-    values["check_result"] = check_result(worst)
-    return checks.style.format("{:+.1f}").set_caption("z of ⟨F·∇h⟩ + k_BT⟨Δh⟩ at the data's frames"), values
+    values["check_result"] = check_result(worst, at_outputs)
+    n_y = {len(y) for y in (outputs or {}).values()}
+    caption = (f"z of ⟨F·∇h⟩ + k_BT⟨Δh⟩ at {thousands(len(frames))} of the data's frames"
+               + (f" (and the largest |z| at {thousands(max(n_y))} of the model's own kernel outputs y)" if n_y else ""))
+    return checks.style.format("{:+.1f}", na_rep="").set_caption(caption), values
