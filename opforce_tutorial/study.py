@@ -33,7 +33,7 @@ import numpy as np
 import torch
 
 from .catalog import ModelSpec
-from .cg import ForceMatchingSettings, PriorEnergy, PriorFit, SchNetConfig, SchNetEnergy, fit_priors
+from .cg import ForceMatchingSettings, NetworkEnsemble, PriorEnergy, PriorFit, SchNetConfig, SchNetEnergy, fit_priors
 from .cg.network import CGModel
 from .cg.pipeline import CGRunSettings, run_label_source, simulate_cg
 from .cg.training import validation_mask
@@ -96,8 +96,9 @@ QUICK = dict(flows={"coupling": FlowRecipe(dict(SMALL_COUPLING, coordinates="bon
 class CGVariant:
     """One CG model of a study: its label source (and σ), and for an extra model (:attr:`Study.variants`) a
     different network (e.g. one that sees signed dihedrals), another force-matching budget
-    (``force_matching``, default: the study's) or another label budget (``labels``, default: the source's,
-    :meth:`Study.label_settings`). ``required=False`` marks a measurement the book does not load: its missing
+    (``force_matching``, default: the study's), another label budget (``labels``, default: the source's,
+    :meth:`Study.label_settings`) or an ensemble of ``ensemble`` networks fitted to the same labels
+    (:class:`~opforce_tutorial.cg.network.NetworkEnsemble`). ``required=False`` marks a measurement the book does not load: its missing
     weights are a "to build" line of ``opforce models``, not a problem."""
 
     name: str
@@ -107,6 +108,7 @@ class CGVariant:
     force_matching: ForceMatchingSettings | None = None
     required: bool = True
     labels: LabelSettings | None = None
+    ensemble: int = 1
 
 
 @dataclass
@@ -281,9 +283,9 @@ class Study:
     # --------------------------------------------------------------------------------------- CG models
     def cg_run(self, ds, source: str, noise_std: float | None, flow, seed: int, device, dihedral_hidden: int = 0,
                label_settings: LabelSettings | None = None, cg_settings: CGRunSettings | None = None,
-               work_dir: Path | None = None):
-        """Labels → CG model → simulation → scores for one label source on the frames of ``ds``, every random
-        choice seeded by ``seed``.
+               work_dir: Path | None = None, n_members: int = 1):
+        """Labels → CG model (``n_members`` networks, :func:`~opforce_tutorial.cg.pipeline.fit_cg_model`) →
+        simulation → scores for one label source on the frames of ``ds``, every random choice seeded by ``seed``.
 
         ``seed`` picks the labelled frames and kernel draws, the network's initialisation and batches, and
         the simulation's starts and noise; seed 0 is the registered model. The registered models use
@@ -294,14 +296,15 @@ class Study:
         y, f, idx = self.labelled_set(source, noise_std, ds, flow, labels, device=device, work_dir=work_dir)
         run = run_label_source(y, f, thermal_energy(ds.temperature), self.bead_types, ds.bead_masses, ds.positions, cg,
                                val_mask=validation_mask(idx, ds.n_frames, 0.1, ds.traj_ids), device=device,
-                               checkpoint=None if work_dir is None else str(Path(work_dir) / "cg.ckpt"))
+                               checkpoint=None if work_dir is None else str(Path(work_dir) / "cg.ckpt"),
+                               n_members=n_members)
         scores = self.score(run.trajectory)
         metrics = {"n_labels": len(y), "best_val_force_mse": min(run.history["val_loss"]),
                    "best_step": run.history["best_step"], "stopped_step": run.history["step"][-1],
                    "js": scores["js"], **(
                        {"populations": scores["populations"]} if "populations" in scores else {}),
                    "dataset_sha256": self.dataset_sha256()}
-        return run, metrics, _training_record(labels, cg)
+        return run, metrics, _training_record(labels, cg, n_members)
 
     def run_settings(self, source: str, seed: int, dihedral_hidden: int = 0, label_settings: LabelSettings | None = None,
                      cg_settings: CGRunSettings | None = None) -> tuple[LabelSettings, CGRunSettings]:
@@ -450,10 +453,11 @@ class Study:
                     if source in FLOW_SOURCES else None)
             run, metrics, training = self.cg_run(self.training_frames(), source, noise_std, flow, 0, device,
                                                  dihedral_hidden, label_settings=variant.labels,
-                                                 cg_settings=settings(), work_dir=work_dir)
+                                                 cg_settings=settings(), work_dir=work_dir, n_members=variant.ensemble)
             config = {"n_beads": self.system.n_beads, "n_fourier": run.model.prior.n_fourier,
                       "repulsion_min_separation": run.model.prior.repulsion_min_separation,
-                      "schnet": asdict(run.model.net.config)}
+                      "schnet": asdict(run.model.net.config),
+                      **({"n_members": variant.ensemble} if variant.ensemble > 1 else {})}
             return run.model.cpu(), config, training, metrics, run.trajectory
 
         def replicate(seed, device, work_dir=None):
@@ -463,29 +467,33 @@ class Study:
                 flow, _, _, flow_metrics = self.fit_flow(ds, source, noise_std, seed, device, work_dir)
                 metrics["flow_final_val_loss"] = flow_metrics["final_val_loss"]
             return {**self.cg_run(ds, source, noise_std, flow, seed, device, dihedral_hidden,
-                                  label_settings=variant.labels, cg_settings=settings(), work_dir=work_dir)[1], **metrics}
+                                  label_settings=variant.labels, cg_settings=settings(), work_dir=work_dir,
+                                  n_members=variant.ensemble)[1], **metrics}
 
         def long_run(model, ns, device, checkpoint=None):
             return self.long_run(model, ns, device, checkpoint=checkpoint)
 
         def recorded() -> dict:
-            return _training_record(*self.run_settings(source, 0, dihedral_hidden, variant.labels, settings()))
+            return _training_record(*self.run_settings(source, 0, dihedral_hidden, variant.labels, settings()),
+                                    variant.ensemble)
 
         return ModelSpec(train=train, build=build_cg_model, file=variant.name.replace("-", "_") + ".pt",
                          replicate=replicate, long_run=long_run, required=variant.required and self.pretrained_required,
                          settings=recorded)
 
 
-def _training_record(labels: LabelSettings, cg: CGRunSettings) -> dict:
-    """A CG model's registry ``training``."""
-    return {"labels": asdict(labels), "cg": asdict(cg)}
+def _training_record(labels: LabelSettings, cg: CGRunSettings, n_members: int = 1) -> dict:
+    """A CG model's registry ``training`` (an ensemble's also its size, ``n_members``)."""
+    return {"labels": asdict(labels), "cg": asdict(cg), **({"n_members": n_members} if n_members > 1 else {})}
 
 
 def build_cg_model(config: dict) -> CGModel:
-    """An untrained CG model (prior + network) of a saved config (one saved before the prior's
-    ``repulsion_min_separation`` was recorded has 3)."""
+    """An untrained CG model (prior + network, or + an ensemble of ``n_members`` networks) of a saved config (one
+    saved before the prior's ``repulsion_min_separation`` was recorded has 3)."""
     prior = PriorEnergy(config["n_beads"], config["n_fourier"], config.get("repulsion_min_separation", 3))
-    return CGModel(prior, SchNetEnergy(SchNetConfig(**config["schnet"])))
+    n_members = config.get("n_members", 1)
+    nets = [SchNetEnergy(SchNetConfig(**config["schnet"])) for _ in range(n_members)]
+    return CGModel(prior, nets[0] if n_members == 1 else NetworkEnsemble(nets))
 
 
 def build_prior(config: dict) -> PriorEnergy:

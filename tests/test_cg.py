@@ -205,3 +205,55 @@ def test_a_clamped_network_is_flat_beyond_its_training_distances():
     assert torch.isclose(e[0], e[1]) and not torch.isclose(*free.energy(stretched))
     with pytest.raises(ValueError, match="clamp_to_training=True"):
         free.set_distance_range(frames)
+
+
+def test_an_ensemble_is_the_mean_energy_of_its_networks_and_refuses_mixed_ones():
+    from opforce_tutorial.cg import NetworkEnsemble
+
+    cfg = SchNetConfig(bead_types=[0, 1, 2, 3], hidden=8, n_interactions=1, n_rbf=8)
+    torch.manual_seed(0)
+    nets = [SchNetEnergy(cfg).double() for _ in range(3)]
+    ensemble = NetworkEnsemble(nets)
+    x = torch.as_tensor(_harmonic_labelled_set(8)[0], dtype=torch.float64)
+    assert torch.allclose(ensemble.energy(x), sum(n.energy(x) for n in nets) / 3)
+    assert torch.allclose(ensemble.forces(x), sum(n.forces(x) for n in nets) / 3)
+    assert ensemble.config == cfg
+    with pytest.raises(ValueError, match="at least two"):
+        NetworkEnsemble(nets[:1])
+    with pytest.raises(ValueError, match="share one SchNetConfig"):
+        NetworkEnsemble([nets[0], SchNetEnergy(SchNetConfig(bead_types=[0, 1, 2, 3], hidden=4))])
+
+
+def test_an_ensemble_fit_trains_seeded_members_resumes_and_beats_their_mean_error(tmp_path):
+    from dataclasses import replace
+
+    from opforce_tutorial.cg.pipeline import CGRunSettings, fit_cg_model, held_out_force_mse
+    from opforce_tutorial.study import build_cg_model
+
+    x, f = _harmonic_labelled_set(600)
+    settings = CGRunSettings(hidden=8, n_interactions=1, n_rbf=8,
+                             force_matching=ForceMatchingSettings(n_steps=40, batch_size=64, eval_every=20))
+    single, _, one = fit_cg_model(x, f, KBT, [0, 1, 2, 3], settings, progress=False)
+    ckpt = str(tmp_path / "cg.ckpt")
+    model, _, hist = fit_cg_model(x, f, KBT, [0, 1, 2, 3], settings, checkpoint=ckpt, progress=False, n_members=3)
+    members = model.net.members
+    assert len(members) == 3 and (tmp_path / "cg.ckpt.member2").exists()
+    xs = torch.as_tensor(x[:50])
+    assert torch.allclose(members[0].forces(xs), single.net.forces(xs))  # member 0 is the single network's fit
+    assert not torch.allclose(members[1].forces(xs), members[0].forces(xs))  # another seed, another fit
+    errors = [held_out_force_mse(_with_net(model, m), x, f) for m in members]
+    assert hist["val_loss"][0] <= np.mean(errors) + 1e-6  # the mean force's error is at most the members' mean (Jensen)
+    assert [h["val_loss"] for h in hist["members"]][0] == one["val_loss"]
+    _, _, again = fit_cg_model(x, f, KBT, [0, 1, 2, 3], settings, checkpoint=ckpt, progress=False, n_members=3)
+    assert again["val_loss"] == pytest.approx(hist["val_loss"])  # every member resumed from its own checkpoint
+    config = {"n_beads": 4, "n_fourier": model.prior.n_fourier, "repulsion_min_separation": 2,
+              "schnet": {**model.net.config.__dict__}, "n_members": 3}
+    rebuilt = build_cg_model(config)
+    rebuilt.load_state_dict(model.state_dict())
+    assert torch.allclose(rebuilt.forces(xs), model.forces(xs))
+    with pytest.raises(ValueError, match="at least 1"):
+        fit_cg_model(x, f, KBT, [0, 1, 2, 3], replace(settings), progress=False, n_members=0)
+
+
+def _with_net(model, net):
+    return CGModel(model.prior, net)

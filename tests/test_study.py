@@ -131,7 +131,11 @@ def test_a_variant_that_is_a_measurement_is_not_required_but_trains_with_its_own
 
     specs, models = ala2.STUDY.recipes(), ala2.STUDY.cg_models()
     assert list(models)[:len(ala2.cg_model_names())] == ala2.cg_model_names()
-    assert list(models)[-3:] == [ala2.CHIRAL_REFERENCE, ala2.LONG_REFERENCE, ala2.CNF_PAPER_LABELS]
+    assert list(models)[-4:] == [ala2.CHIRAL_REFERENCE, ala2.LONG_REFERENCE, ala2.CNF_PAPER_LABELS,
+                                 ala2.ENSEMBLE_REFERENCE]
+    assert specs[ala2.ENSEMBLE_REFERENCE].required is False and models[ala2.ENSEMBLE_REFERENCE].ensemble == 4
+    assert specs[ala2.ENSEMBLE_REFERENCE].settings()["n_members"] == 4 and "n_members" not in specs[
+        "ala2-cg-reference"].settings()  # a single network records no ensemble size
     assert set(models) <= set(specs) and specs[ala2.CNF_PAPER_LABELS].required is False
     assert models[ala2.CNF_PAPER_LABELS].labels.frames_to_keep(107_500) == 10_750  # the paper's 10 % of frames
     assert models["ala2-cg-cnf-0.1"].source == "cnf" and models["ala2-cg-cnf-0.1"].noise_std == 0.1

@@ -124,10 +124,33 @@ class SchNetEnergy(EnergyModel):
         return e
 
 
+class NetworkEnsemble(EnergyModel):
+    r"""The mean energy of networks fitted to the same labels from different seeds,
+
+    .. math::  E(x) = \frac1K \sum_{m=1}^{K} E_m(x),
+
+    so its forces are the members' mean forces. Force matching fixes a network's mean force only where the
+    labels are dense; where they are sparse (the barriers between basins) each fit lands elsewhere, and
+    the balance of the basins with it. Members that err independently there average down as 1/√K. The
+    members share one :class:`SchNetConfig` (:attr:`config`)."""
+
+    def __init__(self, members: list[SchNetEnergy]):
+        super().__init__()
+        if len(members) < 2:
+            raise ValueError(f"an ensemble needs at least two networks, got {len(members)}")
+        if any(m.config != members[0].config for m in members):
+            raise ValueError("the networks of an ensemble must share one SchNetConfig")
+        self.members = nn.ModuleList(members)
+        self.config = members[0].config
+
+    def energy(self, x: torch.Tensor) -> torch.Tensor:
+        return torch.stack([m.energy(x) for m in self.members]).mean(0)
+
+
 class CGModel(EnergyModel):
     """CG energy = fixed prior + learned network; forces = −∇ energy (kcal/mol/Å)."""
 
-    def __init__(self, prior: EnergyModel, net: SchNetEnergy):
+    def __init__(self, prior: EnergyModel, net: SchNetEnergy | NetworkEnsemble):
         super().__init__()
         self.prior, self.net = prior, net
 

@@ -10,13 +10,13 @@ marginals and the network learns the coupling between them.
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 
 import numpy as np
 import torch
 
 from ..simulation import simulate_langevin
-from .network import CGModel, SchNetConfig
+from .network import CGModel, NetworkEnsemble, SchNetConfig
 from .priors import PriorFit, fit_priors
 from .training import ForceMatchingSettings, train_cg_model
 
@@ -52,19 +52,51 @@ class CGRun:
     trajectory: np.ndarray | None
 
 
-def fit_cg_model(positions, labels, kbt: float, bead_types: list[int], settings: CGRunSettings = CGRunSettings(),
-                 val_mask=None, device="cpu", checkpoint: str | None = None, progress: bool = True):
-    """Fit priors to ``positions`` and train the network on ``labels`` minus the prior forces.
+#: Member m > 0 of an ensemble trains with force-matching seed ``seed + MEMBER_SEED_STRIDE · m`` (member 0 is the
+#: single network of the same seed; the stride keeps members apart from the replicates' seeds 1, 2, …).
+MEMBER_SEED_STRIDE = 1000
 
-    Returns ``(CGModel, prior fits, history)``; see :func:`~.training.train_cg_model`.
+
+def fit_cg_model(positions, labels, kbt: float, bead_types: list[int], settings: CGRunSettings = CGRunSettings(),
+                 val_mask=None, device="cpu", checkpoint: str | None = None, progress: bool = True,
+                 n_members: int = 1):
+    """Fit priors to ``positions`` and train the network on ``labels`` minus the prior forces; with
+    ``n_members`` > 1, that many networks from different seeds (:data:`MEMBER_SEED_STRIDE`), averaged
+    (:class:`~.network.NetworkEnsemble`), each checkpointed on its own (``<checkpoint>.member<m>``).
+
+    Returns ``(CGModel, prior fits, history)``; see :func:`~.training.train_cg_model`. An ensemble's history
+    holds its members' (``members``) and the ensemble's own held-out force error (``val_loss``, one value),
+    its ``best_step`` and ``step`` the latest of its members'.
     """
+    if n_members < 1:
+        raise ValueError(f"n_members must be at least 1, got {n_members}")
     prior, fits = fit_priors(positions, kbt, repulsion_min_separation=settings.repulsion_min_separation)
     config = SchNetConfig(bead_types=bead_types, hidden=settings.hidden, n_interactions=settings.n_interactions,
                           n_rbf=settings.n_rbf, cutoff=settings.cutoff, dihedral_hidden=settings.dihedral_hidden,
                           clamp_to_training=settings.clamp_to_training)
-    model, history = train_cg_model(positions, labels, prior, config, settings.force_matching, val_mask, device,
-                                    checkpoint, progress)
+    fm = settings.force_matching
+    runs = [train_cg_model(positions, labels, prior, config, replace(fm, seed=fm.seed + MEMBER_SEED_STRIDE * m),
+                           val_mask, device, checkpoint if m == 0 or checkpoint is None else f"{checkpoint}.member{m}",
+                           progress) for m in range(n_members)]
+    if n_members == 1:
+        model, history = runs[0]
+        return model, fits, history
+    model = CGModel(runs[0][0].prior, NetworkEnsemble([m.net for m, _ in runs])).eval()
+    histories = [h for _, h in runs]
+    history = {"members": histories, "val_loss": [held_out_force_mse(model, positions, labels, val_mask)],
+               "best_step": max(h["best_step"] for h in histories), "step": [max(h["step"][-1] for h in histories)]}
     return model, fits, history
+
+
+def held_out_force_mse(model: CGModel, positions, labels, val_mask=None, n_max: int = 4096) -> float:
+    """Mean squared force error (kcal²/mol²/Å²) of ``model`` on the first ``n_max`` held-out samples (``val_mask``,
+    default the last 10 %): the number :func:`~.training.train_cg_model` validates on."""
+    n = len(positions)
+    val_mask = np.arange(n) >= int(0.9 * n) if val_mask is None else np.asarray(val_mask, dtype=bool)
+    idx = np.flatnonzero(val_mask)[:n_max]
+    x = torch.as_tensor(np.asarray(positions)[idx], dtype=torch.float32)
+    f = torch.as_tensor(np.asarray(labels)[idx], dtype=torch.float32)
+    return float(((model.float().forces_in_batches(x) - f) ** 2).mean())
 
 
 def replica_starts(start_frames, settings: CGRunSettings) -> np.ndarray:
@@ -93,11 +125,11 @@ def simulate_cg(model: CGModel, start_frames, kbt: float, masses, settings: CGRu
 
 def run_label_source(positions, labels, kbt: float, bead_types: list[int], masses, start_frames,
                      settings: CGRunSettings = CGRunSettings(), val_mask=None, device="cpu",
-                     checkpoint: str | None = None, progress: bool = True) -> CGRun:
-    """:func:`fit_cg_model` then :func:`simulate_cg`: the whole path from one label source to CG samples
-    (with ``checkpoint``, both the force matching and the simulation resume after a kill)."""
+                     checkpoint: str | None = None, progress: bool = True, n_members: int = 1) -> CGRun:
+    """:func:`fit_cg_model` (``n_members`` networks) then :func:`simulate_cg`: the whole path from one label
+    source to CG samples (with ``checkpoint``, both the force matching and the simulation resume after a kill)."""
     model, fits, history = fit_cg_model(positions, labels, kbt, bead_types, settings, val_mask, device, checkpoint,
-                                        progress)
+                                        progress, n_members)
     sim_checkpoint = None if checkpoint is None else f"{checkpoint}.simulation"
     return CGRun(model, fits, history, simulate_cg(model, start_frames, kbt, masses, settings, device, progress,
                                                    sim_checkpoint))

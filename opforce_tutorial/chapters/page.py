@@ -34,10 +34,12 @@ def glue_values(values: dict) -> None:
 def display_name(model_name: str) -> str:
     """"ala2-cg-cnf-0.05" → "cnf σ=0.05", "cln025-cg-reference" → "reference forces", variants of the
     reference: "ala2-cg-reference-chiral" → "reference forces, + dihedrals", "cln025-cg-reference-12k" →
-    "reference forces, 12k steps"."""
+    "reference forces, 12k steps", "ala2-cg-reference-ensemble4" → "reference forces, ensemble of 4"."""
     parts = model_name.split("-cg-", 1)[-1].split("-")
     if parts[0] == "reference":
-        variant = {"chiral": ", + dihedrals"}.get("-".join(parts[1:]), f", {'-'.join(parts[1:])} steps")
+        tail = "-".join(parts[1:])
+        variant = (", + dihedrals" if tail == "chiral" else
+                   f", ensemble of {tail.removeprefix('ensemble')}" if tail.startswith("ensemble") else f", {tail} steps")
         return "reference forces" + (variant if parts[1:] else "")
     return f"{parts[0]} σ={parts[1]}"
 
