@@ -510,3 +510,20 @@ def test_the_kernel_outputs_report_says_where_the_populations_are_lost(monkeypat
     assert f"off by up to {abs(44.0 - data_ar):.1f} (cnf σ=0.1:" in values["outputs_result"]
     assert "lost between labels and model, not in the kernel" in values["outputs_result"]
     assert "within the basins" not in values["outputs_result"]  # every kernel's outputs are the same frames here
+
+
+def test_the_ensemble_sentence_names_its_command_until_built_then_compares_with_the_single_fits():
+    import pandas as pd
+
+    from opforce_tutorial.chapters import ala2_page as page
+
+    seeds = pd.DataFrame([{"model": "ala2-cg-reference", "seed": s, "αL (φ > 0) %": 2.0, "αR %": a, "β / PII %": 98 - a,
+                           "JS ramachandran": 0.05, "mean JS bonds": 0.001, "mean JS angles": 0.001}
+                          for s, a in enumerate([20.0, 40.0])])
+    spread = seeds.groupby("model")[page.SEED_COLUMNS].agg(["mean", "std"])
+    assert "opforce pretrain ala2-cg-reference-ensemble4" in page.ensemble_sentence({}, spread)
+    registry = {ala2.ENSEMBLE_REFERENCE: {"metrics": {"populations": {"αR": {"mean": 0.31}},
+                                                      "js": {"ramachandran": {"js": 0.03}}}}}
+    text = page.ensemble_sentence(registry, spread)
+    assert "holds αR 31.0 % (data 30.9 %) with Ramachandran JS 0.030" in text
+    assert text.endswith(f"against the single fits' αR 30.0 ± {np.std([20, 40], ddof=1):.1f} % and JS 0.050 over seeds")

@@ -376,7 +376,28 @@ def seed_spread(seeds: pd.DataFrame, names: list[str] | None = None) -> tuple:
                               ("mean JS angles", "angles")):
             values[f"{short}_{key}_m"] = float(row[(column, "mean")])
             values[f"{short}_{key}_sd"] = float(row[(column, "std")])
+    values["ensemble_result"] = ensemble_sentence(pretrained.read_registry(), spread)
     return table.style.set_caption("mean ± standard deviation over training seeds"), spread, values
+
+
+def ensemble_sentence(registry: dict, spread: pd.DataFrame) -> str:
+    """What averaging fits buys the basin balance: the αR population and Ramachandran JS of the reference-forces
+    ensemble (:data:`ala2.ENSEMBLE_REFERENCE`) against the single fits' mean ± standard deviation over seeds
+    (``spread``: :func:`seed_spread`'s), or the command still to run, as plain text for a glue."""
+    name, size = ala2.ENSEMBLE_REFERENCE, ala2.ENSEMBLE_SIZE
+    if name not in registry:
+        return (f"Whether averaging fits pins the balance is measured by opforce pretrain {name}: the mean energy of "
+                f"{size} reference-forces networks fitted from different seeds (not trained yet)")
+    m = registry[name]["metrics"]
+    text = (f"The mean energy of {size} reference-forces networks fitted from different seeds ({name}) holds αR "
+            f"{100 * m['populations']['αR']['mean']:.1f} % (data {100 * data_populations()['αR']['mean']:.1f} %) "
+            f"with Ramachandran JS {m['js']['ramachandran']['js']:.3f}")
+    single = ala2.cg_name("reference")
+    if single in spread.index and np.isfinite(spread.loc[single, ("αR %", "std")]):
+        text += (f", against the single fits' αR {spread.loc[single, ('αR %', 'mean')]:.1f} ± "
+                 f"{spread.loc[single, ('αR %', 'std')]:.1f} % and JS {spread.loc[single, ('JS ramachandran', 'mean')]:.3f} "
+                 "over seeds")
+    return text
 
 
 def exchange_table(sims: dict) -> tuple:
