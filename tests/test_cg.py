@@ -177,6 +177,9 @@ def test_force_matching_learns_the_residual_stops_early_and_resumes(tmp_path):
     val = torch.as_tensor(x[int(0.9 * len(x)):])
     mse = float(((model.forces(val) - torch.as_tensor(f[int(0.9 * len(x)):])) ** 2).mean())
     assert mse == pytest.approx(min(hist["val_loss"]), rel=1e-3)
+    from opforce_tutorial.cg.training import held_out_force_mse
+
+    assert held_out_force_mse(model, x, f) == pytest.approx(min(hist["val_loss"]), rel=1e-3)  # the same samples
     _, hist2 = train_cg_model(x, f, prior, cfg, settings, checkpoint=ckpt, progress=False)
     assert hist2 == hist
     patient = ForceMatchingSettings(n_steps=400, batch_size=128, lr=3e-1, eval_every=20, patience=1)
@@ -227,7 +230,8 @@ def test_an_ensemble_is_the_mean_energy_of_its_networks_and_refuses_mixed_ones()
 def test_an_ensemble_fit_trains_seeded_members_resumes_and_beats_their_mean_error(tmp_path):
     from dataclasses import replace
 
-    from opforce_tutorial.cg.pipeline import CGRunSettings, fit_cg_model, held_out_force_mse
+    from opforce_tutorial.cg.pipeline import CGRunSettings, fit_cg_model
+    from opforce_tutorial.cg.training import held_out_force_mse
     from opforce_tutorial.study import build_cg_model
 
     x, f = _harmonic_labelled_set(600)

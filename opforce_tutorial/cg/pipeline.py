@@ -18,7 +18,7 @@ import torch
 from ..simulation import simulate_langevin
 from .network import CGModel, NetworkEnsemble, SchNetConfig
 from .priors import PriorFit, fit_priors
-from .training import ForceMatchingSettings, train_cg_model
+from .training import ForceMatchingSettings, held_out_force_mse, train_cg_model
 
 
 @dataclass
@@ -86,17 +86,6 @@ def fit_cg_model(positions, labels, kbt: float, bead_types: list[int], settings:
     history = {"members": histories, "val_loss": [held_out_force_mse(model, positions, labels, val_mask)],
                "best_step": max(h["best_step"] for h in histories), "step": [max(h["step"][-1] for h in histories)]}
     return model, fits, history
-
-
-def held_out_force_mse(model: CGModel, positions, labels, val_mask=None, n_max: int = 4096) -> float:
-    """Mean squared force error (kcal²/mol²/Å²) of ``model`` on the first ``n_max`` held-out samples (``val_mask``,
-    default the last 10 %): the number :func:`~.training.train_cg_model` validates on."""
-    n = len(positions)
-    val_mask = np.arange(n) >= int(0.9 * n) if val_mask is None else np.asarray(val_mask, dtype=bool)
-    idx = np.flatnonzero(val_mask)[:n_max]
-    x = torch.as_tensor(np.asarray(positions)[idx], dtype=torch.float32)
-    f = torch.as_tensor(np.asarray(labels)[idx], dtype=torch.float32)
-    return float(((model.float().forces_in_batches(x) - f) ** 2).mean())
 
 
 def replica_starts(start_frames, settings: CGRunSettings) -> np.ndarray:

@@ -58,6 +58,23 @@ def validation_mask(frame_index, n_frames: int, val_fraction: float = 0.1, traj_
     return held_out[np.asarray(frame_index)]
 
 
+VAL_SAMPLES = 4096  # a fit validates on the first this many held-out samples
+
+
+def _val_mask(n: int, val_mask=None) -> np.ndarray:
+    """The held-out samples of ``n``: ``val_mask``, default the last 10 %."""
+    return np.arange(n) >= int(0.9 * n) if val_mask is None else np.asarray(val_mask, dtype=bool)
+
+
+def held_out_force_mse(model: CGModel, positions, labels, val_mask=None) -> float:
+    """Mean squared force error (kcal²/mol²/Å²) of ``model`` on the held-out samples :func:`train_cg_model`
+    validates on (the first :data:`VAL_SAMPLES` of ``val_mask``, default the last 10 %)."""
+    idx = np.flatnonzero(_val_mask(len(positions), val_mask))[:VAL_SAMPLES]
+    x = torch.as_tensor(np.asarray(positions)[idx], dtype=torch.float32)
+    f = torch.as_tensor(np.asarray(labels)[idx], dtype=torch.float32)
+    return float(((model.float().forces_in_batches(x) - f) ** 2).mean())
+
+
 def train_cg_model(positions, labels, prior, config: SchNetConfig, settings: ForceMatchingSettings = ForceMatchingSettings(),
                    val_mask=None, device: str | torch.device = "cpu", checkpoint: str | None = None,
                    progress: bool = True) -> tuple[CGModel, dict]:
@@ -75,13 +92,13 @@ def train_cg_model(positions, labels, prior, config: SchNetConfig, settings: For
         raise ValueError("non-finite positions or labels: drop them first (kernels.keep_finite)")
     if len(config.bead_types) != x.shape[1]:
         raise ValueError(f"config has {len(config.bead_types)} bead types for {x.shape[1]}-bead frames")
-    val_mask = np.arange(len(x)) >= int(0.9 * len(x)) if val_mask is None else np.asarray(val_mask, dtype=bool)
+    val_mask = _val_mask(len(x), val_mask)
     if val_mask.all() or not val_mask.any():
         raise ValueError("val_mask must select some but not all samples")
     prior = prior.float().to(device)
     residual = f - prior.forces_in_batches(x, device=device)
     train_idx = torch.as_tensor(np.flatnonzero(~val_mask))
-    val_idx = torch.as_tensor(np.flatnonzero(val_mask))[:4096]
+    val_idx = torch.as_tensor(np.flatnonzero(val_mask))[:VAL_SAMPLES]
     val_batch = (x[val_idx].to(device), residual[val_idx].to(device))
     gen = torch.Generator().manual_seed(settings.seed)
     torch.manual_seed(settings.seed)  # deterministic initialisation
