@@ -110,6 +110,7 @@ def test_the_gates_are_judged_from_the_numbers_and_the_control_row_shows_the_exa
     models = ["reference forces", "noise σ=0.05", "coupling σ=0.05", "cnf σ=0.05"]
     out = page._verdicts(values, models)
     assert out["local_pass"] == "1 of 2 (coupling σ=0.05)"  # cnf: bonds 0.5 > 1/3
+    assert out["bond_pass"] == "1 of 2 (coupling σ=0.05)" and out["angle_pass"] == "2 of 2 (coupling σ=0.05, cnf σ=0.05)"
     assert out["tica_pass"] == "1 of 2 (coupling σ=0.05)"  # cnf: 0.16 > 1.5 × 0.10
     assert out["folded_pass"] == "1 of 2 (cnf σ=0.05)"  # coupling: 20 − 5 > 10 percentage points
     assert out["ref_angle_noise005"] == pytest.approx(1.2) and "above 1/3" in out["angle_gate_verdict"]

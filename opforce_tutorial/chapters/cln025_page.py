@@ -188,20 +188,21 @@ def comparison(sims: dict, reference, prior_trajectory) -> tuple:
 
 def _verdicts(values: dict, models: list[str]) -> dict:
     """The gates of every registered flow-kernel model that has its noise-kernel partner, as text."""
-    out, local, tica, folded, judged = {}, [], [], [], []
+    out, local, bonds, angles, tica, folded, judged = {}, [], [], [], [], [], []
     for name in models:
         source, _, _ = name.partition(" σ=")
         key = key_of(name)
         if source not in FLOW_KERNELS or f"cg_bond_{key}" not in values:
             continue
         judged.append(name)
-        if values[f"cg_bond_{key}"] <= LOCAL_GATE and values[f"cg_angle_{key}"] <= LOCAL_GATE:
-            local.append(name)
+        bonds += [name] if values[f"cg_bond_{key}"] <= LOCAL_GATE else []
+        angles += [name] if values[f"cg_angle_{key}"] <= LOCAL_GATE else []
+        local += [name] if name in bonds and name in angles else []
         if "tica_ref" in values and values[f"tica_{key}"] <= TICA_GATE * values["tica_ref"]:
             tica.append(name)
         if "folded_ref" in values and abs(values[f"folded_{key}"] - values["folded_ref"]) <= FOLDED_GATE:
             folded.append(name)
-    for short, passed in (("local", local), ("tica", tica), ("folded", folded)):
+    for short, passed in (("local", local), ("bond", bonds), ("angle", angles), ("tica", tica), ("folded", folded)):
         out[f"{short}_pass"] = (f"{len(passed)} of {len(judged)}" + (f" ({', '.join(passed)})" if passed else "")
                                 if judged else "none of the flow-kernel models (none is built yet)")
     out["n_flow_models"] = len(judged)
