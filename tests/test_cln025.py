@@ -148,6 +148,19 @@ def test_the_seed_spread_pools_the_registered_model_with_its_current_replicates(
     assert values["folded_sd_ref"] == pytest.approx(sd) and table.data.loc["reference forces", "seeds"] == "2"
     assert table.data.loc["reference forces", "folded %"] == f"3.0 ± {sd:.1f}"
     assert table.data.loc["reference forces", "mean JS bonds"] == "0.0030 ± 0.0000"
-    assert values["seed_result"].startswith("1 of 3 models have replicates; over their training seeds the folded "
-                                            f"fraction spreads by {sd:.1f} to {sd:.1f} percentage points")
+    assert values["seed_result"].startswith("only reference forces has replicates: over its 2 training seeds the "
+                                            f"folded fraction spreads by {sd:.1f} percentage points")
     assert f"is {10 / sd:.0f} such deviations" in values["seed_result"]
+
+
+def test_the_long_budget_verdict_says_when_early_stopping_returned_the_same_weights(monkeypatch):
+    from opforce_tutorial.chapters import cln025_page as page
+
+    metrics = {"stopped_step": 5800, "best_step": 2800}
+    registry = {cln025.LONG_REFERENCE: {"sha256": "a", "metrics": metrics}, "cln025-cg-reference": {"sha256": "a"}}
+    monkeypatch.setattr(page.pretrained, "read_registry", lambda: registry)
+    text = page.long_budget_verdict(None)
+    assert "early stopping ended the fit at step 5 800 with its best step 2 800, the 3 000-step fit's: the same " \
+           "weights" in text
+    monkeypatch.setattr(page.pretrained, "read_registry", lambda: {})
+    assert "opforce pretrain cln025-cg-reference-12k" in page.long_budget_verdict(None)

@@ -25,7 +25,7 @@ from ..storage import read_json
 from ..systems import cln025 as system
 from ..units import kbt as thermal_energy
 from . import cln025
-from .page import FLOW_KERNELS, LOCAL_GATE, display_name, key_of, mean_js, met, pm
+from .page import FLOW_KERNELS, LOCAL_GATE, display_name, key_of, mean_js, met, pm, thousands
 
 LOCAL = [n for n in chain_observables(system.SYSTEM.n_beads) if n.split()[0] in ("bond", "angle")]
 ANGLES = [n for n in LOCAL if n.startswith("angle")]
@@ -308,10 +308,17 @@ def long_budget_verdict(reference) -> str:
     if name not in pretrained.read_registry():
         return (f"what four times the steps buys is measured by {pretrained.rebuild_command(name)} "
                 "(not built yet)")
+    registry = pretrained.read_registry()
+    long, base = registry[name], registry[cln025.cg_name("reference")]
+    steps = (f"early stopping ended the fit at step {thousands(long['metrics']['stopped_step'])} with its best step "
+             f"{thousands(long['metrics']['best_step'])}")
+    if long["sha256"] == base["sha256"]:
+        return (f"with four times the steps ({name}) {steps}, the {thousands(cln025.STUDY.cg.force_matching.n_steps)}"
+                "-step fit's: the same weights, so the force-matching budget is not what the fold lacks")
     s = cln025.score(pretrained.samples(name), reference)
     folded = s["populations"]["folded"]
-    return (f"with four times the steps ({name}) it is folded {pm(100 * folded['mean'], 100 * folded['block_error'])} % "
-            f"(TICA JS {s['js']['tica']['js']:.3f})")
+    return (f"with four times the steps ({name}) {steps}, and the model is folded "
+            f"{pm(100 * folded['mean'], 100 * folded['block_error'])} % (TICA JS {s['js']['tica']['js']:.3f})")
 
 
 # ------------------------------------------------------------------------------------- going further
@@ -336,11 +343,14 @@ def seed_spread(registry: dict | None = None, replicates: dict | None = None) ->
             values[f"folded_sd_{key_of(shown)}"] = spread[shown]
     if spread:
         widest = max(spread, key=spread.get)
+        who = (f"only {widest} has replicates: over its {rows[widest]['seeds']} training seeds the folded fraction "
+               f"spreads by {spread[widest]:.1f} percentage points" if len(spread) == 1 else
+               f"{len(spread)} of {len(runs)} models have replicates; over their training seeds the folded fraction "
+               f"spreads by {min(spread.values()):.1f} to {spread[widest]:.1f} percentage points")
         values["seed_result"] = (
-            f"{len(spread)} of {len(runs)} models have replicates; over their training seeds the folded fraction "
-            f"spreads by {min(spread.values()):.1f} to {spread[widest]:.1f} percentage points (one standard deviation, "
-            f"{widest} the widest): the folded-fraction gate's ± {FOLDED_GATE:.0f} points is "
-            f"{FOLDED_GATE / spread[widest]:.0f} such deviations" if spread[widest] > 0 else "the replicates' folded fractions agree exactly")
+            f"{who} (one standard deviation): the folded-fraction gate's ± {FOLDED_GATE:.0f} points is "
+            f"{FOLDED_GATE / spread[widest]:.0f} such deviations" if spread[widest] > 0 else
+            "the replicates' folded fractions agree exactly")
     else:
         values["seed_result"] = ("no model has a replicate with another training seed yet "
                                  f"({pretrained.replicate_command(cln025.cg_name('reference'), 1)}): the spread over "
