@@ -273,9 +273,8 @@ def kernel_outputs_report(ds, flows: dict, scores: dict, n_frames: int = 20_000)
     """Where the global free energy is lost: for every kernel, the Ramachandran JS (with its floor) and the
     αR population of its outputs y (one draw on each of ``n_frames`` data frames,
     :meth:`~opforce_tutorial.study.Study.kernel_outputs`) next to those of the CG model trained on its labels
-    (``scores``: :func:`comparison`'s). ``flows``: ``{(source, σ): flow}``. Returns (table, values); the values
-    hold the seconds it took (``outputs_s``); the outputs are ``{model display name: y}``.
-    Returns (table, values, outputs)."""
+    (``scores``: :func:`comparison`'s). ``flows``: ``{(source, σ): flow}``. Returns (table, values, outputs): the
+    values hold the seconds it took (``outputs_s``), the outputs are ``{model display name: y}``."""
     t0 = time.perf_counter()
     data_ar = 100 * data_populations()["αR"]["mean"]
     rows, values, model_ar, y_gap, model_gap, outputs = {}, {}, {}, {}, {}, {}

@@ -305,10 +305,10 @@ def free_energy_gap(folded_pct: float, data_pct: float, kbt: float) -> float:
 def long_budget_verdict(reference) -> str:
     """What 4 × the force-matching steps bought the reference-forces model, as a sentence (or how to build it)."""
     name = cln025.LONG_REFERENCE
-    if name not in pretrained.read_registry():
+    registry = pretrained.read_registry()
+    if name not in registry:
         return (f"what four times the steps buys is measured by {pretrained.rebuild_command(name)} "
                 "(not built yet)")
-    registry = pretrained.read_registry()
     long, base = registry[name], registry[cln025.cg_name("reference")]
     steps = (f"early stopping ended the fit at step {thousands(long['metrics']['stopped_step'])} with its best step "
              f"{thousands(long['metrics']['best_step'])}")
