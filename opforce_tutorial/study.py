@@ -99,7 +99,8 @@ class CGVariant:
     (``force_matching``, default: the study's), another label budget (``labels``, default: the source's,
     :meth:`Study.label_settings`) or an ensemble of ``ensemble`` networks fitted to the same labels
     (:class:`~opforce_tutorial.cg.network.NetworkEnsemble`). ``required=False`` marks a measurement the book does not load: its missing
-    weights are a "to build" line of ``opforce models``, not a problem."""
+    weights are a "to build" line of ``opforce models``, not a problem. ``label`` is what the pages add to the
+    source's name (:meth:`Study.display_name`): "+ dihedrals" shows as "reference forces, + dihedrals"."""
 
     name: str
     source: str
@@ -109,6 +110,7 @@ class CGVariant:
     required: bool = True
     labels: LabelSettings | None = None
     ensemble: int = 1
+    label: str = ""
 
 
 @dataclass
@@ -479,7 +481,14 @@ class Study:
 
         return ModelSpec(train=train, build=build_cg_model, file=variant.name.replace("-", "_") + ".pt",
                          replicate=replicate, long_run=long_run, required=variant.required and self.pretrained_required,
-                         settings=recorded)
+                         settings=recorded, label=self.display_name(variant))
+
+    @staticmethod
+    def display_name(variant: CGVariant) -> str:
+        """A CG model's name for people: "reference forces", "cnf σ=0.05", a variant's with its ``label`` added
+        ("reference forces, + dihedrals")."""
+        source = "reference forces" if variant.source == "reference" else f"{variant.source} σ={variant.noise_std:g}"
+        return f"{source}, {variant.label}" if variant.label else source
 
 
 def _training_record(labels: LabelSettings, cg: CGRunSettings, n_members: int = 1) -> dict:

@@ -139,13 +139,13 @@ def test_the_seed_spread_pools_the_registered_model_with_its_current_replicates(
 
     registry = {name: {"sha256": name, "metrics": metrics(0.02)} for name in cln025.cg_model_names()[:3]}
     table, values = page.seed_spread(registry, {})
-    assert "no model has a replicate" in values["seed_result"] and set(table.data["seeds"]) == {"1"}
+    assert "no model has a replicate" in values["seed_result"] and set(table.data["seeds"]) == {1}
     assert list(table.data.index) == ["reference forces", "noise σ=0.05", "coupling σ=0.05"]  # unbuilt models left out
     replicates = {"cln025-cg-reference": {"1": {"model_sha256": "cln025-cg-reference", "metrics": metrics(0.04)},
                                           "2": {"model_sha256": "older weights", "metrics": metrics(0.5)}}}
     table, values = page.seed_spread(registry, replicates)
     sd = np.std([2.0, 4.0], ddof=1)
-    assert values["folded_sd_ref"] == pytest.approx(sd) and table.data.loc["reference forces", "seeds"] == "2"
+    assert values["folded_sd_ref"] == pytest.approx(sd) and table.data.loc["reference forces", "seeds"] == 2
     assert table.data.loc["reference forces", "folded %"] == f"3.0 ± {sd:.1f}"
     assert table.data.loc["reference forces", "mean JS bonds"] == "0.0030 ± 0.0000"
     assert values["seed_result"].startswith("only reference forces has replicates: over its 2 training seeds the "

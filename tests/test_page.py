@@ -12,9 +12,21 @@ from opforce_tutorial.chapters.page import display_name, key_of, mean_js, pm, th
     ("ala2-cg-reference-chiral", "reference forces, + dihedrals", "ref,_+_dihedrals"),
     ("cln025-cg-reference-12k", "reference forces, 12k steps", "ref,_12k_steps"),
     ("ala2-cg-reference-24k", "reference forces, 24k steps", "ref,_24k_steps"),
+    ("ala2-cg-reference-ensemble4", "reference forces, ensemble of 4", "ref,_ensemble_of_4"),
+    ("ala2-cg-cnf-0.1-paper-labels", "cnf σ=0.1, paper's label protocol", "cnf01,_paper's_label_protocol"),
 ])
 def test_model_names_for_people_and_for_glue_keys(name, shown, key):
     assert display_name(name) == shown and key_of(shown) == key
+
+
+def test_every_cg_recipe_has_its_own_name_for_people_and_an_unknown_name_is_refused():
+    from opforce_tutorial import catalog
+
+    for study in ("ala2", "cln025"):  # within a chapter, every CG model has its own name
+        cg = [name for name in catalog.specs() if name.startswith(f"{study}-cg-")]
+        assert len(cg) >= 7 and len({display_name(name) for name in cg}) == len(cg)
+    with pytest.raises(ValueError, match="not a published CG recipe"):
+        display_name("ala2-cg-reference-unknown")
 
 
 def test_mean_js_and_errors_for_people():

@@ -77,10 +77,13 @@ ENSEMBLE_REFERENCE, ENSEMBLE_SIZE = "ala2-cg-reference-ensemble4", 4
 STUDY = Study(name="ala2", dataset="ala2", system=SYSTEM, bead_types=BEAD_TYPES, noise_stds=NOISE_STDS,
               flows=FLOWS,
               labels=LABELS, output_labels=OUTPUT_LABELS, cg=CG_SETTINGS, reference_labels=REFERENCE_LABELS,
-              variants=(CGVariant(CHIRAL_REFERENCE, "reference", None, CHIRAL_WIDTH),
-                        CGVariant(LONG_REFERENCE, "reference", force_matching=LONG_FM, required=False),
-                        CGVariant(CNF_PAPER_LABELS, "cnf", 0.1, labels=PAPER_LABELS, required=False),
-                        CGVariant(ENSEMBLE_REFERENCE, "reference", ensemble=ENSEMBLE_SIZE, required=False)),
+              variants=(CGVariant(CHIRAL_REFERENCE, "reference", None, CHIRAL_WIDTH, label="+ dihedrals"),
+                        CGVariant(LONG_REFERENCE, "reference", force_matching=LONG_FM, required=False,
+                                  label="24k steps"),
+                        CGVariant(CNF_PAPER_LABELS, "cnf", 0.1, labels=PAPER_LABELS, required=False,
+                                  label="paper's label protocol"),
+                        CGVariant(ENSEMBLE_REFERENCE, "reference", ensemble=ENSEMBLE_SIZE, required=False,
+                                  label=f"ensemble of {ENSEMBLE_SIZE}")),
               long_run_analysis=lambda trajectory: {"exchange": basin_exchange(trajectory)})
 
 # the study's stages, as the chapter calls them

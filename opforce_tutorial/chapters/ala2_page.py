@@ -19,7 +19,7 @@ from ..evaluation import dihedral_integration_by_parts_check, integration_by_par
 from ..observables import chain_observables
 from ..systems.alanine_dipeptide import RAMACHANDRAN
 from . import ala2
-from .page import KERNELS, LOCAL_GATE, LiveLabels, display_name, key_of, met, thousands
+from .page import KERNELS, LOCAL_GATE, LiveLabels, display_name, key_of, mean_sd_table, met, thousands
 from .page import pm as _pm
 
 LOCAL = [n for n in chain_observables(5) if n.split()[0] in ("bond", "angle")]
@@ -339,11 +339,7 @@ def seed_spread(seeds: pd.DataFrame, names: list[str] | None = None) -> tuple:
     """Mean ± standard deviation over training seeds of every model, as (Styler, spread DataFrame, values)."""
     seeds = seeds if names is None else seeds[seeds.model.isin(names)]
     spread = seeds.groupby("model", sort=False)[SEED_COLUMNS].agg(["mean", "std"])
-    digits = {c: 1 if c.endswith("%") else 4 for c in SEED_COLUMNS}  # percentages and JS values, for people
-    table = pd.DataFrame({c: [f"{m:.{digits[c]}f} ± {s:.{digits[c]}f}" if np.isfinite(s) else f"{m:.{digits[c]}f}"
-                              for m, s in zip(spread[c]["mean"], spread[c]["std"])]
-                          for c in SEED_COLUMNS}, index=[display_name(n) for n in spread.index])
-    table.insert(0, "seeds", seeds.groupby("model", sort=False).size().to_numpy())
+    table = mean_sd_table(seeds, {c: 1 if c.endswith("%") else 4 for c in SEED_COLUMNS})  # percentages, JS values
     values = {"n_seeds": int(table["seeds"].min()), "n_seeds_max": int(table["seeds"].max()),
               "aR_sd_min": float(spread["αR %"]["std"].min()), "aR_sd_max": float(spread["αR %"]["std"].max()),
               "n_spread_models": int(spread["αR %"]["std"].notna().sum())}
@@ -375,7 +371,6 @@ def seed_spread(seeds: pd.DataFrame, names: list[str] | None = None) -> tuple:
                               ("mean JS angles", "angles")):
             values[f"{short}_{key}_m"] = float(row[(column, "mean")])
             values[f"{short}_{key}_sd"] = float(row[(column, "std")])
-    values["ensemble_result"] = ensemble_sentence(pretrained.read_registry(), spread)
     return table.style.set_caption("mean ± standard deviation over training seeds"), spread, values
 
 

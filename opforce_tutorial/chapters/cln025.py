@@ -41,7 +41,8 @@ LONG_FM = replace(CPU_CG.force_matching, n_steps=12_000, patience=30)
 
 STUDY = Study(name="cln025", dataset="cln025", system=SYSTEM, bead_types=BEAD_TYPES, noise_stds=NOISE_STDS,
               flows=dict(CPU_FLOWS), labels=LABELS, output_labels=OUTPUT_LABELS, cg=replace(CPU_CG, cutoff=12.0),
-              variants=(CGVariant(LONG_REFERENCE, "reference", force_matching=LONG_FM, required=False),),
+              variants=(CGVariant(LONG_REFERENCE, "reference", force_matching=LONG_FM, required=False,
+                                  label="12k steps"),),
               long_run_analysis=folding_transitions)
 
 kernel_name, cg_name, cg_model_names = STUDY.kernel_name, STUDY.cg_name, STUDY.cg_model_names

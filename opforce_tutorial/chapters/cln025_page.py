@@ -25,7 +25,7 @@ from ..storage import read_json
 from ..systems import cln025 as system
 from ..units import kbt as thermal_energy
 from . import cln025
-from .page import FLOW_KERNELS, LOCAL_GATE, display_name, key_of, mean_js, met, pm, thousands
+from .page import FLOW_KERNELS, LOCAL_GATE, display_name, key_of, mean_js, mean_sd_table, met, pm, thousands
 
 LOCAL = [n for n in chain_observables(system.SYSTEM.n_beads) if n.split()[0] in ("bond", "angle")]
 ANGLES = [n for n in LOCAL if n.startswith("angle")]
@@ -330,20 +330,17 @@ def seed_spread(registry: dict | None = None, replicates: dict | None = None) ->
     (seed 0 the registered model, others its ``opforce replicate`` runs), as (Styler of mean ± standard deviation,
     values: ``folded_sd_<key>`` per model with replicates, and the one-line ``seed_result``)."""
     runs = pretrained.metrics_by_seed(cln025.cg_model_names(), registry, replicates)
-    rows, values, spread = {}, {}, {}
-    for name, seeds in runs.items():
-        per = pd.DataFrame([{"folded %": 100 * m["populations"]["folded"]["mean"], "TICA JS": m["js"]["tica"]["js"],
-                             "mean JS bonds": mean_js(m["js"], "bond"), "mean JS angles": mean_js(m["js"], "angle")}
-                            for m in seeds.values()])
-        shown = display_name(name)
-        rows[shown] = {"seeds": str(len(per)), **{c: pm(per[c].mean(), per[c].std(), d) if len(per) > 1 else
-                                                  f"{per[c].mean():.{d}f}" for c, d in SEED_COLUMNS.items()}}
-        if len(per) > 1:
-            spread[shown] = float(per["folded %"].std())
-            values[f"folded_sd_{key_of(shown)}"] = spread[shown]
+    seeds = pd.DataFrame([{"model": name, "folded %": 100 * m["populations"]["folded"]["mean"],
+                           "TICA JS": m["js"]["tica"]["js"], "mean JS bonds": mean_js(m["js"], "bond"),
+                           "mean JS angles": mean_js(m["js"], "angle")}
+                          for name, by_seed in runs.items() for m in by_seed.values()])
+    table = mean_sd_table(seeds, SEED_COLUMNS)
+    folded_sd = seeds.groupby("model", sort=False)["folded %"].std().dropna()
+    spread = {display_name(name): float(sd) for name, sd in folded_sd.items()}
+    values = {f"folded_sd_{key_of(shown)}": sd for shown, sd in spread.items()}
     if spread:
         widest = max(spread, key=spread.get)
-        who = (f"only {widest} has replicates: over its {rows[widest]['seeds']} training seeds the folded fraction "
+        who = (f"only {widest} has replicates: over its {table.loc[widest, 'seeds']} training seeds the folded fraction "
                f"spreads by {spread[widest]:.1f} percentage points" if len(spread) == 1 else
                f"{len(spread)} of {len(runs)} models have replicates; over their training seeds the folded fraction "
                f"spreads by {min(spread.values()):.1f} to {spread[widest]:.1f} percentage points")
@@ -355,7 +352,6 @@ def seed_spread(registry: dict | None = None, replicates: dict | None = None) ->
         values["seed_result"] = ("no model has a replicate with another training seed yet "
                                  f"({pretrained.replicate_command(cln025.cg_name('reference'), 1)}): the spread over "
                                  "seeds is not measured")
-    table = pd.DataFrame(rows).T
     return table.style.set_caption("mean ± standard deviation over training seeds (64 replicas × 100 ps each)"), values
 
 

@@ -13,7 +13,7 @@ from dataclasses import dataclass, field
 import numpy as np
 import pandas as pd
 
-from .. import pretrained
+from .. import catalog, pretrained
 from ..evaluation import evaluate
 from ..labels import LabelSettings
 
@@ -32,16 +32,13 @@ def glue_values(values: dict) -> None:
 
 
 def display_name(model_name: str) -> str:
-    """"ala2-cg-cnf-0.05" → "cnf σ=0.05", "cln025-cg-reference" → "reference forces", variants of the
-    reference: "ala2-cg-reference-chiral" → "reference forces, + dihedrals", "cln025-cg-reference-12k" →
-    "reference forces, 12k steps", "ala2-cg-reference-ensemble4" → "reference forces, ensemble of 4"."""
-    parts = model_name.split("-cg-", 1)[-1].split("-")
-    if parts[0] == "reference":
-        tail = "-".join(parts[1:])
-        variant = (", + dihedrals" if tail == "chiral" else
-                   f", ensemble of {tail.removeprefix('ensemble')}" if tail.startswith("ensemble") else f", {tail} steps")
-        return "reference forces" + (variant if parts[1:] else "")
-    return f"{parts[0]} σ={parts[1]}"
+    """A registered CG model's name for people: its recipe's ``label``
+    (:meth:`~opforce_tutorial.study.Study.display_name`: "ala2-cg-cnf-0.05" → "cnf σ=0.05", "ala2-cg-reference"
+    → "reference forces", "ala2-cg-reference-chiral" → "reference forces, + dihedrals")."""
+    spec = catalog.specs().get(model_name)
+    if spec is None or spec.label is None:
+        raise ValueError(f"{model_name!r} is not a published CG recipe (see `opforce models`)")
+    return spec.label
 
 
 def key_of(name: str) -> str:
@@ -61,6 +58,17 @@ def met(ok: bool) -> str:
 
 def pm(mean: float, err: float, digits: int = 1) -> str:
     return f"{mean:.{digits}f} ± {err:.{digits}f}"
+
+
+def mean_sd_table(seeds: pd.DataFrame, digits: dict[str, int]) -> pd.DataFrame:
+    """Per model (``seeds.model``, one row per training seed) the number of seeds and, for each column of
+    ``digits``, "mean ± standard deviation" over its seeds with that many decimals (the mean alone for one
+    seed); indexed by :func:`display_name`, in the models' order of appearance."""
+    groups = seeds.groupby("model", sort=False)
+    rows = {display_name(name): {"seeds": len(runs), **{
+        c: pm(runs[c].mean(), runs[c].std(), d) if len(runs) > 1 else f"{runs[c].mean():.{d}f}"
+        for c, d in digits.items()}} for name, runs in groups}
+    return pd.DataFrame(rows).T
 
 
 def mean_js(scores: dict, kind: str) -> float:
