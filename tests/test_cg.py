@@ -190,6 +190,43 @@ def test_force_matching_learns_the_residual_stops_early_and_resumes(tmp_path):
 
 
 
+def test_the_cosine_schedule_anneals_from_lr_to_lr_final_and_a_killed_run_resumes_on_it(tmp_path, monkeypatch):
+    from dataclasses import replace
+
+    from opforce_tutorial.kernels import training
+    from opforce_tutorial.kernels.training import cosine_lr
+
+    assert cosine_lr(1e-3, 1e-5, 0, 100) == pytest.approx(1e-3)
+    assert cosine_lr(1e-3, 1e-5, 50, 100) == pytest.approx(0.5 * (1e-3 + 1e-5))
+    assert cosine_lr(1e-3, 1e-5, 100, 100) == pytest.approx(1e-5) == cosine_lr(1e-3, 1e-5, 150, 100)
+    rates = [cosine_lr(1e-3, 0.0, t, 100) for t in range(101)]
+    assert all(a > b for a, b in zip(rates, rates[1:]))
+    with pytest.raises(ValueError, match="lr_final must be in"):
+        ForceMatchingSettings(lr=1e-3, lr_final=2e-3)
+    x, f = _harmonic_labelled_set()
+    prior, cfg = toy_prior(4), SchNetConfig(bead_types=[0, 1, 2, 3], hidden=16, n_interactions=1, n_rbf=8)
+    annealed = ForceMatchingSettings(n_steps=60, batch_size=64, lr=3e-3, lr_final=3e-5, eval_every=20,
+                                     checkpoint_every=20, patience=None)
+    _, whole = train_cg_model(x, f, prior, cfg, annealed, checkpoint=str(tmp_path / "whole.pt"), progress=False)
+    last = torch.load(tmp_path / "whole.pt", weights_only=True)["optimizer"]["param_groups"][0]["lr"]
+    assert last == pytest.approx(cosine_lr(3e-3, 3e-5, 59, 60))
+    save = training.save_checkpoint
+
+    def killed_after_step_40(path, model, optimizer, generator, step, *args, **kwargs):
+        save(path, model, optimizer, generator, step, *args, **kwargs)
+        if step == 40:
+            raise KeyboardInterrupt
+
+    monkeypatch.setattr(training, "save_checkpoint", killed_after_step_40)
+    with pytest.raises(KeyboardInterrupt):
+        train_cg_model(x, f, prior, cfg, annealed, checkpoint=str(tmp_path / "killed.pt"), progress=False)
+    monkeypatch.setattr(training, "save_checkpoint", save)
+    _, resumed = train_cg_model(x, f, prior, cfg, annealed, checkpoint=str(tmp_path / "killed.pt"), progress=False)
+    assert resumed["val_loss"] == pytest.approx(whole["val_loss"], rel=1e-6)  # resumed on the same schedule
+    _, flat = train_cg_model(x, f, prior, cfg, replace(annealed, lr_final=None), progress=False)
+    assert flat["val_loss"][-1] != pytest.approx(whole["val_loss"][-1], rel=1e-6)  # the schedule changes the run
+
+
 def test_a_clamped_network_is_flat_beyond_its_training_distances():
     """Inside the training range the clamp changes nothing; beyond it the network's energy stops changing."""
     rng = np.random.default_rng(3)

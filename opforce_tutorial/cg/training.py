@@ -24,7 +24,9 @@ from .network import CGModel, SchNetConfig, SchNetEnergy
 
 @dataclass
 class ForceMatchingSettings:
-    """Optimiser settings (forces in kcal/mol/Å); ``patience`` counts validations without improvement."""
+    """Optimiser settings (forces in kcal/mol/Å); ``patience`` counts validations without improvement.
+    ``lr_final``: anneal the learning rate from ``lr`` to it over ``n_steps`` on a cosine
+    (:func:`~opforce_tutorial.kernels.training.cosine_lr`); None keeps ``lr`` throughout."""
 
     n_steps: int = 4000
     batch_size: int = 256
@@ -33,6 +35,11 @@ class ForceMatchingSettings:
     checkpoint_every: int = 500
     patience: int | None = 10
     seed: int = 0
+    lr_final: float | None = None
+
+    def __post_init__(self):
+        if self.lr_final is not None and not 0 <= self.lr_final <= self.lr:
+            raise ValueError(f"lr_final must be in [0, lr = {self.lr:g}], got {self.lr_final:g}")
 
 
 def validation_mask(frame_index, n_frames: int, val_fraction: float = 0.1, traj_ids=None) -> np.ndarray:

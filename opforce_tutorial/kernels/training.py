@@ -4,6 +4,7 @@ checkpoint/resume with atomic writes and safe loading."""
 from __future__ import annotations
 
 import json
+import math
 import os
 import time
 from dataclasses import asdict, is_dataclass
@@ -83,7 +84,8 @@ def optimise(model, loss_fn, make_batch, val_batch, settings, generator: torch.G
 
     ``make_batch()`` draws a training batch; ``settings`` needs ``lr``, ``n_steps``, ``eval_every`` and
     ``checkpoint_every``, and may set ``patience``: then training stops after ``patience`` validations
-    without improvement and the weights of the best validation loss are restored (early stopping).
+    without improvement and the weights of the best validation loss are restored (early stopping), and
+    ``lr_final``: the learning rate then follows :func:`cosine_lr` from ``lr`` down to it.
     Resumes from ``checkpoint`` when it exists and was made by the same run (``made_by``, a
     :func:`fingerprint`). A non-finite training or validation loss stops with an error (nothing is
     written). Returns the history ``{"step", "train_loss", "val_loss"}`` (with ``patience`` also
@@ -91,7 +93,7 @@ def optimise(model, loss_fn, make_batch, val_batch, settings, generator: torch.G
     """
     from tqdm.auto import tqdm
 
-    patience = getattr(settings, "patience", None)
+    patience, lr_final = getattr(settings, "patience", None), getattr(settings, "lr_final", None)
     opt = torch.optim.Adam(model.parameters(), lr=settings.lr)
     step, history, best_state = load_checkpoint(checkpoint, model, opt, generator, device, made_by)
     history = history or {"step": [], "train_loss": [], "val_loss": []}
@@ -102,6 +104,9 @@ def optimise(model, loss_fn, make_batch, val_batch, settings, generator: torch.G
     bar = tqdm(range(step, end), initial=step, total=settings.n_steps, desc=desc, disable=not progress, mininterval=2.0)
     first, started = step, time.perf_counter()
     for step in bar:
+        if lr_final is not None:
+            for group in opt.param_groups:
+                group["lr"] = cosine_lr(settings.lr, lr_final, step, settings.n_steps)
         loss = loss_fn(model, make_batch())
         if not torch.isfinite(loss):
             raise FloatingPointError(f"{desc}: the training loss is {loss.item()} at step {step + 1}; check the data "
@@ -138,6 +143,12 @@ def optimise(model, loss_fn, make_batch, val_batch, settings, generator: torch.G
     if best_state is not None:
         model.load_state_dict(best_state)
     return history
+
+
+def cosine_lr(lr: float, lr_final: float, step: int, n_steps: int) -> float:
+    """The learning rate of step ``step`` (0-based) on a cosine from ``lr`` (step 0) to ``lr_final`` (step
+    ``n_steps``): lr_final + (lr − lr_final)·(1 + cos(π·step/n_steps))/2."""
+    return float(lr_final + 0.5 * (lr - lr_final) * (1 + math.cos(math.pi * min(step, n_steps) / n_steps)))
 
 
 #: Steps timed before :func:`optimise` prints its estimate of the whole run.
