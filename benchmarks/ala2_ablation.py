@@ -73,8 +73,8 @@ for _source in ("noise", "cnf"):
         "and the network clamped to the training distances")
 
 # Does annealing the learning rate pin the basin balance? Over training seeds the registered reference-forces model's
-# αR spreads by about 12 points (one SD, 5 seeds), and two snapshots of one fit 800 steps apart (its best step
-# 11 200 and its last, 12 000, at the constant lr 1e-3) differ by 7 points: the last steps' noise moves the balance.
+# αR spreads by about 12 points (one SD, 5 seeds), and the best-step and last-step weights of one fit
+# (benchmarks/ala2_snapshots.py) differ too: does the constant lr's noise in the last steps move the balance?
 # Chapter 2's reference recipe with the lr annealed on a cosine to 1e-5, over 4 seeds, to set beside the registered
 # model's seeds.
 _ANNEALED = replace(ala2.CG_SETTINGS, force_matching=replace(ala2.CG_SETTINGS.force_matching, lr_final=1e-5))
