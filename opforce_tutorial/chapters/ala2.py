@@ -68,10 +68,9 @@ LONG_FM = replace(CG_SETTINGS.force_matching, n_steps=24_000)
 CNF_PAPER_LABELS = "ala2-cg-cnf-0.1-paper-labels"
 PAPER_LABELS = LabelSettings(data_fraction=0.1, repeats=10, batch_size=256, seed=0)
 #: The reference-forces model as an ensemble of 4 networks fitted to the same labels from different seeds
-#: (:class:`~opforce_tutorial.cg.network.NetworkEnsemble`): over training seeds the single network's αR
-#: population spreads by 12.6 percentage points (one standard deviation, 5 seeds) while the simulations' block
-#: errors are about 1, so the fit's landing place, not the labels, sets the basin balance. Measures whether
-#: averaging fits pins it (members that err independently: about half the spread).
+#: (:class:`~opforce_tutorial.cg.network.NetworkEnsemble`): fits of the same labels at the same held-out force
+#: error hold αR populations 25 points apart (more steps, an annealed learning rate, the last step's weights:
+#: README), so where a fit lands, not the labels, sets the basin balance. Measures whether averaging fits pins it.
 ENSEMBLE_REFERENCE, ENSEMBLE_SIZE = "ala2-cg-reference-ensemble4", 4
 
 STUDY = Study(name="ala2", dataset="ala2", system=SYSTEM, bead_types=BEAD_TYPES, noise_stds=NOISE_STDS,
