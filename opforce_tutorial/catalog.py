@@ -43,7 +43,8 @@ class ModelSpec:
     # () -> the registry ``training`` the recipe records now (JSON-ready): a registered entry recorded with
     # other settings is out of date, and loading it is refused (`pretrained.settings_changes`). None: unchecked.
     settings: Callable[[], dict] | None = None
-    # the model's name in the pages' tables and legends ("reference forces, + dihedrals"); None: its name
+    # the model's name in the pages' tables and legends ("reference forces, + dihedrals"); None: a model the
+    # pages do not name (a flow, the prior-only run); `chapters.page.display_name` refuses it
     label: str | None = None
 
 
