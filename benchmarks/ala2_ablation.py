@@ -23,6 +23,7 @@ import sys
 import time
 from dataclasses import replace
 from pathlib import Path
+from typing import Callable, NamedTuple
 
 import numpy as np
 import torch
@@ -31,6 +32,7 @@ from opforce_tutorial.chapters import ala2
 from opforce_tutorial.geometry import bond_lengths, chain_indices
 from opforce_tutorial.labels import LabelSettings
 from opforce_tutorial.storage import read_json, update_json
+from opforce_tutorial.cg.pipeline import CGRunSettings
 from opforce_tutorial.study import CPU_CG
 
 OUT = Path(__file__).resolve().parent / "results" / "ala2_ablation.json"
@@ -48,38 +50,50 @@ def _all_frames(ds) -> LabelSettings:
 
 _LONG_BUDGET = replace(_BASE, force_matching=replace(FM, n_steps=12_000, patience=30))  # 4x the steps
 
-#: name → (label source, σ, labels(ds), CG settings, what changed[, training seed: default 0])
+
+class CGVariant(NamedTuple):
+    """One CG variant: which labels, which CG recipe, what it changes, and its training seed."""
+
+    source: str  # label source: "reference", "noise", "coupling" or "cnf"
+    sigma: float | None  # the kernel's noise_std (Å); None for reference forces
+    labels: Callable  # the dataset → the LabelSettings to label it with
+    cg: CGRunSettings
+    change: str  # what it changes, in words (recorded with its result)
+    seed: int | None = None  # training seed; None: the registered models' seed 0 (and no "seed" in the result)
+
+
 CG_VARIANTS = {
-    "reference, 40 000 frames": ("reference", None, lambda ds: ala2.LABELS, _BASE,
-                                 "40 000 frames, 3000 steps, patience 8"),
-    "reference, all frames": ("reference", None, _all_frames, _BASE, "every frame (about 107 000)"),
-    "reference, all frames, 4x steps": ("reference", None, _all_frames, _LONG_BUDGET,
-                                        "every frame, 12 000 steps, patience 30"),
-    "reference, 4x steps": ("reference", None, lambda ds: ala2.LABELS, _LONG_BUDGET,
-                            "40 000 frames, 12 000 steps, patience 30"),
+    "reference, 40 000 frames": CGVariant("reference", None, lambda ds: ala2.LABELS, _BASE,
+                                          "40 000 frames, 3000 steps, patience 8"),
+    "reference, all frames": CGVariant("reference", None, _all_frames, _BASE, "every frame (about 107 000)"),
+    "reference, all frames, 4x steps": CGVariant("reference", None, _all_frames, _LONG_BUDGET,
+                                                 "every frame, 12 000 steps, patience 30"),
+    "reference, 4x steps": CGVariant("reference", None, lambda ds: ala2.LABELS, _LONG_BUDGET,
+                                     "40 000 frames, 12 000 steps, patience 30"),
 }
 # Does the longer budget help a kernel model as it helps the reference (same 40 000 labels)? (Chapter 2's registered
 # models are now trained so: their registry metrics are this variant for every source.)
-CG_VARIANTS["coupling 0.05, 4x steps"] = ("coupling", 0.05, lambda ds: ala2.LABELS, _LONG_BUDGET,
-                                          "40 000 labels, 12 000 steps, patience 30")
+CG_VARIANTS["coupling 0.05, 4x steps"] = CGVariant("coupling", 0.05, lambda ds: ala2.LABELS, _LONG_BUDGET,
+                                                   "40 000 labels, 12 000 steps, patience 30")
 # Energy holes: where the training never went, the network may dig a basin deeper than the prior's wall
 # (cg.network's module docstring). The repulsion on the 1-3 pairs and the clamped network close them.
 _REPULSION_13 = replace(_BASE, repulsion_min_separation=2, clamp_to_training=False)
-CG_VARIANTS["noise 0.1, 1-3 repulsion"] = ("noise", 0.1, lambda ds: ala2.LABELS, _REPULSION_13,
-                                           "repulsion on every non-bonded pair (|i-j| >= 2), network not clamped")
+CG_VARIANTS["noise 0.1, 1-3 repulsion"] = CGVariant(
+    "noise", 0.1, lambda ds: ala2.LABELS, _REPULSION_13,
+    "repulsion on every non-bonded pair (|i-j| >= 2), network not clamped")
 for _source in ("noise", "cnf"):
-    CG_VARIANTS[f"{_source} 0.1, 1-3 repulsion, clamped network"] = (
+    CG_VARIANTS[f"{_source} 0.1, 1-3 repulsion, clamped network"] = CGVariant(
         _source, 0.1, lambda ds: ala2.LABELS, replace(_REPULSION_13, clamp_to_training=True),
         "and the network clamped to the training distances")
 
-# Does annealing the learning rate pin the basin balance? Over training seeds the registered reference-forces model's
-# αR spreads by about 12 points (one SD, 5 seeds), and the best-step and last-step weights of one fit
-# (benchmarks/ala2_snapshots.py) differ too: does the constant lr's noise in the last steps move the balance?
+# Does annealing the learning rate pin the basin balance? The best-step and last-step weights of one reference fit
+# differ by about 7 points of αR (benchmarks/ala2_snapshots.py): does the constant lr's noise in the last steps
+# move it?
 # Chapter 2's reference recipe with the lr annealed on a cosine to 1e-5, over 4 seeds, to set beside the registered
 # model's seeds.
 _ANNEALED = replace(ala2.CG_SETTINGS, force_matching=replace(ala2.CG_SETTINGS.force_matching, lr_final=1e-5))
 for _seed in range(4):
-    CG_VARIANTS[f"reference, chapter 2's recipe, cosine lr to 1e-5, seed {_seed}"] = (
+    CG_VARIANTS[f"reference, chapter 2's recipe, cosine lr to 1e-5, seed {_seed}"] = CGVariant(
         "reference", None, lambda ds: ala2.REFERENCE_LABELS, _ANNEALED,
         "every frame, 12 000 steps, lr annealed on a cosine from 1e-3 to 1e-5", _seed)
 
@@ -148,7 +162,8 @@ def summary(js: dict) -> dict:
 
 
 def run_cg_variant(name: str, device="cpu") -> dict:
-    source, sigma, labels, cg, change, *seed = CG_VARIANTS[name]
+    variant = CG_VARIANTS[name]
+    source, sigma = variant.source, variant.sigma
     ds = ala2.training_frames()
     flow = None
     if source in ("coupling", "cnf"):
@@ -158,9 +173,11 @@ def run_cg_variant(name: str, device="cpu") -> dict:
     t0 = time.perf_counter()
     work = _work_dir(name)  # labels and checkpoints: a killed variant resumes
     work.mkdir(parents=True, exist_ok=True)
-    run, metrics, _ = ala2.STUDY.cg_run(ds, source, sigma, flow, seed[0] if seed else 0, device,
-                                        label_settings=labels(ds), cg_settings=cg, work_dir=work)
-    return {"change": change, **({"seed": seed[0]} if seed else {}), "n_labels": metrics["n_labels"], "best_step": metrics["best_step"],
+    seed = 0 if variant.seed is None else variant.seed
+    run, metrics, _ = ala2.STUDY.cg_run(ds, source, sigma, flow, seed, device, label_settings=variant.labels(ds),
+                                        cg_settings=variant.cg, work_dir=work)
+    return {"change": variant.change, **({} if variant.seed is None else {"seed": seed}),
+            "n_labels": metrics["n_labels"], "best_step": metrics["best_step"],
             "best_val_force_mse": metrics["best_val_force_mse"], **summary(metrics["js"]),
             "populations": metrics["populations"], "trapped_replicas": trapped_replicas(run.trajectory, ds.positions),
             "wall_s": round(time.perf_counter() - t0, 1)}

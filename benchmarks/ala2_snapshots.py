@@ -23,7 +23,7 @@ from pathlib import Path
 
 import torch
 
-from opforce_tutorial.cg.network import CGModel, SchNetConfig, SchNetEnergy
+from opforce_tutorial.cg.network import CGModel, SchNetEnergy
 from opforce_tutorial.cg.pipeline import simulate_cg
 from opforce_tutorial.cg.priors import fit_priors
 from opforce_tutorial.chapters import ala2
@@ -41,8 +41,7 @@ def snapshot_scores(checkpoint: Path) -> dict:
     y, _, _ = ala2.labelled_set("reference", None, ds, progress=False)
     s = ala2.CG_SETTINGS
     prior, _ = fit_priors(y, kbt, repulsion_min_separation=s.repulsion_min_separation)
-    config = SchNetConfig(bead_types=ala2.BEAD_TYPES, hidden=s.hidden, n_interactions=s.n_interactions, n_rbf=s.n_rbf,
-                          cutoff=s.cutoff, dihedral_hidden=s.dihedral_hidden, clamp_to_training=s.clamp_to_training)
+    config = s.schnet_config(ala2.BEAD_TYPES)
     state = torch.load(checkpoint, weights_only=True)
     out = {}
     for which, weights, step in (("best step", state["best_state"], state["history"]["best_step"]),

@@ -298,3 +298,15 @@ def test_an_ensemble_fit_trains_seeded_members_resumes_and_beats_their_mean_erro
 
 def _with_net(model, net):
     return CGModel(model.prior, net)
+
+
+def test_run_settings_build_the_network_they_describe():
+    from opforce_tutorial.cg.pipeline import CGRunSettings
+
+    settings = CGRunSettings(hidden=8, n_interactions=1, n_rbf=4, cutoff=9.0, dihedral_hidden=6,
+                             clamp_to_training=False)
+    config = settings.schnet_config([0, 1, 1, 0])
+    assert (config.bead_types, config.hidden, config.n_interactions, config.n_rbf, config.cutoff,
+            config.dihedral_hidden, config.clamp_to_training) == ([0, 1, 1, 0], 8, 1, 4, 9.0, 6, False)
+    net = SchNetEnergy(config)
+    assert net.energy(torch.randn(3, 4, 3)).shape == (3,)

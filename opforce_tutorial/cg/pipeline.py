@@ -41,6 +41,12 @@ class CGRunSettings:
     burn_in: int = 1000
     seed: int = 0
 
+    def schnet_config(self, bead_types: list[int]) -> SchNetConfig:
+        """The network these settings train, for beads of ``bead_types``."""
+        return SchNetConfig(bead_types=bead_types, hidden=self.hidden, n_interactions=self.n_interactions,
+                            n_rbf=self.n_rbf, cutoff=self.cutoff, dihedral_hidden=self.dihedral_hidden,
+                            clamp_to_training=self.clamp_to_training)
+
 
 @dataclass
 class CGRun:
@@ -71,9 +77,7 @@ def fit_cg_model(positions, labels, kbt: float, bead_types: list[int], settings:
     if n_members < 1:
         raise ValueError(f"n_members must be at least 1, got {n_members}")
     prior, fits = fit_priors(positions, kbt, repulsion_min_separation=settings.repulsion_min_separation)
-    config = SchNetConfig(bead_types=bead_types, hidden=settings.hidden, n_interactions=settings.n_interactions,
-                          n_rbf=settings.n_rbf, cutoff=settings.cutoff, dihedral_hidden=settings.dihedral_hidden,
-                          clamp_to_training=settings.clamp_to_training)
+    config = settings.schnet_config(bead_types)
     fm = settings.force_matching
     runs = [train_cg_model(positions, labels, prior, config, replace(fm, seed=fm.seed + MEMBER_SEED_STRIDE * m),
                            val_mask, device, checkpoint if m == 0 or checkpoint is None else f"{checkpoint}.member{m}",

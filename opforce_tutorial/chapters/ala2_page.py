@@ -365,12 +365,6 @@ def seed_spread(seeds: pd.DataFrame, names: list[str] | None = None) -> tuple:
             gap = spread.loc[reference, (column, "mean")] - spread.loc[best, (column, "mean")]
             values[f"seed_best_{short}"] = display_name(best)
             values[f"ref_within_sd_{short}"] = ("is" if gap <= spread.loc[reference, (column, "std")] else "is not")
-    for name, row in spread.iterrows():
-        key = key_of(display_name(name).replace("reference forces, + dihedrals", "chiral"))
-        for column, short in (("αR %", "aR"), ("JS ramachandran", "rama"), ("mean JS bonds", "bonds"),
-                              ("mean JS angles", "angles")):
-            values[f"{short}_{key}_m"] = float(row[(column, "mean")])
-            values[f"{short}_{key}_sd"] = float(row[(column, "std")])
     return table.style.set_caption("mean ± standard deviation over training seeds"), spread, values
 
 
