@@ -524,6 +524,13 @@ def test_the_ensemble_sentence_names_its_command_until_built_then_compares_with_
     assert "opforce pretrain ala2-cg-reference-ensemble4" in page.ensemble_sentence({}, spread)
     registry = {ala2.ENSEMBLE_REFERENCE: {"metrics": {"populations": {"αR": {"mean": 0.31}},
                                                       "js": {"ramachandran": {"js": 0.03}}}}}
-    text = page.ensemble_sentence(registry, spread)
+    text = page.ensemble_sentence(registry, spread, long={})
     assert "holds αR 31.0 % (data 30.9 %) with Ramachandran JS 0.030" in text
-    assert text.endswith(f"against the single fits' αR 30.0 ± {np.std([20, 40], ddof=1):.1f} % and JS 0.050 over seeds")
+    assert f"against the single fits' αR 30.0 ± {np.std([20, 40], ddof=1):.1f} % and JS 0.050 over seeds" in text
+    assert text.endswith("its 1 ns run is not recorded yet (opforce long-run ala2-cg-reference-ensemble4 --ns 1)")
+    data = page.data_populations()
+    near = {b: {"mean": data[b]["mean"] + 0.005, "block_error": 0.01} for b in ("αR", "β / PII")}
+    far = {**near, "αR": {"mean": data["αR"]["mean"] - 0.1, "block_error": 0.01}}
+    for populations, verdict in ((near, "αR within, β within"), (far, "αR outside, β within")):
+        text = page.ensemble_sentence(registry, spread, long={ala2.ENSEMBLE_REFERENCE: {"1": {"populations": populations}}})
+        assert "In 1 ns runs the ensemble's αR " in text and text.endswith(f"{verdict} two combined block errors")

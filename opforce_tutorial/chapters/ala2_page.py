@@ -368,10 +368,11 @@ def seed_spread(seeds: pd.DataFrame, names: list[str] | None = None) -> tuple:
     return table.style.set_caption("mean ± standard deviation over training seeds"), spread, values
 
 
-def ensemble_sentence(registry: dict, spread: pd.DataFrame) -> str:
+def ensemble_sentence(registry: dict, spread: pd.DataFrame, long: dict | None = None) -> str:
     """What averaging fits buys the basin balance: the αR population and Ramachandran JS of the reference-forces
     ensemble (:data:`ala2.ENSEMBLE_REFERENCE`) against the single fits' mean ± standard deviation over seeds
-    (``spread``: :func:`seed_spread`'s), or the command still to run, as plain text for a glue."""
+    (``spread``: :func:`seed_spread`'s), then its 1 ns populations against the data's (``long``:
+    :func:`pretrained.long_runs`, read when None), or the commands still to run, as plain text for a glue."""
     name, size = ala2.ENSEMBLE_REFERENCE, ala2.ENSEMBLE_SIZE
     if name not in registry:
         return (f"Whether averaging fits pins the balance is measured by opforce pretrain {name}: the mean energy of "
@@ -385,7 +386,10 @@ def ensemble_sentence(registry: dict, spread: pd.DataFrame) -> str:
         text += (f", against the single fits' αR {spread.loc[single, ('αR %', 'mean')]:.1f} ± "
                  f"{spread.loc[single, ('αR %', 'std')]:.1f} % and JS {spread.loc[single, ('JS ramachandran', 'mean')]:.3f} "
                  "over seeds")
-    return text
+    run = (pretrained.long_runs(registry=registry) if long is None else long).get(name, {}).get("1")
+    if run is None:
+        return text + f"; its 1 ns run is not recorded yet (opforce long-run {name} --ns 1)"
+    return text + ". " + long_populations_sentence(run["populations"], data_populations(), "the ensemble's")
 
 
 def exchange_table(sims: dict) -> tuple:
@@ -406,8 +410,9 @@ def exchange_table(sims: dict) -> tuple:
     return exchange.style.format(fmt).set_caption("basin exchange in 100 ps per replica"), values
 
 
-LONG_RUN_MODELS = {"ala2-cg-reference": "ref", ala2.LONG_REFERENCE: "ref24k", ala2.CHIRAL_REFERENCE: "chiral",
-                   "ala2-cg-noise-0.05": "noise005", "ala2-cg-coupling-0.05": "coupling005", "ala2-cg-cnf-0.05": "cnf005"}
+LONG_RUN_MODELS = {"ala2-cg-reference": "ref", ala2.LONG_REFERENCE: "ref24k", ala2.ENSEMBLE_REFERENCE: "ensemble",
+                   ala2.CHIRAL_REFERENCE: "chiral", "ala2-cg-noise-0.05": "noise005",
+                   "ala2-cg-coupling-0.05": "coupling005", "ala2-cg-cnf-0.05": "cnf005"}
 LONG_RUN_FIELDS = ("aL", "aLerr", "aR", "entries", "exits", "first", "second", "drift", "versus", "ratio")
 
 
